@@ -1,0 +1,60 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import BodySizeLimit
+from api.routes import health, tasks
+from core.db import create_engine
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+from core.temporal import connect
+
+DESCRIPTION = """Submit a task; a planner splits it into steps for specialised agents; the plan
+runs durably as a Temporal workflow; progress and results are read from Postgres.
+
+Authenticate with `X-API-Key` (create one with `orchestrator keys create --user NAME`).
+Every error has the shape `{"error": {"code", "message", "details"}}`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.database_url:
+            raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set it")
+        app.state.engine = create_engine(settings.database_url)
+        app.state.temporal = await connect(settings)
+        try:
+            yield
+        finally:
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Durable Agent Orchestrator",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "tasks", "description": "Submit tasks and follow them"},
+            {"name": "health", "description": "Liveness and readiness"},
+        ],
+    )
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(tasks.router)
+    app.include_router(health.router)
+    return app
+
+
+def main_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,102 @@
+"""Request and response models of the tasks API."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "cancelled"]
+
+MAX_METADATA_BYTES = 16_384
+MAX_METADATA_DEPTH = 5
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"description": "Compare the three largest cloud providers' GPU pricing",
+                 "metadata": {"project": "q3-report"}}
+            ]
+        },
+    )
+
+    user_id: str | None = Field(
+        None, max_length=200, description="Optional; must equal the caller's user when given."
+    )
+    description: str = Field(min_length=1, max_length=100_000, description="What to do.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object.")
+
+    @field_validator("description")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("description must not be blank")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(v)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must serialise to at most {MAX_METADATA_BYTES} bytes")
+        if _depth(v) > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata must be nested at most {MAX_METADATA_DEPTH} levels deep")
+        return v
+
+
+class TaskAccepted(BaseModel):
+    id: str
+    status: TaskStatus
+    workflow_id: str
+    status_url: str
+
+
+class Cost(BaseModel):
+    usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int | None = None
+
+
+class StepPublic(BaseModel):
+    index: int
+    agent: str
+    title: str
+    instructions: str
+    depends_on: list[int]
+    status: str
+    output: str | None
+    error: str | None
+    model: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    cost: Cost
+
+
+class TaskPublic(BaseModel):
+    id: str
+    user_id: str
+    description: str
+    metadata: dict[str, Any]
+    status: TaskStatus
+    steps: list[StepPublic]
+    result: str | None
+    error: str | None
+    cost: Cost
+    plan_fallback: bool
+    plan_errors: list[str] | None
+    created_at: datetime
+    updated_at: datetime
+    workflow_id: str

@@ -1,0 +1,249 @@
+"""The embedded services are real servers: these tests start them, use them and restart them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from core.embedded import (
+    EmbeddedPostgres,
+    TemporalDevServer,
+    free_port,
+    temporal_binary,
+    wait_for_port,
+)
+
+
+def _asyncpg_dsn(url: str) -> str:
+    # asyncpg takes libpq-style DSNs; the SQLAlchemy driver suffix is not part of that.
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    # Nested path: start() must create the missing parents.
+    server = EmbeddedPostgres(tmp_path / "data" / "pg")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def temporal_factory(tmp_path: Path) -> Iterator[list[TemporalDevServer]]:
+    servers: list[TemporalDevServer] = []
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _temporal(
+    servers: list[TemporalDevServer], db_file: Path, **kwargs: object
+) -> TemporalDevServer:
+    server = TemporalDevServer(db_file, **kwargs)  # type: ignore[arg-type]
+    servers.append(server)
+    return server
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def test_temporal_binary_is_executable() -> None:
+    path = temporal_binary()
+    assert os.access(path, os.X_OK)
+
+
+def test_free_port_and_wait_for_port() -> None:
+    port = free_port()
+    with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}"):
+        wait_for_port("127.0.0.1", port, timeout=0.2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        wait_for_port("127.0.0.1", port, timeout=2)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+async def test_postgres_start_use_stop_restart(pg: EmbeddedPostgres) -> None:
+    assert EmbeddedPostgres.running_url(pg.pgdata) is None
+    pg.stop()  # stopping a server that never ran is a no-op
+
+    url = pg.start()
+    assert url.startswith("postgresql+asyncpg://postgres@/postgres?host=")
+    assert pg.url == url
+    pid = pg.pid
+    assert pid is not None
+    assert pg.start() == url and pg.pid == pid  # idempotent
+    # Found from the path alone, as `orchestrator keys create --data-dir` does.
+    assert EmbeddedPostgres.running_url(pg.pgdata) == url
+    assert EmbeddedPostgres(pg.pgdata).pid == pid
+
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        assert await conn.fetchval("select 1") == 1
+        await conn.execute("create extension if not exists vector")
+        assert await conn.fetchval("select '[1,2]'::vector <-> '[1,3]'::vector") == 1.0
+        await conn.execute("create table kept (n int)")
+        await conn.execute("insert into kept values (1), (2), (3)")
+    finally:
+        await conn.close()
+
+    pg.stop()
+    assert pg.pid is None
+    assert not psutil.pid_exists(pid)
+    assert EmbeddedPostgres.running_url(pg.pgdata) is None
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = pg.url
+    pg.stop()  # idempotent
+
+    assert pg.start() == url
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        assert await conn.fetchval("select sum(n) from kept") == 6
+    finally:
+        await conn.close()
+
+
+async def test_postgres_stop_from_another_handle(pg: EmbeddedPostgres) -> None:
+    pg.start()
+    other = EmbeddedPostgres(pg.pgdata)
+    other.stop()
+    assert pg.pid is None
+    pg.start()  # our handle is stale now; start() must really restart
+    assert pg.pid is not None
+
+
+@pytest.mark.parametrize("stale_pid", ["dead", "reused"])
+async def test_postgres_starts_over_stale_postmaster_pid(
+    pg: EmbeddedPostgres, stale_pid: str
+) -> None:
+    pg.start()
+    pidfile = pg.pgdata / "postmaster.pid"
+    lines = pidfile.read_text().splitlines(keepends=True)
+    pg.stop()
+    # As after a power loss: the file survives, its pid is dead or now belongs to someone else.
+    lines[0] = f"{_dead_pid() if stale_pid == 'dead' else os.getpid()}\n"
+    pidfile.write_text("".join(lines))
+    assert EmbeddedPostgres.running_url(pg.pgdata) is None
+
+    url = pg.start()
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        assert await conn.fetchval("select 1") == 1
+    finally:
+        await conn.close()
+
+
+# --- Temporal --------------------------------------------------------------------------------
+
+
+async def test_temporal_start_stop_restart_keeps_workflows(
+    tmp_path: Path, temporal_factory: list[TemporalDevServer]
+) -> None:
+    db_file = tmp_path / "state" / "temporal.db"
+    server = _temporal(temporal_factory, db_file)
+    address = server.start()
+    assert address == server.address == f"127.0.0.1:{server.port}"
+    assert server.ui_url is not None
+    wait_for_port("127.0.0.1", server.ui_port or 0, timeout=5)
+    pid = server.pid
+    assert pid is not None
+    assert server.start() == address and server.pid == pid  # idempotent
+
+    client = await Client.connect(address)
+    attrs = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace="default")
+    )
+    assert {"UserId", "TaskStatus"} <= set(attrs.custom_attributes)
+    assert [wf async for wf in client.list_workflows()] == []
+
+    # No worker polls this queue, so the workflow simply stays Running.
+    workflow_id = f"wf-{uuid.uuid4().hex}"
+    await client.start_workflow(
+        f"Nothing{uuid.uuid4().hex}", id=workflow_id, task_queue=f"nobody-{uuid.uuid4().hex}"
+    )
+
+    server.stop()
+    assert server.pid is None
+    assert not psutil.pid_exists(pid)
+    server.stop()  # idempotent
+
+    # Same object, same address: clients of the old server can reconnect.
+    assert server.start() == address
+    client = await Client.connect(address)
+    desc = await client.get_workflow_handle(workflow_id).describe()
+    assert desc.status == WorkflowExecutionStatus.RUNNING
+
+    # A crash (SIGKILL) loses nothing that was committed either.
+    crashed_pid = server.pid
+    assert crashed_pid is not None
+    server.kill()
+    assert server.pid is None and not psutil.pid_exists(crashed_pid)
+    server.start()
+    client = await Client.connect(address)
+    assert (await client.get_workflow_handle(workflow_id).describe()).status == (
+        WorkflowExecutionStatus.RUNNING
+    )
+    assert [wf.id async for wf in client.list_workflows()] == [workflow_id]
+
+    # The server's own output goes to its log file, not to ours.
+    assert "Temporal Server" in (db_file.parent / "temporal.log").read_text()
+
+
+async def test_temporal_custom_namespace_headless(
+    tmp_path: Path, temporal_factory: list[TemporalDevServer]
+) -> None:
+    log_file = tmp_path / "logs" / "dev.log"
+    server = _temporal(
+        temporal_factory, tmp_path / "t.db", ui=False, namespace="orch", log_file=log_file
+    )
+    server.start()
+    assert server.ui_url is None
+    client = await Client.connect(server.address, namespace="orch")
+    assert [wf async for wf in client.list_workflows()] == []
+    assert log_file.exists()
+
+
+def test_temporal_refuses_second_server_on_same_db(
+    tmp_path: Path, temporal_factory: list[TemporalDevServer]
+) -> None:
+    db_file = tmp_path / "t.db"
+    _temporal(temporal_factory, db_file, ui=False).start()
+    second = _temporal(temporal_factory, db_file, ui=False)
+    with pytest.raises(RuntimeError, match="already running"):
+        second.start()
+    assert second.pid is None
+
+
+def test_temporal_port_in_use_fails_clearly(
+    tmp_path: Path, temporal_factory: list[TemporalDevServer]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = _temporal(temporal_factory, tmp_path / "t.db", port=port, ui=False)
+        with pytest.raises(RuntimeError, match="exited with code"):
+            server.start(timeout=15)
+    assert server.pid is None

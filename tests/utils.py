@@ -1,0 +1,92 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from api.app import create_app
+from core.apikeys import create_key
+from core.settings import Settings
+from testing.fake_openai import FakeOpenAI
+from worker import build_worker
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@dataclass
+class Stack:
+    """A running slice of the system: worker on its own task queue + the API app in-process."""
+
+    settings: Settings
+    client: Client
+    engine: AsyncEngine
+    http: httpx.AsyncClient
+    fake: FakeOpenAI
+    user: str
+    key: str
+    extra_keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+    async def new_user(self, user: str | None = None) -> tuple[str, str]:
+        user = user or f"user-{uuid.uuid4().hex[:8]}"
+        key, _ = await create_key(self.engine, user)
+        return user, key
+
+    async def submit(self, description: str = "Write a short report on tea", **body: Any) -> str:
+        resp = await self.http.post(
+            "/tasks", json={"description": description, **body}, headers=self.headers
+        )
+        assert resp.status_code == 202, resp.text
+        return resp.json()["id"]
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        resp = await self.http.get(f"/tasks/{task_id}", headers=self.headers)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    async def wait(
+        self, task_id: str, statuses: set[str] | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        statuses = statuses or TERMINAL
+        deadline = time.monotonic() + timeout
+        while True:
+            task = await self.get(task_id)
+            if task["status"] in statuses:
+                return task
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} still {task['status']} after {timeout}s: {task}")
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    base: Settings, client: Client, fake: FakeOpenAI, **overrides: Any
+) -> AsyncIterator[Stack]:
+    settings = base.model_copy(update={"task_queue": f"tq-{uuid.uuid4().hex[:8]}", **overrides})
+    async with build_worker(settings, client) as worker:
+        run = asyncio.create_task(worker.run())
+        app = create_app(settings)
+        try:
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                    user = f"user-{uuid.uuid4().hex[:8]}"
+                    key, _ = await create_key(app.state.engine, user)
+                    yield Stack(settings, client, app.state.engine, http, fake, user, key)
+        finally:
+            await worker.shutdown()
+            with contextlib.suppress(Exception):
+                await run

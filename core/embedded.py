@@ -116,7 +116,13 @@ def _read_postmaster_pid(pgdata: Path) -> list[str] | None:
 
 
 def _is_our_postmaster(pid: int, pgdata: Path) -> bool:
-    """True if `pid` is a live postgres serving `pgdata`; guards against pids reused after a reboot."""
+    """True if `pid` is a live postgres serving `pgdata`; guards against pids reused after a reboot.
+
+    A negative pid in postmaster.pid marks a standalone backend (initdb, single-user mode).
+    """
+    pid = abs(pid)
+    if pid == 0:
+        return False
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE or proc.name() != "postgres":
@@ -186,7 +192,7 @@ class EmbeddedPostgres:
             pid = int(lines[0])
         except ValueError:
             return None
-        return pid if _is_our_postmaster(pid, self.pgdata) else None
+        return pid if pid > 0 and _is_our_postmaster(pid, self.pgdata) else None
 
     @property
     def url(self) -> str:
@@ -252,8 +258,8 @@ class EmbeddedPostgres:
             try:
                 pid = int(lines[0])
             except (IndexError, ValueError):
-                pid = -1
-            if pid <= 0 or not _is_our_postmaster(pid, self.pgdata):
+                pid = 0  # half-written
+            if not _is_our_postmaster(pid, self.pgdata):
                 log.warning(
                     "removing stale postmaster.pid", extra={"pgdata": str(self.pgdata), "pid": pid}
                 )

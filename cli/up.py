@@ -84,7 +84,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log_file
 
 
 def up(
-    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Where state is kept."),
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", envvar="ORCH_DATA_DIR", help="Where state is kept."),
     api_port: int = typer.Option(8000, "--api-port"),
     temporal_port: int = typer.Option(7233, "--temporal-port"),
     ui_port: int = typer.Option(8233, "--ui-port"),

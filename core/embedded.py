@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import MappingProxyType, ModuleType, TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import psutil
@@ -144,7 +144,7 @@ def _wait_gone(pid: int, timeout: float) -> None:
         except psutil.NoSuchProcess:
             return
         time.sleep(0.01)
-    log.warning("process still alive after shutdown", extra={"pid": pid})
+    log.warning("process %d still alive %.0fs after shutdown", pid, timeout)
 
 
 def _sqlalchemy_url(socket_dir: str, port: int) -> str:
@@ -219,10 +219,7 @@ class EmbeddedPostgres:
         # cleanup_mode=None: never let its atexit hook stop the server; stop() is explicit.
         self._server = ep.get_server(self.pgdata, cleanup_mode=None)
         url = self.url
-        log.info(
-            "embedded postgres ready",
-            extra={"pgdata": str(self.pgdata), "secs": round(time.monotonic() - started, 3)},
-        )
+        log.info("embedded postgres ready on %s (%.2fs)", self.pgdata, time.monotonic() - started)
         return url
 
     def stop(self) -> None:
@@ -243,7 +240,7 @@ class EmbeddedPostgres:
         # pg_ctl returns once postmaster.pid is gone, a moment before the process has exited;
         # callers (restart, fault tests) expect the process gone.
         _wait_gone(pid, timeout=10)
-        log.info("embedded postgres stopped", extra={"pgdata": str(self.pgdata)})
+        log.info("embedded postgres on %s stopped", self.pgdata)
 
     def _settle_pidfile(self, timeout: float = 30) -> None:
         """Leave postmaster.pid absent, or describing a live ready server.
@@ -269,7 +266,7 @@ class EmbeddedPostgres:
             time.sleep(0.1)
 
     def _remove_stale_pidfile(self, lines: list[str]) -> None:
-        log.warning("removing stale postmaster.pid", extra={"pgdata": str(self.pgdata)})
+        log.warning("removing stale postmaster.pid in %s (its server is gone)", self.pgdata)
         # The socket lock file names the same dead pid and has the same reuse problem.
         if len(lines) >= 5 and lines[3].strip() and lines[4].strip():
             (Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock").unlink(missing_ok=True)
@@ -334,7 +331,6 @@ class TemporalDevServer:
         self._fixed = (port, ui_port, metrics_port)
         self._pick_ports()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_handle: IO[bytes] | None = None
         self._ever_started = False
 
     def _pick_ports(self) -> None:
@@ -399,7 +395,6 @@ class TemporalDevServer:
             try:
                 _run_coroutine(self._wait_ready(deadline))
             except _ServerExited as err:
-                self._close_log()
                 if attempt < attempts:
                     # Most likely one of our free ports was taken in the meantime.
                     log.warning("temporal dev server exited during startup; retrying on new ports")
@@ -413,23 +408,23 @@ class TemporalDevServer:
                 raise
             self._ever_started = True
             log.info(
-                "temporal dev server ready",
-                extra={"address": self.address, "secs": round(time.monotonic() - started, 3)},
+                "temporal dev server ready at %s (%.2fs)", self.address, time.monotonic() - started
             )
             return self.address
         raise AssertionError("unreachable")
 
     def _spawn(self) -> int:
-        self._log_handle = self.log_file.open("ab")
-        offset = self._log_handle.tell()
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-            # Own session: a terminal Ctrl-C reaches only us, and we stop it exactly once.
-            start_new_session=True,
-        )
+        """Launch the server; returns where its output starts in the log file."""
+        with self.log_file.open("ab") as log_fh:  # the child keeps its own copy of the fd
+            offset = log_fh.tell()  # before the child writes: the fd's offset is shared with it
+            self._proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                # Own session: a terminal Ctrl-C reaches only us, and we stop it exactly once.
+                start_new_session=True,
+            )
         return offset
 
     async def _wait_ready(self, deadline: float) -> None:
@@ -481,7 +476,7 @@ class TemporalDevServer:
             if "start-dev" not in cmdline or str(self.db_file) not in cmdline:
                 continue
             if proc.info["ppid"] == 1 and os.getpid() != 1:
-                log.warning("killing orphaned temporal dev server", extra={"pid": proc.pid})
+                log.warning("killing orphaned temporal dev server %d on %s", proc.pid, self.db_file)
                 try:
                     proc.kill()
                     proc.wait(10)
@@ -506,23 +501,14 @@ class TemporalDevServer:
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning(
-                    "temporal dev server ignored SIGTERM; killing it", extra={"pid": self._proc.pid}
-                )
+                log.warning("temporal dev server %d ignored SIGTERM; killing it", self._proc.pid)
                 self.kill()
-        self._close_log()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would. Committed state survives in the SQLite file."""
         if self._proc is not None and self._proc.poll() is None:
             self._signal(signal.SIGKILL)
             self._proc.wait()
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
 
     def _log_tail(self, offset: int, limit: int = 4000) -> str:
         try:

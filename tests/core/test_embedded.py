@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -261,6 +263,35 @@ def test_temporal_port_in_use_fails_clearly(
         busy.listen()
         port = busy.getsockname()[1]
         server = _temporal(temporal_factory, tmp_path / "t.db", port=port, ui=False)
-        with pytest.raises(RuntimeError, match="exited with code"):
+        with pytest.raises(RuntimeError, match="exited with code") as failure:
             server.start(timeout=15)
+    assert "address already in use" in str(failure.value)  # the server's own words, from its log
     assert server.pid is None
+
+
+def test_temporal_kills_orphan_on_its_db(
+    tmp_path: Path, temporal_factory: list[TemporalDevServer]
+) -> None:
+    db_file = tmp_path / "t.db"
+    # What a SIGKILLed `orchestrator up` leaves behind: a dev server re-parented to init.
+    launcher = subprocess.run(
+        [
+            "sh", "-c", 'nohup "$0" server start-dev --headless --ip 127.0.0.1 --port "$1" '
+            '--db-filename "$2" >/dev/null 2>&1 & echo $!',
+            temporal_binary(), str(free_port()), str(db_file),
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    orphan = int(launcher.stdout)
+    try:
+        # Until it has exec'd, the orphan does not look like a dev server yet.
+        while "start-dev" not in psutil.Process(orphan).cmdline():
+            time.sleep(0.01)
+        assert psutil.Process(orphan).ppid() != os.getpid()
+        server = _temporal(temporal_factory, db_file, ui=False)
+        server.start()
+        assert not _running(orphan)
+        assert server.pid is not None
+    finally:
+        if _running(orphan):
+            os.kill(orphan, signal.SIGKILL)

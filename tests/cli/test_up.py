@@ -15,18 +15,21 @@ import psutil
 from core.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+# The installed console script when there is one (as a user runs it), else the module.
+_SCRIPT = Path(sys.executable).with_name("orchestrator")
+ORCHESTRATOR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "cli"]
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        [*ORCHESTRATOR, *args], cwd=REPO, env=env, capture_output=True, text=True,
         timeout=60,
     )
 
 
 def _start_up(data_dir: Path, api_port: int, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "up", "--data-dir", str(data_dir), "--api-port", str(api_port),
+        [*ORCHESTRATOR, "up", "--data-dir", str(data_dir), "--api-port", str(api_port),
          "--temporal-port", str(free_port()), "--ui-port", str(free_port())],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

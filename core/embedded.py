@@ -447,18 +447,26 @@ class TemporalDevServer:
             return set(self.search_attributes) - set(attrs.custom_attributes)
 
         while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise _ServerExited(f"temporal dev server exited with code {code} during startup")
+            # Bounded, and raced against our child exiting: if something else owns the port and
+            # accepts but never answers, Client.connect alone would hang well past that exit.
+            task = asyncio.ensure_future(asyncio.wait_for(probe(), timeout=2))
             try:
-                # Bounded per attempt: if something else owns the port and accepts but never
-                # answers, Client.connect would otherwise hang past the moment our child exits.
-                missing = await asyncio.wait_for(probe(), timeout=2)
+                while not task.done():
+                    if (code := self._proc.poll()) is not None:
+                        raise _ServerExited(
+                            f"temporal dev server exited with code {code} during startup"
+                        )
+                    await asyncio.wait({task}, timeout=0.02)
+                missing = task.result()
                 if not missing:
                     return
                 last_error = f"search attributes not registered yet: {sorted(missing)}"
+            except _ServerExited:
+                raise
             except Exception as err:  # connection refused, namespace not ready, ...
                 last_error = f"{type(err).__name__}: {err}"
+            finally:
+                task.cancel()
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"temporal dev server at {self.address} not ready in time; last error: {last_error}"

@@ -18,7 +18,7 @@ from core.db import create_engine, migrate, plain_url
 from core.embedded import EmbeddedPostgres, TemporalDevServer
 from core.settings import Settings
 from testing.fake_openai import FakeOpenAI
-from tests.utils import Stack, running_stack
+from tests.utils import Stack, running_stack, service_dir
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +43,14 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         return
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
-    url = pg.start()
-    try:
-        migrate(url)
-        yield url
-    finally:
-        pg.stop()
+    with service_dir() as root:
+        pg = EmbeddedPostgres(root / "pgdata")
+        url = pg.start()
+        try:
+            migrate(url)
+            yield url
+        finally:
+            pg.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +24,18 @@ from testing.fake_openai import FakeOpenAI
 from worker import build_worker
 
 TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@contextlib.contextmanager
+def service_dir(prefix: str = "orch-test-") -> Iterator[Path]:
+    """A temp dir for embedded PostgreSQL data, outside pytest's tmp tree: as root, postgres
+    runs as another user that must traverse the path, and every new pytest session resets
+    /tmp/pytest-of-<user> to 0700, which would lock a running server out of its own data."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

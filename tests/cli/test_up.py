@@ -13,6 +13,7 @@ import httpx
 import psutil
 
 from core.embedded import free_port
+from tests.utils import service_dir
 
 REPO = Path(__file__).resolve().parents[2]
 # The installed console script when there is one (as a user runs it), else the module.
@@ -76,11 +77,15 @@ def _wait_done(url: str, key: str, task_id: str) -> dict:
     raise AssertionError(f"task not done: {task}")
 
 
-def test_up_runs_a_task_and_stops_cleanly_then_keeps_tasks(tmp_path: Path) -> None:
+def test_up_runs_a_task_and_stops_cleanly_then_keeps_tasks() -> None:
+    with service_dir() as root:
+        _up_twice(root / "data")
+
+
+def _up_twice(data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY")}
     env["PYTHONPATH"] = str(REPO)
-    data_dir = tmp_path / "data"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _start_up(data_dir, port, env)

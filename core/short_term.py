@@ -78,7 +78,9 @@ async def window(
             break
         content = entry.content
         if len(content) > budget:
-            content = "[…] " + content[len(content) - budget :]
+            if budget <= 20:  # not worth a fragment
+                break
+            content = "[…] " + content[len(content) - (budget - 4) :]
         kept.append(Entry(entry.step_index, entry.kind, content))
         budget -= len(content)
     return list(reversed(kept))

@@ -45,6 +45,8 @@ def failure_message(err: BaseException) -> str:
     """The innermost cause's message: what the provider or the tool actually said."""
     while getattr(err, "cause", None) is not None:
         err = err.cause  # type: ignore[assignment]
+    if isinstance(err, ApplicationError) and err.type == "BudgetExceeded":
+        return err.message  # already starts with "budget_exceeded: ", as clients expect
     return str(err) or type(err).__name__
 
 

@@ -93,7 +93,7 @@ class TaskWorkflow:
         p = inp.policy
         try:
             await asyncio.wait_for(self._execute(inp), timeout=p.deadline_secs)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self._finish(
                 inp, "failed", f"deadline exceeded: the task did not finish within {p.deadline_secs:g}s"
             )

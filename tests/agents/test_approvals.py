@@ -24,8 +24,8 @@ def _script_email(fake: FakeOpenAI) -> None:
     )
 
 
-async def _pending(stack: Stack, task_id: str, timeout: float = 30) -> list[dict]:
-    deadline = time.monotonic() + timeout
+async def _pending(stack: Stack, task_id: str, within: float = 30) -> list[dict]:
+    deadline = time.monotonic() + within
     while True:
         resp = await stack.http.get(f"/tasks/{task_id}/approvals", headers=stack.headers)
         assert resp.status_code == 200, resp.text

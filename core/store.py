@@ -359,6 +359,15 @@ async def finish_task(
                 ),
                 {"t": task_id, "s": "cancelled" if status == "cancelled" else "skipped"},
             )
+            # Tool calls that will never run now (pending approvals included) say so.
+            await conn.execute(
+                sa.text(
+                    "UPDATE tool_calls SET status='rejected', finished_at=now(), "
+                    "error=COALESCE(error, 'not run: the task ended first (' || :s || ')') "
+                    "WHERE task_id=:t AND status IN ('validated','awaiting_approval')"
+                ),
+                {"t": task_id, "s": status},
+            )
         await conn.execute(
             sa.text(
                 "UPDATE tasks SET status=:s, result=COALESCE(:r, result), error=:e, updated_at=now() "

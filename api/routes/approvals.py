@@ -25,6 +25,7 @@ from api.errors import ERROR_RESPONSES, APIError
 from core import tool_calls as calls_db
 from core.apikeys import Principal
 from core.contracts import APPROVAL_UPDATE, ApprovalDecision, workflow_id_for
+from core.store import TERMINAL
 
 router = APIRouter(prefix="/tasks", tags=["approvals"], responses=ERROR_RESPONSES)
 log = structlog.get_logger(__name__)
@@ -83,15 +84,17 @@ def _public(row: dict[str, Any]) -> ApprovalPublic:
     return ApprovalPublic.model_validate({**row, "arguments": args})
 
 
-async def _own_task(engine: EngineDep, task_id: str, user_id: str) -> None:
+async def _own_task(engine: EngineDep, task_id: str, user_id: str) -> str:
+    """The task's status; 404 unless it exists and belongs to the caller."""
     async with engine.connect() as conn:
         found = (
             await conn.execute(
-                text("SELECT 1 FROM tasks WHERE id=:t AND user_id=:u"), {"t": task_id, "u": user_id}
+                text("SELECT status FROM tasks WHERE id=:t AND user_id=:u"), {"t": task_id, "u": user_id}
             )
         ).first()
     if found is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
+    return str(found.status)
 
 
 @router.get("/{task_id}/approvals", response_model=ApprovalList, summary="Tool calls awaiting approval")
@@ -126,12 +129,14 @@ async def decide(
     engine: EngineDep,
     temporal: TemporalDep,
 ) -> DecisionOut:
-    await _own_task(engine, task_id, principal.user_id)
+    task_status = await _own_task(engine, task_id, principal.user_id)
     row = await calls_db.get_approval(engine, task_id, approval_id)
     if row is None:
         raise APIError(404, "approval_not_found", f"approval {approval_id} not found for task {task_id}")
     if row["decision"] is not None or row["status"] != "awaiting_approval":
         raise _already_decided(approval_id, row)
+    if task_status in TERMINAL:
+        raise APIError(409, "task_not_running", f"task {task_id} is already {task_status}")
     handle = temporal.get_workflow_handle(workflow_id_for(task_id))
     decision = ApprovalDecision(
         approval_id=approval_id, decision=body.decision, comment=body.comment, user_id=principal.user_id

@@ -121,3 +121,36 @@ async def test_undecided_approval_times_out_as_rejected(
         assert msg["content"].startswith("rejected: no reviewer decided")
         resp = await _decide(stack, task_id, call["approval_id"], "approve")
         assert resp.status_code == 409
+
+
+async def test_cancelled_task_leaves_no_pending_approval(stack: Stack) -> None:
+    _script_email(stack.fake)
+    task_id = await stack.submit("Send the weekly report by email")
+    (pending,) = await _pending(stack, task_id)
+    await stack.client.get_workflow_handle(f"task-{task_id}").cancel()
+    task = await stack.wait(task_id)
+    assert task["status"] == "cancelled", task
+    (call,) = task["steps"][0]["tool_calls"]
+    assert call["status"] == "rejected" and call["error"].startswith("not run: the task ended first")
+    resp = await stack.http.get(f"/tasks/{task_id}/approvals", headers=stack.headers)
+    assert resp.json()["items"] == []
+    resp = await _decide(stack, task_id, pending["approval_id"], "approve")
+    assert resp.status_code == 409
+
+
+async def test_approvals_of_someone_elses_task_are_not_found(stack: Stack) -> None:
+    _script_email(stack.fake)
+    task_id = await stack.submit("Send the weekly report by email")
+    (pending,) = await _pending(stack, task_id)
+    _, other_key = await stack.new_user()
+    resp = await stack.http.get(f"/tasks/{task_id}/approvals", headers={"X-API-Key": other_key})
+    assert resp.status_code == 404
+    resp = await stack.http.post(
+        f"/tasks/{task_id}/approvals/{pending['approval_id']}",
+        json={"decision": "approve"}, headers={"X-API-Key": other_key},
+    )
+    assert resp.status_code == 404
+    resp = await _decide(stack, task_id, pending["approval_id"], "maybe")
+    assert resp.status_code == 422
+    assert (await _decide(stack, task_id, pending["approval_id"], "approve")).status_code == 200
+    assert (await stack.wait(task_id))["status"] == "completed"

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.task_activities import TaskActivities
+from activities.tool_activities import ToolActivities
 from core.db import create_engine
 from core.llm import make_llm_client
 from core.logging import configure_logging
@@ -38,12 +39,14 @@ async def build_worker(
     engine = create_engine(settings.database_url, pool_size=20)
     llm = make_llm_client(settings)
     acts = TaskActivities(engine=engine, llm=llm, settings=settings)
+    # memory_search: wire the long-term memory search here once it exists (None = unavailable).
+    tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=None)
     try:
         yield Worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=WORKFLOWS,
-            activities=[acts.plan_task, acts.run_step, acts.finish_task],
+            activities=[acts.plan_task, acts.run_step, acts.finish_task, tool_acts.run_tool],
             max_concurrent_activities=500,
             max_concurrent_workflow_tasks=100,
             graceful_shutdown_timeout=timedelta(seconds=30),

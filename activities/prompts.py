@@ -8,7 +8,9 @@ from core.agents import Agent
 from core.store import StepContext
 
 
-def step_messages(agent: Agent, ctx: StepContext, *, max_input_chars: int) -> list[dict[str, Any]]:
+def step_messages(
+    agent: Agent, ctx: StepContext, *, max_input_chars: int, memory: str = ""
+) -> list[dict[str, Any]]:
     parts = [f"Overall task:\n{ctx.description}", f"Your step: {ctx.title}\n{ctx.instructions}"]
     if ctx.dependencies:
         # Bound each input so a long upstream answer cannot crowd out the instructions.
@@ -16,6 +18,8 @@ def step_messages(agent: Agent, ctx: StepContext, *, max_input_chars: int) -> li
         for index, title, output in ctx.dependencies:
             text = output if len(output) <= per_dep else output[:per_dep] + " […truncated]"
             parts.append(f"Output of step {index} ({title}):\n{text}")
+    if memory:
+        parts.append(f"Task memory (notes and results of other steps, oldest first):\n{memory}")
     return [
         {"role": "system", "content": agent.system_prompt},
         {"role": "user", "content": "\n\n".join(parts)},

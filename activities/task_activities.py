@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,8 +14,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
-from core import store
-from core.agents import get_agent
+from core import budget, short_term, store
+from core import tool_calls as calls_db
+from core.agents import Agent, get_agent
 from core.contracts import (
     FinishInput,
     PlanInput,
@@ -21,10 +24,12 @@ from core.contracts import (
     PlanResult,
     StepInput,
     StepResult,
+    ToolCallRef,
 )
 from core.llm import Completion, LLMClient
 from core.settings import Settings
 from planner.planner import make_plan
+from tools import REGISTRY, ToolRegistry, ToolRejected
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +46,7 @@ class TaskActivities:
     engine: AsyncEngine
     llm: LLMClient
     settings: Settings
+    tools: ToolRegistry = field(default_factory=lambda: REGISTRY)
 
     @activity.defn(name="plan_task")
     async def plan_task(self, inp: PlanInput) -> PlanResult:
@@ -48,6 +54,13 @@ class TaskActivities:
         if existing:  # an earlier attempt planned and wrote it; never re-plan differently
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
         task = await store.load_task(self.engine, inp.task_id)
+
+        async def check_budget(messages: list[dict[str, Any]]) -> None:
+            await budget.check(
+                self.engine, self.settings, task_id=inp.task_id, model=self.settings.model,
+                messages=messages, max_tokens=self.settings.llm_max_tokens,
+            )
+
         async with heartbeating():
             outcome = await make_plan(
                 self.llm,
@@ -55,6 +68,7 @@ class TaskActivities:
                 description=task.description,
                 max_steps=self.settings.max_plan_steps,
                 max_tokens=self.settings.llm_max_tokens,
+                before_call=check_budget,
             )
         await self._record_calls(inp.task_id, None, "plan", outcome.calls)
         steps = [s.model_dump() for s in outcome.plan.steps]
@@ -68,25 +82,105 @@ class TaskActivities:
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:
+        """One LLM turn of a step. The model answers (step completed) or asks for tools: the
+        calls are validated and stored, and the valid ones returned for the workflow to run."""
         ctx = await store.step_context(self.engine, inp.task_id, inp.index)
         if ctx.status == "completed":
             return StepResult(index=inp.index, done=True, preview=(ctx.output or "")[:200], model=ctx.model or "")
+        if activity.info().attempt > 1:  # an earlier attempt may have committed this turn
+            saved = await calls_db.saved_turn(self.engine, inp.task_id, inp.index, inp.turn)
+            if saved is not None:
+                return self._tool_turn_result(inp, saved)
         agent = get_agent(ctx.agent)
         model = agent.model or self.settings.model
-        async with self.engine.begin() as conn:
-            await store.mark_step_started(conn, inp.task_id, inp.index, agent.name)
-        messages = step_messages(agent, ctx, max_input_chars=self.settings.short_term_window_chars)
+        final_turn = inp.turn >= max(1, inp.max_turns) - 1
+        offered = () if final_turn else tuple(t for t in agent.tools if t in self.tools.tools)
+        tools = self.tools.openai_tools(offered) or None
+        prompt: list[dict[str, Any]] | None = None
+        if inp.turn == 0:
+            async with self.engine.begin() as conn:
+                await store.mark_step_started(conn, inp.task_id, inp.index, agent.name)
+            memory = await short_term.window(
+                self.engine, inp.task_id, exclude_step=inp.index,
+                exclude_outputs_of=[d[0] for d in ctx.dependencies],
+                max_chars=self.settings.short_term_window_chars,
+            )
+            prompt = step_messages(
+                agent, ctx, max_input_chars=self.settings.short_term_window_chars,
+                memory=short_term.render(memory),
+            )
+            messages = list(prompt)
+        else:
+            messages = await calls_db.conversation(self.engine, inp.task_id, inp.index)
+        if final_turn and inp.turn > 0:
+            messages.append({"role": "user", "content": "The tool-call limit is reached: answer now "
+                             "with what you have, without calling tools."})
+        await budget.check(
+            self.engine, self.settings, task_id=inp.task_id, model=model, messages=messages,
+            max_tokens=self.settings.llm_max_tokens, extra=tools,
+        )
         async with heartbeating():
             completion = await self.llm.complete(
-                model=model, messages=messages, max_tokens=self.settings.llm_max_tokens
+                model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools
             )
+        if completion.tool_calls and not final_turn:
+            return await self._save_tool_turn(inp, agent, prompt, completion)
         output = completion.content or ""
+        if completion.tool_calls:
+            log.warning("tool_calls_past_max_turns", task_id=inp.task_id, step=inp.index, turn=inp.turn)
+            output = output or "(no answer: the step reached its tool-call limit)"
         async with self.engine.begin() as conn:
             await self._record(conn, inp.task_id, inp.index, "step", completion, 0)
             await store.mark_step_finished(
                 conn, inp.task_id, inp.index, output=output, model=completion.model
             )
-        return StepResult(index=inp.index, done=True, preview=output[:200], model=completion.model)
+            await short_term.add_entry(
+                conn, task_id=inp.task_id, step_index=inp.index, kind="output", content=output,
+                ttl_hours=self.settings.short_term_ttl_hours, dedupe_key=f"output:{inp.index}",
+            )
+        return StepResult(index=inp.index, done=True, preview=output[:200], model=completion.model, turn=inp.turn)
+
+    async def _save_tool_turn(
+        self, inp: StepInput, agent: Agent, prompt: list[dict[str, Any]] | None, completion: Completion
+    ) -> StepResult:
+        new_calls: list[calls_db.NewCall] = []
+        for seq, req in enumerate(completion.tool_calls):
+            call = calls_db.NewCall(seq, req.id or f"call_{inp.turn}_{seq}", req.name, req.arguments or "", "validated")
+            try:
+                tool, _ = self.tools.validate(req.name, req.arguments, agent.tools)
+            except ToolRejected as exc:
+                call.status, call.error = "rejected", str(exc)
+                log.warning("tool_call_rejected", task_id=inp.task_id, step=inp.index,
+                            turn=inp.turn, tool=req.name, error=str(exc))
+            else:
+                call.timeout_secs = tool.timeout_secs
+                if tool.requires_approval:
+                    call.status = "awaiting_approval"
+                    key = f"{inp.task_id}:{inp.index}:{inp.turn}:{seq}"
+                    call.approval_id = "apr_" + hashlib.sha256(key.encode()).hexdigest()[:20]
+            new_calls.append(call)
+        async with self.engine.begin() as conn:
+            await self._record(conn, inp.task_id, inp.index, "step", completion, 0)
+            await calls_db.save_turn(
+                conn, task_id=inp.task_id, step_index=inp.index, turn=inp.turn, prompt=prompt,
+                assistant=calls_db.assistant_message(completion.content, new_calls), calls=new_calls,
+            )
+        # Another attempt may have committed this turn first; its calls are the ones that count.
+        saved = await calls_db.saved_turn(self.engine, inp.task_id, inp.index, inp.turn)
+        return self._tool_turn_result(inp, saved or new_calls, model=completion.model)
+
+    def _timeout_of(self, name: str) -> float:
+        tool = self.tools.tools.get(name)
+        return tool.timeout_secs if tool else 10.0
+
+    def _tool_turn_result(self, inp: StepInput, calls: list[calls_db.NewCall], model: str = "") -> StepResult:
+        refs = [
+            ToolCallRef(seq=c.seq, call_id=c.call_id, tool=c.tool,
+                        timeout_secs=self._timeout_of(c.tool),
+                        approval_id=c.approval_id)
+            for c in calls if c.status != "rejected"
+        ]
+        return StepResult(index=inp.index, done=False, model=model, turn=inp.turn, tool_calls=refs)
 
     @activity.defn(name="finish_task")
     async def finish_task(self, inp: FinishInput) -> str:

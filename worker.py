@@ -22,8 +22,8 @@ from core.db import create_engine
 from core.llm import make_llm_client
 from core.logging import configure_logging
 from core.observability import InstrumentedLLM, setup_tracing, tracing_interceptors
-from core.settings import Settings, get_settings
 from core.schedules import ensure_schedules
+from core.settings import Settings, get_settings
 from core.temporal import connect, metrics_runtime
 from workflows.maintenance import MAINTENANCE_WORKFLOWS
 from workflows.task_workflow import TaskWorkflow

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -74,7 +75,7 @@ class MaintenanceActivities:
     async def archive_audit_log(self, inp: MaintenanceInput) -> MaintenanceResult:
         age = inp.older_than_secs if inp.older_than_secs is not None else self.settings.audit_retention_days * DAY
         info = activity.info()
-        out_dir = Path(self.settings.data_dir).resolve() / "archive" / "audit_log"
+        out_dir = self.settings.data_dir / "archive" / "audit_log"
         out = out_dir / f"audit_log-{info.workflow_run_id}.jsonl"
         archived = deleted = 0
         async with self.engine.begin() as conn:
@@ -127,8 +128,6 @@ class MaintenanceActivities:
 
 
 def _append_durably(path: Path, text: str) -> None:
-    import os
-
     with path.open("a", encoding="utf-8") as f:
         f.write(text)
         f.flush()

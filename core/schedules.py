@@ -20,7 +20,12 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from core.contracts import ARCHIVE_AUDIT_LOG, EXPIRE_SHORT_TERM_MEMORY, PURGE_API_KEYS, MaintenanceInput
+from core.contracts import (
+    ARCHIVE_AUDIT_LOG,
+    EXPIRE_SHORT_TERM_MEMORY,
+    PURGE_API_KEYS,
+    MaintenanceInput,
+)
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -29,9 +29,9 @@ async def _run(stack: Stack, workflow: str, inp: MaintenanceInput) -> Maintenanc
 async def test_purge_deletes_only_expired_and_revoked_keys(stack: Stack) -> None:
     user = f"purge-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
-    _, active = await create_key(stack.engine, user, name="active")
-    _, future = await create_key(stack.engine, user, name="future", expires_at=now + timedelta(days=3))
-    _, expired = await create_key(stack.engine, user, name="expired", expires_at=now - timedelta(seconds=1))
+    await create_key(stack.engine, user, name="active")
+    await create_key(stack.engine, user, name="future", expires_at=now + timedelta(days=3))
+    await create_key(stack.engine, user, name="expired", expires_at=now - timedelta(seconds=1))
     _, revoked = await create_key(stack.engine, user, name="revoked")
     assert await revoke_key(stack.engine, revoked.id)
     _, recent_revoked = await create_key(stack.engine, user, name="recently revoked")

@@ -20,8 +20,8 @@ from core.settings import Settings
 from worker import build_worker
 
 
-async def _wait_status(http: httpx.AsyncClient, code: int, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+async def _wait_status(http: httpx.AsyncClient, code: int, within: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + within
     while True:
         resp = await http.get("/readyz")
         if resp.status_code == code:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from opentelemetry import trace
@@ -36,7 +37,7 @@ async def test_span_tree_http_to_llm(stack: Stack) -> None:
         if "RunWorkflow:TaskWorkflow" in names and any(n.startswith("llm ") for n in names):
             break
         assert time.monotonic() < deadline, sorted(names)
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
 
     by_id = {s.context.span_id: s for s in spans}
     http = [s for s in spans if s.name == "POST /tasks"]

@@ -56,5 +56,6 @@ def configure_logging(level: str = "INFO", *, json: bool = True, log_prompts: bo
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)
     for noisy in ("httpx", "httpcore", "openai", "temporalio.activity", "temporalio.workflow"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))

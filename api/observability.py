@@ -38,7 +38,7 @@ class HttpMetrics:
             nonlocal code
             if message["type"] == "http.response.start":
                 code = message["status"]
-                if not incoming and not any(k.lower() == REQUEST_ID_HEADER for k, _ in message.get("headers", [])):
+                if not any(k.lower() == REQUEST_ID_HEADER for k, _ in message.get("headers", [])):
                     message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
             await send(message)
 

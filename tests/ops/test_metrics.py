@@ -52,3 +52,10 @@ async def test_unknown_route_is_one_label(stack: Stack) -> None:
     text = (await stack.http.get("/metrics")).text
     assert 'route="unmatched"' in text
     assert "/no/such/path" not in text
+
+
+async def test_request_id_is_echoed(stack: Stack) -> None:
+    resp = await stack.http.get("/healthz", headers={"X-Request-ID": "req-123"})
+    assert resp.headers["x-request-id"] == "req-123"
+    fresh = await stack.http.get("/healthz")
+    assert len(fresh.headers["x-request-id"]) == 32

@@ -45,6 +45,13 @@ class WorkerProc:
         return [line for line in self.log.read_text().splitlines() if line.strip()]
 
 
+def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 @contextlib.asynccontextmanager
 async def worker_process(settings: Settings, tmp: Path) -> AsyncIterator[WorkerProc]:
     ports = free_port(), free_port()
@@ -63,10 +70,7 @@ async def worker_process(settings: Settings, tmp: Path) -> AsyncIterator[WorkerP
         "ORCH_METRICS_BIND_HOST": "127.0.0.1",
         "LOG_LEVEL": "INFO",
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc = _spawn(env, log)
     wp = WorkerProc(proc, log, *ports)
     try:
         deadline = time.monotonic() + 60

@@ -57,5 +57,8 @@ def configure_logging(level: str = "INFO", *, json: bool = True, log_prompts: bo
     root.handlers = [handler]
     root.setLevel(level.upper())
     logging.captureWarnings(True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn installs its own handlers
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     for noisy in ("httpx", "httpcore", "openai", "temporalio.activity", "temporalio.workflow"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))

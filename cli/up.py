@@ -33,16 +33,23 @@ async def _demo_key(url: str, key_file: Path) -> str:
     """Reuse the key saved by an earlier `up` while it still works; otherwise make one."""
     engine = create_engine(url, pool_size=1)
     try:
-        if key_file.exists():
-            key = key_file.read_text().strip()
-            if await apikeys.authenticate(engine, key):
-                return key
+        key = await asyncio.to_thread(_read_key, key_file)
+        if key and await apikeys.authenticate(engine, key):
+            return key
         key, _ = await apikeys.create_key(engine, DEMO_USER, name="created by orchestrator up")
     finally:
         await engine.dispose()
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
+    await asyncio.to_thread(_write_key, key_file, key)
     return key
+
+
+def _read_key(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _write_key(path: Path, key: str) -> None:
+    path.write_text(key + "\n")
+    path.chmod(0o600)
 
 
 def _spawn(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:

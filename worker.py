@@ -15,18 +15,23 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.maintenance_activities import MaintenanceActivities
 from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
+from core import metrics
 from core.db import create_engine
 from core.llm import make_llm_client
 from core.logging import configure_logging
+from core.observability import InstrumentedLLM, setup_tracing, tracing_interceptors
+from core.schedules import ensure_schedules
 from core.settings import Settings, get_settings
-from core.temporal import connect
+from core.temporal import connect, metrics_runtime
+from workflows.maintenance import MAINTENANCE_WORKFLOWS
 from workflows.task_workflow import TaskWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [TaskWorkflow]
+WORKFLOWS = [TaskWorkflow, *MAINTENANCE_WORKFLOWS]
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +42,7 @@ async def build_worker(
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set DATABASE_URL")
     engine = create_engine(settings.database_url, pool_size=20)
-    llm = make_llm_client(settings)
+    llm = InstrumentedLLM(make_llm_client(settings))
     acts = TaskActivities(engine=engine, llm=llm, settings=settings)
     # memory_search: wire the long-term memory search here once it exists (None = unavailable).
     tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=None)
@@ -46,20 +51,42 @@ async def build_worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=WORKFLOWS,
-            activities=[acts.plan_task, acts.run_step, acts.finish_task, tool_acts.run_tool],
+            activities=[
+                acts.plan_task, acts.run_step, acts.finish_task, tool_acts.run_tool,
+                *MaintenanceActivities(engine=engine, settings=settings).all(),
+            ],
             max_concurrent_activities=500,
             max_concurrent_workflow_tasks=100,
             graceful_shutdown_timeout=timedelta(seconds=30),
+            # Tracing: inherited from the client when it has the interceptor, else added here.
+            interceptors=[] if _has_tracing(client) else tracing_interceptors(),
         )
     finally:
         await llm.close()
         await engine.dispose()
 
 
+def _has_tracing(client: Client) -> bool:
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    return any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
+
+
 async def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
-    client = await connect(settings)
+    configure_logging(settings.log_level, json=settings.log_json, log_prompts=settings.log_prompts)
+    setup_tracing("orchestrator-worker")
+    host = settings.metrics_bind_host
+    if settings.worker_metrics_port is not None:
+        metrics.serve(settings.worker_metrics_port, host)
+        log.info("metrics_serving", address=f"{host}:{settings.worker_metrics_port}", kind="worker")
+    runtime = None
+    if settings.temporal_metrics_port is not None:
+        runtime = metrics_runtime(f"{host}:{settings.temporal_metrics_port}")
+        log.info("metrics_serving", address=f"{host}:{settings.temporal_metrics_port}", kind="temporal_sdk")
+    client = await connect(settings, runtime=runtime)
+    if settings.schedules:
+        await ensure_schedules(client, settings)
     async with build_worker(settings, client) as worker:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
-from core import budget, short_term, store
+from core import budget, metrics, short_term, store
 from core import tool_calls as calls_db
 from core.agents import Agent, get_agent
 from core.contracts import (
@@ -27,6 +28,7 @@ from core.contracts import (
     ToolCallRef,
 )
 from core.llm import Completion, LLMClient
+from core.observability import activity_log_context
 from core.settings import Settings
 from planner.planner import make_plan
 from tools import REGISTRY, ToolRegistry, ToolRejected
@@ -50,6 +52,10 @@ class TaskActivities:
 
     @activity.defn(name="plan_task")
     async def plan_task(self, inp: PlanInput) -> PlanResult:
+        with activity_log_context(inp.task_id):
+            return await self._plan_task(inp)
+
+    async def _plan_task(self, inp: PlanInput) -> PlanResult:
         existing = await store.existing_plan(self.engine, inp.task_id)
         if existing:  # an earlier attempt planned and wrote it; never re-plan differently
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
@@ -78,12 +84,21 @@ class TaskActivities:
         if outcome.fallback:
             log.warning("plan_fallback", task_id=inp.task_id, errors=outcome.errors)
         saved = await store.existing_plan(self.engine, inp.task_id)
+        log.info("plan_ready", steps=len(saved), fallback=outcome.fallback)
         return PlanResult(steps=[PlannedStep(**s) for s in saved], fallback=outcome.fallback)
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:
         """One LLM turn of a step. The model answers (step completed) or asks for tools: the
         calls are validated and stored, and the valid ones returned for the workflow to run."""
+        started = time.perf_counter()
+        with activity_log_context(inp.task_id, inp.index, agent=inp.agent):
+            try:
+                return await self._run_step(inp)
+            finally:
+                metrics.STEP_DURATION.labels(inp.agent).observe(time.perf_counter() - started)
+
+    async def _run_step(self, inp: StepInput) -> StepResult:
         ctx = await store.step_context(self.engine, inp.task_id, inp.index)
         if ctx.status == "completed":
             return StepResult(index=inp.index, done=True, preview=(ctx.output or "")[:200], model=ctx.model or "")
@@ -138,6 +153,10 @@ class TaskActivities:
                 conn, task_id=inp.task_id, step_index=inp.index, kind="output", content=output,
                 ttl_hours=self.settings.short_term_ttl_hours, dedupe_key=f"output:{inp.index}",
             )
+        log.info(
+            "step_finished", agent=agent.name, model=completion.model,
+            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+        )
         return StepResult(index=inp.index, done=True, preview=output[:200], model=completion.model, turn=inp.turn)
 
     async def _save_tool_turn(
@@ -184,12 +203,18 @@ class TaskActivities:
 
     @activity.defn(name="finish_task")
     async def finish_task(self, inp: FinishInput) -> str:
+        with activity_log_context(inp.task_id):
+            return await self._finish_task(inp)
+
+    async def _finish_task(self, inp: FinishInput) -> str:
         if inp.status not in store.TERMINAL:
             raise ApplicationError(f"not a terminal status: {inp.status}", non_retryable=True)
         result = await store.finish_task(
             self.engine, inp.task_id, inp.status, error=inp.error, failed_step=inp.failed_step
         )
         log.info("task_finished", task_id=inp.task_id, status=inp.status)
+        if activity.info().attempt == 1:  # count each task once, not once per retry
+            metrics.record_task_finished(inp.status, await store.task_age_secs(self.engine, inp.task_id))
         return (result or "")[:200]
 
     async def _record_calls(

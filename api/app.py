@@ -9,9 +9,11 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
+from api.observability import install_observability
 from api.routes import approvals, health, tasks, usage
 from core.db import create_engine
 from core.logging import configure_logging
+from core.observability import setup_tracing
 from core.settings import Settings, get_settings
 from core.temporal import connect
 
@@ -51,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    install_observability(app)
     app.include_router(tasks.router)
     app.include_router(approvals.router)
     app.include_router(usage.router)
@@ -60,5 +63,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def main_app() -> FastAPI:
     settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json, log_prompts=settings.log_prompts)
+    setup_tracing("orchestrator-api")
     return create_app(settings)

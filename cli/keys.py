@@ -22,6 +22,7 @@ def create(
         ",".join(apikeys.DEFAULT_SCOPES), help=f"Comma-separated, of: {', '.join(apikeys.ALL_SCOPES)}"
     ),
     expires_in_days: float | None = typer.Option(None, help="Expire the key after N days."),
+    save: bool = typer.Option(False, "--save", help="Save key and API URL in the CLI config."),
     data_dir: Path = DataDirOption,
 ) -> None:
     """Create a key; the key itself is printed once, as the last line."""
@@ -35,6 +36,11 @@ def create(
     except ValueError as exc:
         raise fail(str(exc)) from None
     console.print(f"created key {info.id} (prefix {info.prefix}) for user {user}; scopes {', '.join(info.scopes)}")
+    if save:
+        from cli.api_client import api_url, save_config
+
+        path = save_config(api_key=key, api_url=api_url())
+        console.print(f"saved to {path}; `orchestrator submit` and friends will use it", style="dim")
     console.print("store it now, it is not shown again:", style="dim")
     typer.echo(key)
 

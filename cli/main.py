@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cli import keys
+from cli import keys, memory, tasks
+from cli.migrate import migrate
 from cli.up import up
 
 app = typer.Typer(
@@ -14,6 +15,15 @@ app = typer.Typer(
 )
 app.command("up")(up)
 app.add_typer(keys.app, name="keys")
+# Task and memory commands (talk to the API) and operations.
+app.command("submit")(tasks.submit)
+app.command("status")(tasks.status)
+app.command("watch")(tasks.watch)
+app.command("list")(tasks.list_)
+app.command("cancel")(tasks.cancel)
+app.command("approve")(tasks.approve)
+app.add_typer(memory.app, name="memory")
+app.command("migrate")(migrate)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from rich.panel import Panel
 from cli.common import DEFAULT_DATA_DIR, console, fail
 from core import apikeys
 from core.db import create_engine, migrate
-from core.embedded import EmbeddedPostgres, TemporalDevServer
+from core.embedded import EmbeddedPostgres, TemporalDevServer, free_port
 from core.settings import get_settings
 
 DEMO_USER = "demo"
@@ -90,6 +90,12 @@ def up(
     ui_port: int = typer.Option(8233, "--ui-port"),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface the API binds to."),
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the Temporal Web UI."),
+    worker_metrics_port: int | None = typer.Option(
+        None, "--worker-metrics-port", help="Worker's Prometheus port (default: ORCH_WORKER_METRICS_PORT or a free one)."
+    ),
+    temporal_metrics_port: int | None = typer.Option(
+        None, "--temporal-metrics-port", help="Temporal SDK metrics port (default: ORCH_TEMPORAL_METRICS_PORT or a free one)."
+    ),
 ) -> None:
     """Run the whole system: PostgreSQL, Temporal, worker and API."""
     settings = get_settings()
@@ -135,6 +141,12 @@ def up(
             "TEMPORAL_ADDRESS": temporal_address,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         }
+        # Metrics: the worker serves ours and the Temporal SDK's on two ports.
+        wm_port = worker_metrics_port or settings.worker_metrics_port or free_port()
+        tm_port = temporal_metrics_port or settings.temporal_metrics_port or free_port()
+        env["ORCH_WORKER_METRICS_PORT"] = str(wm_port)
+        env["ORCH_TEMPORAL_METRICS_PORT"] = str(tm_port)
+        env.setdefault("ORCH_METRICS_BIND_HOST", host)
         worker = _spawn([sys.executable, "-m", "worker"], env, logs / "worker.log")
         stack.callback(_stop, worker, 35)
         api = _spawn(
@@ -154,6 +166,9 @@ def up(
             f"[bold]Temporal Web UI[/bold] {ui_url or 'n/a'}",
             f"[bold]PostgreSQL[/bold]     {'embedded, ' + str(data_dir / 'pg') if not settings.database_url else 'DATABASE_URL'}",
             f"[bold]LLM[/bold]            {llm}",
+            f"[bold]Metrics[/bold]        {api_url}/metrics (API)",
+            f"               http://{host}:{wm_port}/metrics (worker)",
+            f"               http://{host}:{tm_port}/metrics (Temporal SDK)",
             f"[bold]Logs[/bold]           {logs}",
             "",
             f"API key for user '{DEMO_USER}' (saved in {data_dir / 'demo-api-key'}):",

@@ -36,6 +36,8 @@ class TaskInput:
     task_id: str
     user_id: str
     policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)
+    # Keep the UserId/TaskStatus search attributes current (off where they are not registered).
+    search_attributes: bool = False
 
 
 @dataclass
@@ -135,3 +137,24 @@ class FinishInput:
     status: str  # completed | failed | cancelled
     error: str | None = None
     failed_step: int | None = None
+
+
+# --- maintenance (workflows/maintenance.py, started by Temporal Schedules) --------------------
+EXPIRE_SHORT_TERM_MEMORY = "ExpireShortTermMemory"
+ARCHIVE_AUDIT_LOG = "ArchiveAuditLog"
+PURGE_API_KEYS = "PurgeApiKeys"
+
+
+@dataclass
+class MaintenanceInput:
+    """`older_than_secs` is the age cut-off (TTL, retention or grace); None = from settings."""
+
+    older_than_secs: float | None = None
+
+
+@dataclass
+class MaintenanceResult:
+    deleted: int = 0
+    archived: int = 0
+    skipped: str = ""  # why nothing was done (e.g. the table does not exist on this schema)
+    archive_file: str = ""

@@ -7,10 +7,31 @@ import sys
 
 import structlog
 
+# Keys whose values never reach a log line (secrets and full prompts); set
+# ORCH_LOG_PROMPTS=true to let prompts/completions through while debugging.
+SECRET_KEYS = frozenset({"api_key", "key", "password", "secret", "token", "authorization", "x-api-key",
+                         "openai_api_key", "jwt_secret", "webhook_secret"})
+PROMPT_KEYS = frozenset({"prompt", "prompts", "messages", "completion", "content"})
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+
+def _redactor(log_prompts: bool):  # type: ignore[no-untyped-def]
+    hidden = SECRET_KEYS if log_prompts else SECRET_KEYS | PROMPT_KEYS
+
+    def redact(_logger, _name, event):  # type: ignore[no-untyped-def]
+        for k in hidden.intersection(event):
+            event[k] = "[redacted]"
+        return event
+
+    return redact
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True, log_prompts: bool = False) -> None:
+    from core.observability import add_trace_id
+
     shared = [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
+        _redactor(log_prompts),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -23,6 +44,21 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Standard-library loggers (temporalio, uvicorn, alembic) go through the same renderer, so
+    # every line on stderr is one JSON object.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.processors.format_exc_info],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    logging.captureWarnings(True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn installs its own handlers
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     for noisy in ("httpx", "httpcore", "openai", "temporalio.activity", "temporalio.workflow"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))

@@ -107,6 +107,21 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = None
     temporal_metrics_port: int | None = None
 
+    # --- observability and operations (issue 8) -----------------------------------------------
+    metrics_bind_host: str = Field("0.0.0.0", description="Interface the worker's metrics ports bind to.")
+    log_prompts: bool = Field(False, description="Let prompt/completion text into logs (debugging only).")
+    search_attributes: bool = Field(
+        True, description="Upsert UserId/TaskStatus search attributes; off for clusters without them registered."
+    )
+    readyz_poller_max_age_secs: float = Field(
+        60.0, description="/readyz wants a worker poll on the task queue at most this long ago."
+    )
+    schedules: bool = Field(True, description="Create the maintenance schedules on worker start.")
+    audit_retention_days: float = Field(90.0, description="audit_log rows older than this are archived then deleted.")
+    key_purge_grace_days: float = Field(7.0, description="Expired/revoked API keys are deleted this long after.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI finds the API.")
+    api_key: str | None = Field(None, description="The CLI's API key (else the saved config).")
+
     @field_validator("model_fallbacks", "webhook_allowed_hosts", "http_get_allowed_hosts", mode="before")
     @classmethod
     def _split_csv(cls, v: object) -> object:

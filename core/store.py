@@ -380,3 +380,15 @@ async def finish_task(
             data["error"] = error
         await add_event(conn, task_id, "task.status", data, f"status:{status}")
     return result
+
+
+async def task_age_secs(engine: AsyncEngine, task_id: str) -> float | None:
+    """Seconds since the task was submitted (for task_duration_seconds)."""
+    async with engine.connect() as conn:
+        age = (
+            await conn.execute(
+                sa.text("SELECT extract(epoch FROM now() - created_at) FROM tasks WHERE id=:t"),
+                {"t": task_id},
+            )
+        ).scalar()
+    return float(age) if age is not None else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from core.settings import Settings
 
@@ -16,5 +17,19 @@ def temporal_address(settings: Settings) -> str:
     return settings.temporal_address
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(temporal_address(settings), namespace=settings.temporal_namespace)
+def metrics_runtime(bind_address: str) -> Runtime:
+    """A Temporal SDK runtime serving its own metrics (temporal_*) in Prometheus format."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+
+
+async def connect(settings: Settings, *, runtime: Runtime | None = None, tracing: bool = True) -> Client:
+    """Connect; with `tracing` the OpenTelemetry TracingInterceptor rides on the client (and the
+    worker built on it inherits it), so traces continue from the API into workflows/activities."""
+    from core.observability import tracing_interceptors
+
+    return await Client.connect(
+        temporal_address(settings),
+        namespace=settings.temporal_namespace,
+        interceptors=tracing_interceptors() if tracing else [],
+        runtime=runtime,
+    )

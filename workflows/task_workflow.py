@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ToolInput,
         ToolResult,
     )
+    from core.search_attributes import TASK_STATUS, USER_ID
 
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 
@@ -91,6 +92,7 @@ class TaskWorkflow:
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskOutcome:
         p = inp.policy
+        self._set_status(inp, "running", user=True)
         try:
             await asyncio.wait_for(self._execute(inp), timeout=p.deadline_secs)
         except TimeoutError:
@@ -209,9 +211,19 @@ class TaskWorkflow:
             summary=f"tool {call.tool}",
         )
 
+    def _set_status(self, inp: TaskInput, status: str, *, user: bool = False) -> None:
+        """TaskStatus (and UserId) search attributes for the Web UI / `temporal workflow list`."""
+        if not inp.search_attributes or not workflow.patched("search-attributes"):
+            return
+        updates = [TASK_STATUS.value_set(status)]
+        if user:
+            updates.append(USER_ID.value_set(inp.user_id))
+        workflow.upsert_search_attributes(updates)
+
     async def _finish(
         self, inp: TaskInput, status: str, error: str | None = None, failed_step: int | None = None
     ) -> TaskOutcome:
+        self._set_status(inp, status)
         preview = await workflow.execute_activity(
             "finish_task",
             FinishInput(task_id=inp.task_id, status=status, error=error, failed_step=failed_step),

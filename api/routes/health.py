@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+
+from api import readiness
 
 router = APIRouter(tags=["health"])
 
@@ -18,24 +22,45 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Dependencies reachable and a worker is polling")
 async def readyz(request: Request) -> JSONResponse:
+    """200 `{"status": "ok", "checks": {...}}` or 503 `{"status": "unhealthy", "failed": [...],
+    "checks": {...}}`. Checks: postgres, temporal, worker (a poller on the task queue seen
+    recently), and, when those modules are loaded, embedding_model and circuit_breakers."""
+    state = request.app.state
+    settings = state.settings
     checks: dict[str, dict[str, object]] = {}
 
-    async def check(name: str, coro) -> None:  # type: ignore[no-untyped-def]
+    async def check(name: str, coro: Awaitable[dict[str, Any] | None]) -> None:
         try:
             detail = await asyncio.wait_for(coro, timeout=2.0)
             checks[name] = {"ok": True, **(detail or {})}
         except Exception as exc:
-            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            msg = str(exc) if isinstance(exc, readiness.NotReady) else f"{type(exc).__name__}: {exc}"
+            checks[name] = {"ok": False, "error": msg[:300]}
 
     async def postgres() -> None:
-        async with request.app.state.engine.connect() as conn:
+        async with state.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def temporal() -> None:
-        await request.app.state.temporal.service_client.check_health()
+        await state.temporal.service_client.check_health()
 
-    await asyncio.gather(check("postgres", postgres()), check("temporal", temporal()))
-    ok = all(c["ok"] for c in checks.values())
-    return JSONResponse(
-        {"status": "ok" if ok else "unhealthy", "checks": checks}, status_code=200 if ok else 503
-    )
+    async def worker() -> dict[str, Any]:
+        return await readiness.worker_check(
+            state.temporal, settings.temporal_namespace, settings.task_queue,
+            settings.readyz_poller_max_age_secs,
+        )
+
+    async def sync(fn: Any, arg: Any) -> dict[str, Any]:
+        return fn(arg)
+
+    jobs = [check("postgres", postgres()), check("temporal", temporal()), check("worker", worker())]
+    if getattr(state, "embedder", None) is not None:
+        jobs.append(check("embedding_model", sync(readiness.embedder_check, state.embedder)))
+    if getattr(state, "breakers", None) is not None:
+        jobs.append(check("circuit_breakers", sync(readiness.breakers_check, state.breakers)))
+    await asyncio.gather(*jobs)
+    failed = sorted(name for name, c in checks.items() if not c["ok"])
+    body: dict[str, Any] = {"status": "unhealthy" if failed else "ok", "checks": checks}
+    if failed:
+        body["failed"] = failed
+    return JSONResponse(body, status_code=503 if failed else 200)

@@ -16,7 +16,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from api.deps import EngineDep, SettingsDep, TemporalDep, require
 from api.errors import ERROR_RESPONSES, APIError
 from api.schemas import TaskAccepted, TaskCreate, TaskPublic
-from core import store
+from core import metrics, search_attributes, store
 from core.apikeys import Principal
 from core.budget import effective_task_budget
 from core.contracts import TASK_WORKFLOW, ExecutionPolicy, TaskInput, workflow_id_for
@@ -52,13 +52,17 @@ async def _start_workflow(request: Request, task_id: str, user_id: str, descript
     settings: Settings = request.app.state.settings
     await request.app.state.temporal.start_workflow(
         TASK_WORKFLOW,
-        TaskInput(task_id=task_id, user_id=user_id, policy=execution_policy(settings)),
+        TaskInput(
+            task_id=task_id, user_id=user_id, policy=execution_policy(settings),
+            search_attributes=settings.search_attributes,
+        ),
         id=workflow_id_for(task_id),
         task_queue=settings.task_queue,
         # A retried submission (same Idempotency-Key) after a crash between insert and start
         # attaches to the run that exists instead of starting a second one.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=description[:200],
+        search_attributes=search_attributes.initial(user_id) if settings.search_attributes else None,
     )
 
 
@@ -125,6 +129,7 @@ async def create_task(
             await conn.execute(sa.text("DELETE FROM tasks WHERE id=:t"), {"t": task_id})
         log.error("workflow_start_failed", task_id=task_id, error=str(exc))
         raise APIError(503, "temporal_unavailable", "could not start the task; try again") from exc
+    metrics.TASKS_SUBMITTED.inc()
     return _accepted(request, task_id, "pending")
 
 

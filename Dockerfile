@@ -1,0 +1,44 @@
+# One image for the API, the worker and the one-shot `orchestrator migrate` job.
+#   docker build -t orchestrator .
+FROM python:3.11-slim AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# A non-root user owns nothing but its home and the data dir.
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
+ && mkdir -p /data && chown app:app /data
+
+WORKDIR /app
+
+# CPU-only torch first, from the PyTorch CPU index: the default index pulls a multi-GB CUDA
+# build. Separate layer, so code changes do not re-download it.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+
+COPY pyproject.toml README.md* ./
+COPY core ./core
+COPY cli ./cli
+COPY workflows ./workflows
+COPY activities ./activities
+COPY api ./api
+COPY planner ./planner
+COPY memory ./memory
+COPY testing ./testing
+COPY benchmarks ./benchmarks
+COPY worker.py ./
+RUN pip install . && python -c "import api.app, worker, cli.main"
+
+USER app
+ENV ORCH_DATA_DIR=/data \
+    LOG_LEVEL=INFO \
+    ORCH_METRICS_BIND_HOST=0.0.0.0
+EXPOSE 8000 9100 9101
+
+# The API's liveness probe; the worker service overrides it with its metrics port.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=5 \
+  CMD python -c "import os,urllib.request; urllib.request.urlopen(os.environ.get('ORCH_HEALTHCHECK_URL','http://127.0.0.1:8000/healthz'), timeout=2)"
+
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]

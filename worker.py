@@ -11,11 +11,13 @@ import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.task_activities import TaskActivities
+from activities.webhook_activities import WebhookActivities
 from core.db import create_engine
 from core.llm import make_llm_client
 from core.logging import configure_logging
@@ -38,17 +40,20 @@ async def build_worker(
     engine = create_engine(settings.database_url, pool_size=20)
     llm = make_llm_client(settings)
     acts = TaskActivities(engine=engine, llm=llm, settings=settings)
+    webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_secs, follow_redirects=False)
+    hooks = WebhookActivities(engine=engine, settings=settings, http=webhook_http)
     try:
         yield Worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=WORKFLOWS,
-            activities=[acts.plan_task, acts.run_step, acts.finish_task],
+            activities=[acts.plan_task, acts.run_step, acts.finish_task, hooks.send_webhook],
             max_concurrent_activities=500,
             max_concurrent_workflow_tasks=100,
             graceful_shutdown_timeout=timedelta(seconds=30),
         )
     finally:
+        await webhook_http.aclose()
         await llm.close()
         await engine.dispose()
 

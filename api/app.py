@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.middleware import BodySizeLimit
-from api.routes import health, tasks
+from api.middleware import BodySizeLimit, RequestContext
+from api.routes import admin, events, health, tasks
 from core.db import create_engine
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -18,8 +18,11 @@ from core.temporal import connect
 DESCRIPTION = """Submit a task; a planner splits it into steps for specialised agents; the plan
 runs durably as a Temporal workflow; progress and results are read from Postgres.
 
-Authenticate with `X-API-Key` (create one with `orchestrator keys create --user NAME`).
-Every error has the shape `{"error": {"code", "message", "details"}}`."""
+Authenticate with `X-API-Key` (create one with `orchestrator keys create --user NAME`) or,
+when the server is configured for it, `Authorization: Bearer <JWT>`.
+Every error has the shape `{"error": {"code", "message", "details"}}`; every response carries
+`X-Request-ID` (yours, or a generated one). Task submission is rate limited per key
+(`X-RateLimit-*` headers, 429 with `Retry-After`)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,13 +46,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=[
             {"name": "tasks", "description": "Submit tasks and follow them"},
+            {"name": "events", "description": "A task's events as Server-Sent Events"},
+            {"name": "admin", "description": "Operator actions (scope `admin`)"},
             {"name": "health", "description": "Liveness and readiness"},
         ],
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)  # outermost of ours: even a 413 gets X-Request-ID
     install_error_handlers(app)
     app.include_router(tasks.router)
+    app.include_router(events.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     return app
 

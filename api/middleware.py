@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
@@ -45,3 +48,50 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _valid_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and all(c in _REQUEST_ID_OK for c in value)
+
+
+class RequestContext:
+    """X-Request-ID: taken from the request when it is sane (≤128 chars of [A-Za-z0-9-_.:]),
+    else generated; bound into structlog's contextvars for every log line of the request and
+    returned on every response. Also adds headers that dependencies left in
+    `request.state.response_headers` (rate-limit headers), so they reach error responses too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _valid_request_id(incoming) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", [])
+                    if k.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", rid.encode("latin-1")))
+                present = {k.lower() for k, _ in headers}
+                for name, value in (state.get("response_headers") or {}).items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            structlog.contextvars.clear_contextvars()

@@ -28,7 +28,9 @@ class TaskCreate(BaseModel):
         json_schema_extra={
             "examples": [
                 {"description": "Compare the three largest cloud providers' GPU pricing",
-                 "metadata": {"project": "q3-report"}}
+                 "metadata": {"project": "q3-report"}},
+                {"description": "Summarise this week's incident reports",
+                 "webhook_url": "https://hooks.example.com/orchestrator"},
             ]
         },
     )
@@ -38,6 +40,12 @@ class TaskCreate(BaseModel):
     )
     description: str = Field(min_length=1, max_length=100_000, description="What to do.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object.")
+    webhook_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="Optional http(s) URL POSTed (HMAC-SHA256 signed) when the task ends; its "
+        "host must be in ORCH_WEBHOOK_ALLOWED_HOSTS.",
+    )
 
     @field_validator("description")
     @classmethod
@@ -100,3 +108,37 @@ class TaskPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     workflow_id: str
+
+
+class TaskSummary(BaseModel):
+    """One row of GET /tasks."""
+
+    id: str
+    status: TaskStatus
+    description: str = Field(description="The first 200 characters.")
+    metadata: dict[str, Any]
+    workflow_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskList(BaseModel):
+    items: list[TaskSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class TokenRevoke(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"jti": "0b6f1c9e-4e1a-4d55-9a43-5d0a7c1f2e11", "reason": "laptop lost"}]},
+    )
+
+    jti: str = Field(min_length=1, max_length=200, description="The token's `jti` claim.")
+    reason: str | None = Field(None, max_length=500)
+
+
+class TokenRevoked(BaseModel):
+    jti: str
+    revoked: bool = Field(description="False when it was already revoked.")

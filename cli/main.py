@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import keys
+from cli import keys, tokens
 from cli.up import up
 
 app = typer.Typer(
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("up")(up)
 app.add_typer(keys.app, name="keys")
+app.add_typer(tokens.app, name="tokens")
 
 
 if __name__ == "__main__":

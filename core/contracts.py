@@ -33,6 +33,9 @@ class TaskInput:
     task_id: str
     user_id: str
     policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)
+    # The task has a webhook_url (in tasks.options): send it when the task ends. Defaulted so
+    # histories recorded before it existed still decode.
+    webhook: bool = False
 
 
 @dataclass
@@ -84,3 +87,10 @@ class FinishInput:
     status: str  # completed | failed | cancelled
     error: str | None = None
     failed_step: int | None = None
+
+
+@dataclass
+class WebhookInput:
+    """send_webhook: the URL and the body are read from Postgres, not carried in history."""
+
+    task_id: str

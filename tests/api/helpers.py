@@ -46,11 +46,11 @@ class SSE:
 
 async def read_sse(
     client: httpx.AsyncClient, url: str, headers: dict[str, str], *, max_events: int | None = None,
-    timeout: float = 60,
+    deadline_secs: float = 60,
 ) -> list[SSE]:
     """Read events until the server ends the stream (or `max_events` were read, then hang up)."""
     out: list[SSE] = []
-    async with asyncio.timeout(timeout), client.stream("GET", url, headers=headers) as resp:
+    async with asyncio.timeout(deadline_secs), client.stream("GET", url, headers=headers) as resp:
         assert resp.status_code == 200, await resp.aread()
         assert resp.headers["content-type"].startswith("text/event-stream")
         fields: dict[str, str] = {}

@@ -13,7 +13,7 @@ from tests.utils import Stack
 
 async def test_listing_pages_newest_first_own_tasks_only(stack: Stack) -> None:
     mine = [await stack.submit(f"task {i}") for i in range(5)]
-    other_user, other_key = await stack.new_user()
+    _, other_key = await stack.new_user()
     await stack.http.post("/tasks", json={"description": "not yours"}, headers={"X-API-Key": other_key})
     seen, cursor, pages = [], None, 0
     while True:

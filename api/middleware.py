@@ -9,6 +9,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
 
+_log = structlog.get_logger("api")
+
 
 class BodySizeLimit:
     """Refuse bodies over the limit with 413 before reading them into memory, whether or not
@@ -77,8 +79,12 @@ class RequestContext:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [
                     (k, v) for k, v in message.get("headers", [])
                     if k.lower() != b"x-request-id"
@@ -93,5 +99,14 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            # Answer here, with the envelope and the request id, then let the server log it
+            # (Starlette's outermost error middleware sees the response started and sends none).
+            _log.error("unhandled_error", error_type=type(exc).__name__, path=scope.get("path"))
+            if not started:
+                resp = error_response(500, "internal_error", "internal server error",
+                                      {"request_id": rid})
+                await resp(scope, receive, send_with_headers)
+            raise
         finally:
             structlog.contextvars.clear_contextvars()

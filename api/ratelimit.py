@@ -73,8 +73,14 @@ def rate_limited(name: str, setting: str, *, per: Literal["key", "user"] = "key"
         rl = get_rate_limits(request.app)
         who = principal.key_id if per == "key" else principal.user_id
         ident = (name, per, who)
-        allowed = await rl.limiter.hit(item, *ident)
-        stats = await rl.limiter.get_window_stats(item, *ident)
+        try:
+            allowed = await rl.limiter.hit(item, *ident)
+            stats = await rl.limiter.get_window_stats(item, *ident)
+        except Exception as exc:
+            # Storage (Redis) down: serve the request unlimited rather than fail every call;
+            # the log line and missing X-RateLimit-* headers make the outage visible.
+            log.warning("rate_limit_storage_unavailable", backend=rl.backend, error=type(exc).__name__)
+            return
         reset = max(stats.reset_time, time.time())
         headers = {
             "X-RateLimit-Limit": str(item.amount),

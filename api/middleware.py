@@ -59,6 +59,11 @@ def _valid_request_id(value: str) -> bool:
     return 0 < len(value) <= 128 and all(c in _REQUEST_ID_OK for c in value)
 
 
+def _has_nul(scope: Scope) -> bool:
+    raw = (scope.get("raw_path") or b"") + b"?" + (scope.get("query_string") or b"")
+    return "\x00" in scope.get("path", "") or b"%00" in raw or b"\x00" in raw
+
+
 class RequestContext:
     """X-Request-ID: taken from the request when it is sane (≤128 chars of [A-Za-z0-9-_.:]),
     else generated; bound into structlog's contextvars for every log line of the request and
@@ -78,7 +83,6 @@ class RequestContext:
         state["request_id"] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
-
         started = False
 
         async def send_with_headers(message: Message) -> None:
@@ -97,6 +101,12 @@ class RequestContext:
                 message = {**message, "headers": headers}
             await send(message)
 
+        if _has_nul(scope):
+            # PostgreSQL text cannot hold NUL: refuse such ids and cursors up front.
+            resp = error_response(400, "bad_request", "NUL characters are not allowed in the URL")
+            await resp(scope, receive, send_with_headers)
+            structlog.contextvars.clear_contextvars()
+            return
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:

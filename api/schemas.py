@@ -14,6 +14,25 @@ MAX_METADATA_BYTES = 16_384
 MAX_METADATA_DEPTH = 5
 
 
+def _storable(value: Any, where: str = "value") -> None:
+    """PostgreSQL text and jsonb cannot hold NUL characters or unpaired surrogates; refuse
+    them as bad input instead of failing at INSERT time."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} must be valid Unicode (unpaired surrogate)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _storable(k, where)
+            _storable(v, where)
+    elif isinstance(value, list):
+        for v in value:
+            _storable(v, where)
+
+
 def _depth(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
@@ -52,6 +71,12 @@ class TaskCreate(BaseModel):
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("description must not be blank")
+        return v
+
+    @field_validator("description", "user_id", "webhook_url", "metadata")
+    @classmethod
+    def _storable_text(cls, v: Any, info: Any) -> Any:
+        _storable(v, info.field_name)
         return v
 
     @field_validator("metadata")
@@ -137,6 +162,12 @@ class TokenRevoke(BaseModel):
 
     jti: str = Field(min_length=1, max_length=200, description="The token's `jti` claim.")
     reason: str | None = Field(None, max_length=500)
+
+    @field_validator("jti", "reason")
+    @classmethod
+    def _storable_text(cls, v: Any, info: Any) -> Any:
+        _storable(v, info.field_name)
+        return v
 
 
 class TokenRevoked(BaseModel):

@@ -29,8 +29,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, task_id = json.loads(raw)
         created = datetime.fromisoformat(ts)
-        if not isinstance(task_id, str) or created.tzinfo is None:
+        if not isinstance(task_id, str) or created.tzinfo is None or "\x00" in task_id:
             raise ValueError
+        task_id.encode("utf-8")
         return created, task_id
     except Exception as exc:  # any malformed input is the client's problem, not a 500
         raise BadCursor("cursor is not one this API returned") from exc

@@ -48,16 +48,27 @@ def decode(settings: Settings, token: str) -> dict:  # type: ignore[type-arg]
         raise TokenError("invalid token") from None
 
 
+def _plain(value: object) -> bool:
+    """A string PostgreSQL can store and compare: no NUL, no unpaired surrogates."""
+    if not isinstance(value, str) or "\x00" in value or len(value) > 200:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def authenticate(engine: AsyncEngine, settings: Settings, token: str) -> Principal:
     claims = decode(settings, token)
     jti = claims.get("jti")
     if jti is not None:
-        if not isinstance(jti, str):
+        if not _plain(jti):
             raise TokenError("invalid token")
         if await is_revoked(engine, jti):
             raise TokenError("token revoked")
     sub = claims["sub"]
-    if not isinstance(sub, str) or not sub or len(sub) > 200:
+    if not _plain(sub) or not sub:
         raise TokenError("invalid token")
     scope = claims.get("scope", "")
     scopes = frozenset(s for s in scope.split() if s in ALL_SCOPES) if isinstance(scope, str) else frozenset()

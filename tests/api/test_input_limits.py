@@ -70,3 +70,22 @@ async def test_rate_limit_storage_down_fails_open(
             resp = await s.http.post("/tasks", json={"description": "x"}, headers=s.headers)
             assert resp.status_code == 202, resp.text
             assert "x-ratelimit-limit" not in resp.headers
+
+
+async def test_text_postgres_cannot_store_is_refused_not_a_500(stack: Stack) -> None:
+    """Found by Schemathesis: NUL characters and unpaired surrogates reached the INSERT."""
+    h = stack.headers
+    bodies = [
+        b'{"description": "a\\u0000b"}',
+        b'{"description": "x", "metadata": {"k\\u0000": 1}}',
+        b'{"description": "x", "metadata": {"k": ["\\u0000"]}}',
+        b'{"description": "x", "metadata": {"k": "\\ud963"}}',
+    ]
+    for raw in bodies:
+        resp = await stack.http.post("/tasks", content=raw, headers={**h, "Content-Type": "application/json"})
+        assert resp.status_code in (400, 422), (raw, resp.text)
+        _envelope(resp)
+    for path in ("/tasks/a%00b", "/tasks/a%00b/events", "/tasks?cursor=%00", "/tasks?status=%00"):
+        resp = await stack.http.get(path, headers=h)
+        assert resp.status_code == 400, (path, resp.text)
+        assert _envelope(resp)["code"] == "bad_request"

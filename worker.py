@@ -11,6 +11,7 @@ import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -19,6 +20,7 @@ from activities.maintenance_activities import MaintenanceActivities
 from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from core import metrics
+from activities.webhook_activities import WebhookActivities
 from core.db import create_engine
 from core.llm import make_llm_client
 from core.logging import configure_logging
@@ -46,6 +48,8 @@ async def build_worker(
     acts = TaskActivities(engine=engine, llm=llm, settings=settings)
     # memory_search: wire the long-term memory search here once it exists (None = unavailable).
     tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=None)
+    webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_secs, follow_redirects=False)
+    hooks = WebhookActivities(engine=engine, settings=settings, http=webhook_http)
     try:
         yield Worker(
             client,
@@ -53,6 +57,7 @@ async def build_worker(
             workflows=WORKFLOWS,
             activities=[
                 acts.plan_task, acts.run_step, acts.finish_task, tool_acts.run_tool,
+                hooks.send_webhook,
                 *MaintenanceActivities(engine=engine, settings=settings).all(),
             ],
             max_concurrent_activities=500,
@@ -62,6 +67,7 @@ async def build_worker(
             interceptors=[] if _has_tracing(client) else tracing_interceptors(),
         )
     finally:
+        await webhook_http.aclose()
         await llm.close()
         await engine.dispose()
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.middleware import BodySizeLimit
+from api.middleware import BodySizeLimit, RequestContext
 from api.observability import install_observability
-from api.routes import approvals, health, tasks, usage
+from api.routes import admin, approvals, events, health, tasks, usage
 from core.db import create_engine
 from core.logging import configure_logging
 from core.observability import setup_tracing
@@ -20,8 +20,11 @@ from core.temporal import connect
 DESCRIPTION = """Submit a task; a planner splits it into steps for specialised agents; the plan
 runs durably as a Temporal workflow; progress and results are read from Postgres.
 
-Authenticate with `X-API-Key` (create one with `orchestrator keys create --user NAME`).
-Every error has the shape `{"error": {"code", "message", "details"}}`."""
+Authenticate with `X-API-Key` (create one with `orchestrator keys create --user NAME`) or,
+when the server is configured for it, `Authorization: Bearer <JWT>`.
+Every error has the shape `{"error": {"code", "message", "details"}}`; every response carries
+`X-Request-ID` (yours, or a generated one). Task submission is rate limited per key
+(`X-RateLimit-*` headers, 429 with `Retry-After`)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,16 +50,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "tasks", "description": "Submit tasks and follow them"},
             {"name": "approvals", "description": "Approve or reject tool calls that need a human"},
             {"name": "usage", "description": "Token usage and cost from the ledger"},
+            {"name": "events", "description": "A task's events as Server-Sent Events"},
+            {"name": "admin", "description": "Operator actions (scope `admin`)"},
             {"name": "health", "description": "Liveness and readiness"},
         ],
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)  # outermost of ours: even a 413 gets X-Request-ID
     install_error_handlers(app)
     install_observability(app)
     app.include_router(tasks.router)
     app.include_router(approvals.router)
     app.include_router(usage.router)
+    app.include_router(events.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     return app
 

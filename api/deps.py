@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.errors import APIError
-from core.apikeys import Principal, authenticate
+from core import audit, tokens
+from core.apikeys import KEY_PREFIX, Principal, authenticate
 from core.settings import Settings
 
+log = structlog.get_logger(__name__)
+
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
+_bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="A JWT signed with the server's HS256 secret or RS256 key; `sub` = user, "
+    "`scope` = space-separated scopes, `exp` required.",
+)
 
 HOW_TO_GET_A_KEY = (
     "send an API key in the X-API-Key header; create one with "
@@ -33,15 +43,53 @@ def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def _key_hint(key: str) -> str | None:
+    """The public prefix of a well-formed key (as `keys list` shows it), never the secret part."""
+    parts = key.split("_")
+    if len(parts) == 3 and parts[0] == KEY_PREFIX and len(parts[1]) == 8:
+        return parts[1]
+    return None
+
+
+async def _auth_failed(request: Request, reason: str, message: str, **details: str | None) -> APIError:
+    """Audit the failure (without the credential) and build the 401."""
+    info = {"reason": reason, "method": request.method, "path": request.url.path, **details}
+    log.info("auth_failed", **info)
+    try:
+        await audit.record(request.app.state.engine, "anonymous", "auth.failure", "denied",
+                           request_id(request), info)
+    except Exception as exc:  # the audit write must not turn a 401 into a 500
+        log.warning("audit_write_failed", error=type(exc).__name__)
+    return APIError(401, "unauthorized", message)
+
+
 async def current_principal(
-    request: Request, key: Annotated[str | None, Security(_api_key_header)]
+    request: Request,
+    key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
-    if not key:
-        raise APIError(401, "unauthorized", f"missing API key: {HOW_TO_GET_A_KEY}")
-    principal = await authenticate(request.app.state.engine, key)
-    if principal is None:
-        raise APIError(401, "unauthorized", f"invalid, expired or revoked API key: {HOW_TO_GET_A_KEY}")
+    if key:
+        principal = await authenticate(request.app.state.engine, key)
+        if principal is None:
+            raise await _auth_failed(
+                request, "invalid_key",
+                f"invalid, expired or revoked API key: {HOW_TO_GET_A_KEY}", key_prefix=_key_hint(key),
+            )
+    elif bearer is not None:
+        try:
+            principal = await tokens.authenticate(
+                request.app.state.engine, request.app.state.settings, bearer.credentials
+            )
+        except tokens.TokenError as exc:
+            raise await _auth_failed(request, "invalid_token", f"bearer token refused: {exc}") from None
+    else:
+        raise await _auth_failed(request, "missing", f"missing credentials: {HOW_TO_GET_A_KEY}")
     request.state.principal = principal
+    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
     return principal
 
 
@@ -49,12 +97,13 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CurrentUser = Annotated[Principal, Depends(current_principal)]
+RequestID = Annotated[str | None, Depends(request_id)]
 
 
 def require(scope: str):  # type: ignore[no-untyped-def]
     async def _check(principal: CurrentUser) -> Principal:
         if not principal.has(scope):
-            raise APIError(403, "forbidden", f"this key lacks the {scope!r} scope")
+            raise APIError(403, "forbidden", f"these credentials lack the {scope!r} scope")
         return principal
 
     return Depends(_check)

@@ -88,11 +88,13 @@ def install_error_handlers(app: FastAPI) -> None:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": desc}
     for code, desc in {
+        400: "Body is not valid JSON",
         401: "Missing, invalid, expired or revoked credentials",
         403: "Authenticated but not allowed",
         404: "Not found (or not yours)",
         409: "Conflict",
+        413: "Body larger than ORCH_MAX_BODY_BYTES",
         422: "Invalid request; `details` names each field",
-        429: "Rate limited; see Retry-After",
+        429: "Rate limited; see Retry-After and X-RateLimit-* headers",
     }.items()
 }

@@ -14,6 +14,25 @@ MAX_METADATA_BYTES = 16_384
 MAX_METADATA_DEPTH = 5
 
 
+def _storable(value: Any, where: str = "value") -> None:
+    """PostgreSQL text and jsonb cannot hold NUL characters or unpaired surrogates; refuse
+    them as bad input instead of failing at INSERT time."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} must be valid Unicode (unpaired surrogate)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _storable(k, where)
+            _storable(v, where)
+    elif isinstance(value, list):
+        for v in value:
+            _storable(v, where)
+
+
 def _depth(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
@@ -37,7 +56,9 @@ class TaskCreate(BaseModel):
         json_schema_extra={
             "examples": [
                 {"description": "Compare the three largest cloud providers' GPU pricing",
-                 "metadata": {"project": "q3-report"}}
+                 "metadata": {"project": "q3-report"}},
+                {"description": "Summarise this week's incident reports",
+                 "webhook_url": "https://hooks.example.com/orchestrator"},
             ]
         },
     )
@@ -48,12 +69,24 @@ class TaskCreate(BaseModel):
     description: str = Field(min_length=1, max_length=100_000, description="What to do.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object.")
     budget: BudgetIn | None = Field(None, description="Token and cost caps for this task.")
+    webhook_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="Optional http(s) URL POSTed (HMAC-SHA256 signed) when the task ends; its "
+        "host must be in ORCH_WEBHOOK_ALLOWED_HOSTS.",
+    )
 
     @field_validator("description")
     @classmethod
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("description must not be blank")
+        return v
+
+    @field_validator("description", "user_id", "webhook_url", "metadata")
+    @classmethod
+    def _storable_text(cls, v: Any, info: Any) -> Any:
+        _storable(v, info.field_name)
         return v
 
     @field_validator("metadata")
@@ -128,3 +161,43 @@ class TaskPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     workflow_id: str
+
+
+class TaskSummary(BaseModel):
+    """One row of GET /tasks."""
+
+    id: str
+    status: TaskStatus
+    description: str = Field(description="The first 200 characters.")
+    metadata: dict[str, Any]
+    workflow_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskList(BaseModel):
+    items: list[TaskSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class TokenRevoke(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"jti": "0b6f1c9e-4e1a-4d55-9a43-5d0a7c1f2e11", "reason": "laptop lost"}]},
+    )
+
+    jti: str = Field(min_length=1, max_length=200, description="The token's `jti` claim.")
+    reason: str | None = Field(None, max_length=500)
+
+    @field_validator("jti", "reason")
+    @classmethod
+    def _storable_text(cls, v: Any, info: Any) -> Any:
+        _storable(v, info.field_name)
+        return v
+
+
+class TokenRevoked(BaseModel):
+    jti: str
+    revoked: bool = Field(description="False when it was already revoked.")

@@ -54,3 +54,13 @@ def with_engine(data_dir: Path, fn: Callable[..., Awaitable[T]]) -> T:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def cli_actor() -> str:
+    """Who the audit log names for CLI actions: `cli:<os user>`."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli:unknown"

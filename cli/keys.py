@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cli.common import DataDirOption, console, fail, with_engine
+from cli.common import DataDirOption, cli_actor, console, fail, with_engine
 from core import apikeys
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -31,7 +31,9 @@ def create(
     try:
         key, info = with_engine(
             data_dir,
-            lambda e: apikeys.create_key(e, user, name=name, scopes=wanted, expires_at=expires),
+            lambda e: apikeys.create_key(
+                e, user, name=name, scopes=wanted, expires_at=expires, actor=cli_actor()
+            ),
         )
     except ValueError as exc:
         raise fail(str(exc)) from None
@@ -63,6 +65,6 @@ def list_(
 @app.command("revoke")
 def revoke(key: str = typer.Argument(..., help="Key id or prefix."), data_dir: Path = DataDirOption) -> None:
     """Revoke a key by id or prefix; it stops working immediately."""
-    if not with_engine(data_dir, lambda e: apikeys.revoke_key(e, key)):
+    if not with_engine(data_dir, lambda e: apikeys.revoke_key(e, key, actor=cli_actor())):
         raise fail(f"no active key with id or prefix {key!r}")
     console.print(f"revoked {key}")

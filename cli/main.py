@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import keys, memory, tasks
+from cli import keys, memory, tasks, tokens
 from cli.migrate import migrate
 from cli.up import up
 
@@ -24,6 +24,7 @@ app.command("cancel")(tasks.cancel)
 app.command("approve")(tasks.approve)
 app.add_typer(memory.app, name="memory")
 app.command("migrate")(migrate)
+app.add_typer(tokens.app, name="tokens")
 
 
 if __name__ == "__main__":

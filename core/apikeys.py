@@ -11,6 +11,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core import audit
+
 ALL_SCOPES = ("tasks:write", "tasks:read", "memory:read", "memory:write", "admin")
 DEFAULT_SCOPES = ("tasks:write", "tasks:read", "memory:read", "memory:write")
 KEY_PREFIX = "orch"
@@ -49,8 +51,12 @@ async def create_key(
     name: str | None = None,
     scopes: tuple[str, ...] = DEFAULT_SCOPES,
     expires_at: datetime | None = None,
+    actor: str = "system",
+    request_id: str | None = None,
 ) -> tuple[str, KeyInfo]:
-    """Returns (the key, its record). The key itself is never stored."""
+    """Returns (the key, its record). The key itself is never stored (nor audited: the audit
+    row names the key id and prefix)."""
+
     unknown = set(scopes) - set(ALL_SCOPES)
     if unknown:
         raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}; known: {', '.join(ALL_SCOPES)}")
@@ -71,6 +77,11 @@ async def create_key(
                  "s": list(scopes), "e": expires_at},
             )
         ).one()
+        await audit.record(
+            conn, actor, "key.create", "success", request_id,
+            {"key_id": key_id, "prefix": prefix, "user_id": user_id, "scopes": list(scopes),
+             "expires_at": expires_at.isoformat() if expires_at else None},
+        )
     return key, KeyInfo(key_id, user_id, prefix, name, list(scopes), row.created_at, expires_at, None)
 
 
@@ -102,13 +113,25 @@ async def list_keys(engine: AsyncEngine, user_id: str | None = None) -> list[Key
         return [KeyInfo(*r) for r in rows]
 
 
-async def revoke_key(engine: AsyncEngine, key_id_or_prefix: str) -> bool:
+async def revoke_key(
+    engine: AsyncEngine,
+    key_id_or_prefix: str,
+    *,
+    actor: str = "system",
+    request_id: str | None = None,
+) -> bool:
+
     async with engine.begin() as conn:
         res = await conn.execute(
             sa.text(
                 "UPDATE api_keys SET revoked_at=now() WHERE (id=:k OR prefix=:k) "
-                "AND revoked_at IS NULL"
+                "AND revoked_at IS NULL RETURNING id, user_id"
             ),
             {"k": key_id_or_prefix},
         )
-    return res.rowcount > 0
+        revoked = [{"key_id": r.id, "user_id": r.user_id} for r in res]
+        await audit.record(
+            conn, actor, "key.revoke", "success" if revoked else "not_found", request_id,
+            {"key": key_id_or_prefix, "revoked": revoked},
+        )
+    return bool(revoked)

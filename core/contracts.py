@@ -38,6 +38,9 @@ class TaskInput:
     policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)
     # Keep the UserId/TaskStatus search attributes current (off where they are not registered).
     search_attributes: bool = False
+    # The task has a webhook_url (in tasks.options): send it when the task ends. Defaulted so
+    # histories recorded before it existed still decode.
+    webhook: bool = False
 
 
 @dataclass
@@ -158,3 +161,8 @@ class MaintenanceResult:
     archived: int = 0
     skipped: str = ""  # why nothing was done (e.g. the table does not exist on this schema)
     archive_file: str = ""
+@dataclass
+class WebhookInput:
+    """send_webhook: the URL and the body are read from Postgres, not carried in history."""
+
+    task_id: str

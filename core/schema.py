@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.types import UserDefinedType
 
 metadata = sa.MetaData()
 
@@ -169,3 +170,42 @@ short_term_memory = sa.Table(
 
 # Usage reports and daily budgets scan the ledger by time.
 sa.Index("ix_llm_calls_created_at", llm_calls.c.created_at)
+
+# --- issue 7: API security and streaming (migration 0005) ---------------------------------------
+
+
+class XID8(UserDefinedType):  # type: ignore[type-arg]
+    cache_ok = True
+
+    def get_col_spec(self, **_: object) -> str:
+        return "xid8"
+
+
+# Which transaction wrote the event: the SSE poller reads only events whose writer is older
+# than every transaction still running, so ids that commit out of order are never skipped.
+events.append_column(
+    sa.Column("writer_xid", XID8(), nullable=False, server_default=sa.text("pg_current_xact_id()"))
+)
+
+revoked_tokens = sa.Table(
+    "revoked_tokens",
+    metadata,
+    sa.Column("jti", sa.Text, primary_key=True),
+    sa.Column("revoked_by", sa.Text),
+    sa.Column("reason", sa.Text),
+    _ts("revoked_at", nullable=False, default=True),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    _ts("at", nullable=False, default=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("request_id", sa.Text),
+    sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Index("ix_audit_log_at", "at"),
+    sa.Index("ix_audit_log_actor_at", "actor", "at"),
+)

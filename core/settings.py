@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -79,10 +79,10 @@ class Settings(BaseSettings):
     max_metadata_depth: int = 5
     max_body_bytes: int = 262_144
     max_wait_secs: float = 60.0
-    jwt_secret: str | None = Field(None, validation_alias=_env("ORCH_JWT_SECRET", "jwt_secret"))
+    jwt_secret: str | None = Field(None, validation_alias=_env("ORCH_JWT_SECRET", "jwt_secret"), repr=False)
     jwt_public_key: str | None = None
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    webhook_secret: str = "change-me"
+    webhook_secret: str = Field("change-me", repr=False)
 
     # --- agents, tools, budgets --------------------------------------------------------------
     max_plan_steps: int = 8
@@ -121,6 +121,47 @@ class Settings(BaseSettings):
     key_purge_grace_days: float = Field(7.0, description="Expired/revoked API keys are deleted this long after.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI finds the API.")
     api_key: str | None = Field(None, description="The CLI's API key (else the saved config).")
+    # --- issue 7: API security and streaming -------------------------------------------------
+    jwt_algorithm: Literal["HS256", "RS256"] | None = Field(
+        None, description="Bearer JWT algorithm; default: RS256 if a public key is set, else HS256 if a secret is."
+    )
+    jwt_audience: str | None = Field(None, description="When set, tokens must carry this `aud`.")
+    jwt_issuer: str | None = Field(None, description="When set, tokens must carry this `iss`.")
+    jwt_leeway_secs: float = 0.0
+    sse_poll_interval_secs: float = Field(0.25, description="How often the event stream polls Postgres.")
+    sse_ping_secs: float = 15.0
+    wait_poll_interval_secs: float = Field(0.2, description="How often POST /tasks?wait= polls the task's status.")
+    webhook_timeout_secs: float = 10.0
+
+    @property
+    def jwt_algorithm_effective(self) -> str | None:
+        if self.jwt_algorithm:
+            return self.jwt_algorithm
+        if self.jwt_public_key:
+            return "RS256"
+        if self.jwt_secret:
+            return "HS256"
+        return None
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        """Like the FastAPI full-stack template: outside development a placeholder or missing
+        secret is a configuration error, not a warning."""
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.webhook_secret in ("", "change-me", "changethis"):
+            problems.append("ORCH_WEBHOOK_SECRET is the placeholder; set a random secret")
+        alg = self.jwt_algorithm_effective
+        if alg == "HS256" and (not self.jwt_secret or self.jwt_secret in ("change-me", "changethis")):
+            problems.append("ORCH_JWT_SECRET is missing or the placeholder while HS256 tokens are enabled")
+        elif alg == "HS256" and len(self.jwt_secret or "") < 32:
+            problems.append("ORCH_JWT_SECRET must be at least 32 characters")
+        if alg == "RS256" and not self.jwt_public_key:
+            problems.append("ORCH_JWT_PUBLIC_KEY is missing while RS256 tokens are enabled")
+        if problems:
+            raise ValueError("refusing to start with environment=production: " + "; ".join(problems))
+        return self
 
     @field_validator("model_fallbacks", "webhook_allowed_hosts", "http_get_allowed_hosts", mode="before")
     @classmethod

@@ -30,10 +30,14 @@ with workflow.unsafe.imports_passed_through():
         ToolCallRef,
         ToolInput,
         ToolResult,
+        WebhookInput,
     )
     from core.search_attributes import TASK_STATUS, USER_ID
 
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60), maximum_attempts=10
+)
 
 
 class StepFailed(Exception):
@@ -232,6 +236,22 @@ class TaskWorkflow:
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
             summary=f"finish · {status}",
         )
+        if inp.webhook and workflow.patched("webhook"):
+            await self._send_webhook(inp)
         if status == "failed":
             raise ApplicationError(error or "task failed", type="TaskFailed", non_retryable=True)
         return TaskOutcome(task_id=inp.task_id, status=status, result_preview=preview)
+
+    async def _send_webhook(self, inp: TaskInput) -> None:
+        """Tell the task's webhook it ended. Non-2xx answers are retried by Temporal; a hook
+        that never accepts it does not change the task's outcome."""
+        try:
+            await workflow.execute_activity(
+                "send_webhook",
+                WebhookInput(task_id=inp.task_id),
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+                retry_policy=WEBHOOK_RETRY,
+                summary="webhook",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("webhook gave up: %s", failure_message(err))

@@ -3,20 +3,24 @@ workflow and returns."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import structlog
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 from temporalio.common import WorkflowIDConflictPolicy
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, require
 from api.errors import ERROR_RESPONSES, APIError
-from api.schemas import TaskAccepted, TaskCreate, TaskPublic
-from core import metrics, search_attributes, store
+from api.ratelimit import rate_limited
+from api.schemas import TaskAccepted, TaskCreate, TaskList, TaskPublic, TaskStatus, TaskSummary
+from core import event_feed, metrics, search_attributes, store, task_list
 from core.apikeys import Principal
 from core.budget import effective_task_budget
 from core.contracts import TASK_WORKFLOW, ExecutionPolicy, TaskInput, workflow_id_for
@@ -48,13 +52,15 @@ def _request_hash(body: TaskCreate) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
-async def _start_workflow(request: Request, task_id: str, user_id: str, description: str) -> None:
+async def _start_workflow(
+    request: Request, task_id: str, user_id: str, description: str, *, webhook: bool = False
+) -> None:
     settings: Settings = request.app.state.settings
     await request.app.state.temporal.start_workflow(
         TASK_WORKFLOW,
         TaskInput(
             task_id=task_id, user_id=user_id, policy=execution_policy(settings),
-            search_attributes=settings.search_attributes,
+            search_attributes=settings.search_attributes, webhook=webhook,
         ),
         id=workflow_id_for(task_id),
         task_queue=settings.task_queue,
@@ -75,12 +81,37 @@ def _accepted(request: Request, task_id: str, status_: str) -> TaskAccepted:
     )
 
 
+def _check_webhook(url: str, settings: Settings) -> None:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    allowed = {h.lower() for h in settings.webhook_allowed_hosts}
+    problem = None
+    if parts.scheme not in ("http", "https") or not host:
+        problem = "must be an absolute http(s) URL"
+    elif host not in allowed:
+        problem = f"host {host!r} is not in ORCH_WEBHOOK_ALLOWED_HOSTS"
+    elif parts.username or parts.password:
+        problem = "must not carry credentials"
+    if problem:
+        raise APIError(422, "validation_error", "invalid request: webhook_url",
+                       [{"field": "webhook_url", "message": problem}])
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=TaskAccepted,
+    response_model=None,
     summary="Submit a task",
-    responses={200: {"model": TaskAccepted, "description": "Same Idempotency-Key seen before"}},
+    description="Returns 202 with the accepted task. With `?wait=N` the call waits up to N "
+    "seconds (at most ORCH_MAX_WAIT_SECS) and returns 200 with the finished task (as GET "
+    "/tasks/{id}) when it ends in time. A repeated Idempotency-Key returns 200 with the "
+    "original task's accepted body.",
+    responses={
+        200: {"model": TaskPublic | TaskAccepted,
+              "description": "Finished within `wait`, or the same Idempotency-Key seen before"},
+        202: {"model": TaskAccepted, "description": "Accepted; follow status_url or the events"},
+    },
+    dependencies=[rate_limited("task_submit", "rate_limit", per="key")],
 )
 async def create_task(
     body: TaskCreate,
@@ -91,7 +122,16 @@ async def create_task(
     settings: SettingsDep,
     _temporal: TemporalDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> TaskAccepted:
+    wait: Annotated[
+        float | None,
+        Query(ge=0, description="Seconds to wait for the task to finish (max ORCH_MAX_WAIT_SECS)."),
+    ] = None,
+) -> TaskAccepted | TaskPublic:
+    if wait is not None and wait > settings.max_wait_secs:
+        raise APIError(422, "validation_error", "invalid request: wait",
+                       [{"field": "wait", "message": f"at most {settings.max_wait_secs:g} seconds"}])
+    if body.webhook_url is not None:
+        _check_webhook(body.webhook_url, settings)
     if body.user_id is not None and body.user_id != principal.user_id:
         raise APIError(403, "forbidden", "user_id does not match the API key's user",
                        {"field": "user_id"})
@@ -113,16 +153,21 @@ async def create_task(
                 metadata=body.metadata,
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
-                options={"budget": effective_task_budget(
-                    body.budget.model_dump() if body.budget else None, settings
-                )},
+                options={
+                    "budget": effective_task_budget(
+                        body.budget.model_dump() if body.budget else None, settings
+                    ),
+                    **({"webhook_url": body.webhook_url} if body.webhook_url else {}),
+                },
             )
     except IntegrityError:
         if not idempotency_key:
             raise
         return await _replay(request, response, engine, principal, idempotency_key, request_hash)
     try:
-        await _start_workflow(request, task_id, principal.user_id, body.description)
+        await _start_workflow(
+            request, task_id, principal.user_id, body.description, webhook=body.webhook_url is not None
+        )
     except Exception as exc:
         # Nothing half-written: without a workflow the row would sit in 'pending' forever.
         async with engine.begin() as conn:
@@ -130,7 +175,28 @@ async def create_task(
         log.error("workflow_start_failed", task_id=task_id, error=str(exc))
         raise APIError(503, "temporal_unavailable", "could not start the task; try again") from exc
     metrics.TASKS_SUBMITTED.inc()
+    if wait:
+        finished = await _wait_for_end(engine, settings, task_id, principal.user_id, wait)
+        if finished is not None:
+            response.status_code = status.HTTP_200_OK
+            return finished
     return _accepted(request, task_id, "pending")
+
+
+async def _wait_for_end(
+    engine, settings: Settings, task_id: str, user_id: str, wait: float  # type: ignore[no-untyped-def]
+) -> TaskPublic | None:
+    """Poll the task's status in Postgres (one indexed read per interval) until it is terminal
+    or `wait` runs out. The LLM work stays in the worker; this only watches."""
+    deadline = time.monotonic() + wait
+    while True:
+        if await event_feed.task_status(engine, task_id, user_id) in store.TERMINAL:
+            view = await store.get_task_view(engine, task_id, user_id)
+            return TaskPublic.model_validate(view) if view else None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        await asyncio.sleep(min(settings.wait_poll_interval_secs, remaining))
 
 
 async def _replay(request, response, engine, principal, key, request_hash):  # type: ignore[no-untyped-def]
@@ -138,7 +204,7 @@ async def _replay(request, response, engine, principal, key, request_hash):  # t
         row = (
             await conn.execute(
                 sa.text(
-                    "SELECT id, status, request_hash, description FROM tasks "
+                    "SELECT id, status, request_hash, description, options FROM tasks "
                     "WHERE user_id=:u AND idempotency_key=:k"
                 ),
                 {"u": principal.user_id, "k": key},
@@ -150,9 +216,28 @@ async def _replay(request, response, engine, principal, key, request_hash):  # t
         raise APIError(409, "idempotency_key_reused",
                        "this Idempotency-Key was used with a different request body")
     if row.status == "pending":
-        await _start_workflow(request, row.id, principal.user_id, row.description)
+        await _start_workflow(request, row.id, principal.user_id, row.description,
+                              webhook=bool((row.options or {}).get("webhook_url")))
     response.status_code = status.HTTP_200_OK
     return _accepted(request, row.id, row.status)
+
+
+@router.get("", response_model=TaskList, summary="List your tasks, newest first")
+async def list_tasks(
+    principal: ReadUser,
+    engine: EngineDep,
+    status_: Annotated[TaskStatus | None, Query(alias="status", description="Only tasks in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")] = None,
+) -> TaskList:
+    try:
+        rows, next_cursor = await task_list.list_tasks(
+            engine, principal.user_id, status=status_, limit=limit, cursor=cursor
+        )
+    except task_list.BadCursor as exc:
+        raise APIError(422, "validation_error", "invalid request: cursor",
+                       [{"field": "cursor", "message": str(exc)}]) from None
+    return TaskList(items=[TaskSummary.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task with its steps")

@@ -1,0 +1,84 @@
+"""GET /tasks/{id}/events: the task's events as Server-Sent Events, read from Postgres.
+
+Postgres is the only source, so any API replica serves any stream, and a client that
+reconnects with `Last-Event-ID` (browsers' EventSource do it on their own) gets exactly the
+events after that id. The stream ends after the terminal `task.status` event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.deps import EngineDep, SettingsDep, require
+from api.errors import ERROR_RESPONSES, APIError
+from core import event_feed
+from core.apikeys import Principal
+from core.store import TERMINAL
+
+router = APIRouter(prefix="/tasks", tags=["events"], responses=ERROR_RESPONSES)
+
+ReadUser = Annotated[Principal, require("tasks:read")]
+
+_SSE_DOC = {
+    200: {
+        "description": "`text/event-stream`: one SSE event per stored event; `id` = event id, "
+        "`event` = type (task.status, task.planned, step.started, step.finished, ...), "
+        "`data` = JSON. Ends after the terminal task.status event.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get(
+    "/{task_id}/events",
+    summary="Stream a task's events (SSE)",
+    response_class=EventSourceResponse,
+    responses=_SSE_DOC,  # type: ignore[arg-type]
+)
+async def task_events(
+    task_id: str,
+    request: Request,
+    principal: ReadUser,
+    engine: EngineDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=30, description="Resume after this event id."),
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="Same as Last-Event-ID, for clients that cannot set headers.")
+    ] = None,
+) -> EventSourceResponse:
+    start = after or 0
+    if last_event_id:
+        if not last_event_id.isdigit():
+            raise APIError(422, "validation_error", "invalid request: Last-Event-ID",
+                           [{"field": "Last-Event-ID", "message": "must be an event id"}])
+        start = int(last_event_id)
+    if await event_feed.task_status(engine, task_id, principal.user_id) is None:
+        raise APIError(404, "not_found", f"task {task_id} not found")
+    interval = settings.sse_poll_interval_secs
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        last = start
+        while True:
+            events = await event_feed.read_after(engine, task_id, last)
+            for ev in events:
+                last = ev.id
+                yield ServerSentEvent(json.dumps(ev.data), event=ev.type, id=str(ev.id))
+                if ev.terminal:
+                    return
+            if not events:
+                # Resumed after the terminal event, or it was deleted: nothing more will come.
+                status = await event_feed.task_status(engine, task_id, principal.user_id)
+                if status is None or (status in TERMINAL and not await event_feed.any_after(engine, task_id, last)):
+                    return
+                await asyncio.sleep(interval)
+
+    return EventSourceResponse(stream(), ping=settings.sse_ping_secs, headers={"Cache-Control": "no-store"})
+

@@ -1,0 +1,43 @@
+"""The audit log: who did what, when, under which request id, and how it ended.
+
+`record` takes an engine (own short transaction) or a connection (joins the caller's
+transaction, so the audit row commits or rolls back with the change it describes). Never put
+secrets (keys, tokens) in `details`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+_INSERT = sa.text(
+    "INSERT INTO audit_log (actor, action, outcome, request_id, details) "
+    "VALUES (:a, :act, :o, :r, CAST(:d AS jsonb))"
+)
+
+
+async def record(
+    conn_or_engine: AsyncConnection | AsyncEngine,
+    actor: str,
+    action: str,
+    outcome: str,
+    request_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """actor: a user id, `cli:<os user>` or `anonymous`; action: dotted verb such as
+    `key.create`, `key.revoke`, `token.revoke`, `auth.failure`, `approval.decide`,
+    `task.cancel`, `task.delete`; outcome: `success`, `denied`, `failure` or `not_found`."""
+    params = {
+        "a": actor,
+        "act": action,
+        "o": outcome,
+        "r": request_id,
+        "d": json.dumps(details or {}, default=str),
+    }
+    if isinstance(conn_or_engine, AsyncConnection):
+        await conn_or_engine.execute(_INSERT, params)
+        return
+    async with conn_or_engine.begin() as conn:
+        await conn.execute(_INSERT, params)

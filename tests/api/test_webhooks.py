@@ -1,0 +1,111 @@
+"""Webhooks: one HMAC-signed POST when the task ends, retried by Temporal on non-2xx."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from temporalio.client import Client
+
+from activities.webhook_activities import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from core.contracts import workflow_id_for
+from core.settings import Settings
+from testing.fake_openai import FakeOpenAI
+from tests.utils import running_stack
+
+SECRET = "whsec-test-" + "z" * 24
+
+
+@dataclass
+class Receiver:
+    url: str
+    calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    fail_first: int = 0
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            state.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            code = 503 if len(state.calls) <= state.fail_first else 204
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _check_signed(headers: dict[str, str], body: bytes) -> dict:  # type: ignore[type-arg]
+    assert headers["content-type"] == "application/json"
+    assert headers[SIGNATURE_HEADER.lower()].startswith("sha256=")
+    assert verify(SECRET, headers[TIMESTAMP_HEADER.lower()], body, headers[SIGNATURE_HEADER.lower()])
+    assert not verify("wrong-secret", headers[TIMESTAMP_HEADER.lower()], body, headers[SIGNATURE_HEADER.lower()])
+    return json.loads(body)
+
+
+async def test_webhook_gets_one_signed_call(
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI, receiver: Receiver
+) -> None:
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, webhook_allowed_hosts=["127.0.0.1"], webhook_secret=SECRET
+    ) as s:
+        task_id = await s.submit("hook me", webhook_url=receiver.url)
+        # The workflow returns only after its webhook activity: then the count is final.
+        await temporal_client.get_workflow_handle(workflow_id_for(task_id)).result()
+        assert len(receiver.calls) == 1
+        headers, body = receiver.calls[0]
+        payload = _check_signed(headers, body)
+        task = await s.get(task_id)
+        assert payload == {"task_id": task_id, "status": "completed", "result": task["result"], "error": None}
+
+        # A task without a webhook sends nothing.
+        plain = await s.submit("no hook")
+        await temporal_client.get_workflow_handle(workflow_id_for(plain)).result()
+        assert len(receiver.calls) == 1
+
+
+async def test_webhook_retried_until_2xx(
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI, receiver: Receiver
+) -> None:
+    receiver.fail_first = 2
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, webhook_allowed_hosts=["127.0.0.1"], webhook_secret=SECRET
+    ) as s:
+        task_id = await s.submit("hook me twice", webhook_url=receiver.url)
+        await temporal_client.get_workflow_handle(workflow_id_for(task_id)).result()
+        assert len(receiver.calls) == 3  # 503, 503, then accepted; nothing after
+        for headers, body in receiver.calls:
+            assert _check_signed(headers, body)["task_id"] == task_id
+
+
+async def test_webhook_url_must_be_allowed(
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI
+) -> None:
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, webhook_allowed_hosts=["127.0.0.1"]
+    ) as s:
+        for url in ("http://localhost:9/hook", "ftp://127.0.0.1/x", "127.0.0.1/x",
+                    "http://user:pw@127.0.0.1/x", "http://127.0.0.1.evil.test/x", "not a url"):
+            resp = await s.http.post("/tasks", json={"description": "x", "webhook_url": url}, headers=s.headers)
+            assert resp.status_code == 422, (url, resp.text)
+            assert resp.json()["error"]["details"][0]["field"] == "webhook_url"

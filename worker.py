@@ -19,8 +19,8 @@ from temporalio.worker import Worker
 from activities.maintenance_activities import MaintenanceActivities
 from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
-from core import metrics
 from activities.webhook_activities import WebhookActivities
+from core import metrics
 from core.db import create_engine
 from core.llm import make_llm_client
 from core.logging import configure_logging

@@ -82,15 +82,17 @@ class MaintenanceActivities:
             cols = await _columns(conn, "audit_log")
             if not cols:
                 return MaintenanceResult(skipped="table audit_log does not exist")
-            if "created_at" not in cols or "id" not in cols:
-                return MaintenanceResult(skipped="audit_log has no id/created_at column")
+            # core/schema.py names it `at`; older layouts used `created_at`.
+            ts = next((c for c in ("at", "created_at") if c in cols), None)
+            if ts is None or "id" not in cols:
+                return MaintenanceResult(skipped="audit_log has no id/at column")
         await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
         while True:  # batches: copy to the file (fsync'd), then delete exactly those ids
             async with self.engine.begin() as conn:
                 rows = (
                     await conn.execute(
                         sa.text(
-                            "SELECT * FROM audit_log WHERE created_at < now() - make_interval(secs => :age) "
+                            f"SELECT * FROM audit_log WHERE {ts} < now() - make_interval(secs => :age) "
                             "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
                         ),
                         {"age": age, "n": ARCHIVE_BATCH},

@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from activities.task_activities import TaskActivities
 from core.db import create_engine
 from core.llm import make_llm_client
+from core.llm_router import LLMRouter
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -36,7 +37,8 @@ async def build_worker(
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set DATABASE_URL")
     engine = create_engine(settings.database_url, pool_size=20)
-    llm = make_llm_client(settings)
+    # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4).
+    llm = LLMRouter.from_settings(make_llm_client(settings), engine, settings)
     acts = TaskActivities(engine=engine, llm=llm, settings=settings)
     try:
         yield Worker(

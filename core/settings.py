@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-
-from pydantic import AliasChoices, Field, field_validator
 from typing import Annotated
 
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -68,6 +67,13 @@ class Settings(BaseSettings):
     circuit_breaker_threshold: int = Field(5, validation_alias=_env("CIRCUIT_BREAKER_THRESHOLD", "circuit_breaker_threshold"))
     circuit_breaker_timeout_secs: float = Field(
         30.0, validation_alias=_env("CIRCUIT_BREAKER_TIMEOUT_SECS", "circuit_breaker_timeout_secs")
+    )
+
+    # --- issue 4: LLM rate limits shared by all workers (unset = unlimited) -------------------
+    llm_rpm: int | None = Field(None, description="Requests per minute per model, all workers together.")
+    llm_tpm: int | None = Field(None, description="Tokens per minute per model, all workers together.")
+    llm_rate_max_wait_secs: float = Field(
+        10.0, description="Wait this long inside the activity for capacity; longer waits go back to Temporal."
     )
 
     # --- API ----------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from core.circuit_breaker import breaker_states
+
 router = APIRouter(tags=["health"])
 
 
@@ -34,8 +36,16 @@ async def readyz(request: Request) -> JSONResponse:
     async def temporal() -> None:
         await request.app.state.temporal.service_client.check_health()
 
-    await asyncio.gather(check("postgres", postgres()), check("temporal", temporal()))
-    ok = all(c["ok"] for c in checks.values())
+    async def breakers() -> dict[str, object]:
+        # Informational: an open breaker degrades one model, not the service (fallbacks,
+        # Temporal retries), so it never makes readiness fail on its own.
+        states = await breaker_states(request.app.state.engine)
+        return {"open": sum(s["state"] != "closed" for s in states), "breakers": states}
+
+    await asyncio.gather(
+        check("postgres", postgres()), check("temporal", temporal()), check("breakers", breakers())
+    )
+    ok = all(c["ok"] for name, c in checks.items() if name != "breakers")
     return JSONResponse(
         {"status": "ok" if ok else "unhealthy", "checks": checks}, status_code=200 if ok else 503
     )

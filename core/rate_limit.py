@@ -1,0 +1,130 @@
+"""Requests-per-minute and tokens-per-minute caps per model, shared by all workers.
+
+A token bucket per (kind, model) in the `llm_rate_buckets` table: capacity = the per-minute
+cap, refilled continuously at cap/60 per second, updated under a row lock so all workers draw
+from the same bucket. Before a call we take 1 request and the prompt's estimated tokens; after
+it we settle the difference with the real usage (the bucket may go negative: that debt delays
+later callers instead of letting a burst through).
+
+When a bucket is short, the caller either waits in the activity (short waits, heartbeating, so
+cancellation still works and no Temporal attempt is spent) or raises a retryable
+ApplicationError with `next_retry_delay` = when capacity returns, so Temporal waits and the
+provider never sees a 429 storm.
+
+Postgres, not Redis: it is always present and already shared; one short locked update per call
+is cheap next to an LLM call. Unset caps (the default) skip all of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.exceptions import ApplicationError
+
+log = structlog.get_logger(__name__)
+
+RATE_LIMITED = "LLMRateLimited"
+
+
+def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """About four characters per token; good enough to reserve capacity before the call."""
+    return max(1, sum(len(str(m.get("content") or "")) for m in messages) // 4)
+
+
+class LLMRateLimiter:
+    def __init__(
+        self, engine: AsyncEngine, *, rpm: int | None, tpm: int | None, max_wait_secs: float = 10.0
+    ) -> None:
+        self.engine = engine
+        self.rpm = rpm or None
+        self.tpm = tpm or None
+        self.max_wait_secs = max_wait_secs
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rpm or self.tpm)
+
+    def _caps(self, model: str) -> dict[str, float]:
+        caps: dict[str, float] = {}
+        if self.rpm:
+            caps[f"rpm:{model}"] = float(self.rpm)
+        if self.tpm:
+            caps[f"tpm:{model}"] = float(self.tpm)
+        return caps
+
+    async def _take(self, model: str, prompt_tokens: int) -> float:
+        """Take capacity if all buckets have it; else take nothing. Seconds to wait (0 = taken)."""
+        caps = self._caps(model)
+        cost = {k: (1.0 if k.startswith("rpm:") else min(float(prompt_tokens), caps[k])) for k in caps}
+        async with self.engine.begin() as conn:
+            for key, cap in caps.items():
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO llm_rate_buckets (key, tokens) VALUES (:k, :c) "
+                        "ON CONFLICT (key) DO NOTHING"
+                    ),
+                    {"k": key, "c": cap},
+                )
+            rows = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT key, tokens, EXTRACT(EPOCH FROM now() - updated_at) AS age "
+                        "FROM llm_rate_buckets WHERE key = ANY(:keys) ORDER BY key FOR UPDATE"
+                    ),
+                    {"keys": sorted(caps)},
+                )
+            ).all()
+            level = {
+                r.key: min(caps[r.key], r.tokens + max(0.0, float(r.age)) * caps[r.key] / 60.0)
+                for r in rows
+            }
+            wait = max(
+                ((cost[k] - level[k]) / (caps[k] / 60.0) for k in caps if level[k] < cost[k]),
+                default=0.0,
+            )
+            taken = wait <= 0
+            for key in caps:
+                await conn.execute(
+                    sa.text("UPDATE llm_rate_buckets SET tokens=:t, updated_at=now() WHERE key=:k"),
+                    {"k": key, "t": level[key] - (cost[key] if taken else 0.0)},
+                )
+        return wait
+
+    async def acquire(self, model: str, prompt_tokens: int) -> None:
+        """Block briefly or raise a retryable LLMRateLimited error with next_retry_delay."""
+        if not self.enabled:
+            return
+        waited = 0.0
+        while True:
+            wait = await self._take(model, prompt_tokens)
+            if wait <= 0:
+                return
+            if waited + wait > self.max_wait_secs:
+                log.info("llm_rate_limited", model=model, retry_in=round(wait, 2))
+                raise ApplicationError(
+                    f"LLM rate limit for {model} reached (ORCH_LLM_RPM={self.rpm}, "
+                    f"ORCH_LLM_TPM={self.tpm}); capacity returns in {wait:.1f}s",
+                    type=RATE_LIMITED,
+                    next_retry_delay=timedelta(seconds=math.ceil(wait)),
+                )
+            await asyncio.sleep(wait)  # cancellable: a cancelled activity stops waiting here
+            waited += wait
+
+    async def settle(self, model: str, reserved_tokens: int, used_tokens: int) -> None:
+        """Charge the real token usage against the TPM bucket (refunds over-estimates)."""
+        if not self.tpm or used_tokens == reserved_tokens:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "UPDATE llm_rate_buckets SET tokens = LEAST(:cap, tokens - :d) WHERE key=:k"
+                ),
+                {"k": f"tpm:{model}", "d": float(used_tokens - min(reserved_tokens, self.tpm)),
+                 "cap": float(self.tpm)},
+            )

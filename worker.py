@@ -49,6 +49,10 @@ async def build_worker(
             max_concurrent_activities=500,
             max_concurrent_workflow_tasks=100,
             graceful_shutdown_timeout=timedelta(seconds=30),
+            # Heartbeats reach the server at least every 2 s, so cancellation (API, CLI, task
+            # deadline) interrupts a running LLM call within seconds, not 0.8 x heartbeat timeout.
+            max_heartbeat_throttle_interval=timedelta(seconds=2),
+            default_heartbeat_throttle_interval=timedelta(seconds=2),
         )
     finally:
         await llm.close()

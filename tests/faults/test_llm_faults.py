@@ -235,3 +235,22 @@ async def test_idempotency_key(stack: Stack) -> None:
         if ev.HasField("activity_task_scheduled_event_attributes"):
             plans += ev.activity_task_scheduled_event_attributes.activity_type.name == "plan_task"
     assert plans == 1
+
+
+async def test_shared_rpm_cap_spaces_calls_instead_of_429s(base_settings, temporal_client, fake_llm) -> None:
+    model = f"rl-{uuid.uuid4().hex[:6]}"
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, model=model, llm_rpm=120,
+    ) as stack:
+        async with stack.engine.begin() as conn:  # an empty bucket: every call must wait its turn
+            await conn.execute(
+                sa.text("INSERT INTO llm_rate_buckets (key, tokens) VALUES (:k, 0)"),
+                {"k": f"rpm:{model}"},
+            )
+        ids = await asyncio.gather(*(stack.submit(f"Rate limited task {i}") for i in range(2)))
+        tasks = [await stack.wait(t, timeout=60) for t in ids]
+    assert [t["status"] for t in tasks] == ["completed"] * 2
+    times = sorted(r.received_monotonic for r in fake_llm.requests)
+    assert len(times) >= 6
+    # 120/minute = one call per 0.5 s from an empty bucket, shared by all activities.
+    assert times[-1] - times[0] >= 0.5 * (len(times) - 2)

@@ -27,7 +27,13 @@ from temporalio.exceptions import ApplicationError
 
 from core.circuit_breaker import CircuitBreakers, CircuitOpen, Permit
 from core.llm import Completion, LLMClient
-from core.rate_limit import RATE_LIMITED, LLMRateLimiter, estimate_prompt_tokens
+from core.rate_limit import (
+    RATE_LIMITED,
+    LLMRateLimiter,
+    RedisRateLimiter,
+    estimate_prompt_tokens,
+    make_rate_limiter,
+)
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -41,7 +47,7 @@ class LLMRouter:
         inner: LLMClient,
         *,
         breakers: CircuitBreakers,
-        limiter: LLMRateLimiter,
+        limiter: LLMRateLimiter | RedisRateLimiter,
         fallbacks: list[str],
     ) -> None:
         self.inner = inner
@@ -60,8 +66,8 @@ class LLMRouter:
                 open_secs=settings.circuit_breaker_timeout_secs,
                 probe_stale_secs=settings.llm_timeout_secs + 5,
             ),
-            limiter=LLMRateLimiter(
-                engine, rpm=settings.llm_rpm, tpm=settings.llm_tpm,
+            limiter=make_rate_limiter(
+                engine, redis_url=settings.redis_url, rpm=settings.llm_rpm, tpm=settings.llm_tpm,
                 max_wait_secs=settings.llm_rate_max_wait_secs,
             ),
             fallbacks=settings.model_fallbacks,

@@ -128,3 +128,81 @@ class LLMRateLimiter:
                 {"k": f"tpm:{model}", "d": float(used_tokens - min(reserved_tokens, self.tpm)),
                  "cap": float(self.tpm)},
             )
+
+
+class RedisRateLimiter:
+    """The same caps on Redis (REDIS_URL), with the `limits` library's moving window.
+
+    For deployments that already run Redis for shared limits: no row lock per call in
+    Postgres. RPM and TPM are checked one after the other (not atomically together), so a
+    request refused on TPM may have used one RPM slot: conservative, never over the cap."""
+
+    def __init__(
+        self, redis_url: str, *, rpm: int | None, tpm: int | None, max_wait_secs: float = 10.0
+    ) -> None:
+        from limits import RateLimitItemPerMinute
+        from limits.aio.strategies import MovingWindowRateLimiter
+        from limits.storage import storage_from_string
+
+        uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+        self.storage = storage_from_string(uri, implementation="redispy", key_prefix="orch-llm")
+        self.window = MovingWindowRateLimiter(self.storage)
+        self.rpm_item = RateLimitItemPerMinute(rpm) if rpm else None
+        self.tpm_item = RateLimitItemPerMinute(tpm) if tpm else None
+        self.rpm, self.tpm = rpm or None, tpm or None
+        self.max_wait_secs = max_wait_secs
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rpm or self.tpm)
+
+    async def _take(self, model: str, prompt_tokens: int) -> float:
+        import time
+
+        for item, cost in ((self.rpm_item, 1), (self.tpm_item, prompt_tokens)):
+            if item is None:
+                continue
+            cost = min(cost, item.amount)
+            if not await self.window.hit(item, model, cost=cost):
+                stats = await self.window.get_window_stats(item, model)
+                return max(0.05, stats.reset_time - time.time())
+        return 0.0
+
+    async def acquire(self, model: str, prompt_tokens: int) -> None:
+        if not self.enabled:
+            return
+        waited = 0.0
+        while True:
+            wait = await self._take(model, prompt_tokens)
+            if wait <= 0:
+                return
+            if waited + wait > self.max_wait_secs:
+                log.info("llm_rate_limited", model=model, retry_in=round(wait, 2), store="redis")
+                raise ApplicationError(
+                    f"LLM rate limit for {model} reached (ORCH_LLM_RPM={self.rpm}, "
+                    f"ORCH_LLM_TPM={self.tpm}); capacity returns in {wait:.1f}s",
+                    type=RATE_LIMITED,
+                    next_retry_delay=timedelta(seconds=math.ceil(wait)),
+                )
+            await asyncio.sleep(wait)
+            waited += wait
+
+    async def settle(self, model: str, reserved_tokens: int, used_tokens: int) -> None:
+        """Charge tokens used beyond the reservation (a moving window cannot refund)."""
+        if self.tpm_item is None or used_tokens <= reserved_tokens:
+            return
+        extra = used_tokens - reserved_tokens
+        if not await self.window.hit(self.tpm_item, model, cost=min(extra, self.tpm_item.amount)):
+            stats = await self.window.get_window_stats(self.tpm_item, model)
+            if stats.remaining > 0:  # fill the window: later callers wait for it to move
+                await self.window.hit(self.tpm_item, model, cost=stats.remaining)
+
+
+def make_rate_limiter(
+    engine: AsyncEngine, *, redis_url: str | None, rpm: int | None, tpm: int | None,
+    max_wait_secs: float,
+) -> LLMRateLimiter | RedisRateLimiter:
+    """Redis when REDIS_URL is set (and a cap is), else the Postgres buckets."""
+    if redis_url and (rpm or tpm):
+        return RedisRateLimiter(redis_url, rpm=rpm, tpm=tpm, max_wait_secs=max_wait_secs)
+    return LLMRateLimiter(engine, rpm=rpm, tpm=tpm, max_wait_secs=max_wait_secs)

@@ -103,3 +103,46 @@ async def test_rate_limiter_tpm_waits_inside_the_activity_when_short(engine) -> 
     started = loop.time()
     await lim.acquire(model, 5)  # ~0.5 s of refill: waits instead of failing
     assert loop.time() - started >= 0.3
+
+
+@pytest.fixture
+def redis_url(tmp_path):  # type: ignore[no-untyped-def]
+    import shutil
+    import subprocess
+
+    from core.embedded import free_port, wait_for_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 10)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_redis_rate_limiter_shares_rpm_and_tpm(engine, redis_url) -> None:
+    from core.rate_limit import RedisRateLimiter, make_rate_limiter
+
+    a = make_rate_limiter(engine, redis_url=redis_url, rpm=3, tpm=1000, max_wait_secs=0)
+    b = RedisRateLimiter(redis_url, rpm=3, tpm=1000, max_wait_secs=0)
+    assert isinstance(a, RedisRateLimiter)
+    for lim in (a, b, a):
+        await lim.acquire("m", 10)
+    with pytest.raises(ApplicationError) as err:
+        await b.acquire("m", 10)
+    assert err.value.type == RATE_LIMITED
+    assert timedelta(seconds=50) <= err.value.next_retry_delay <= timedelta(seconds=61)
+
+    await a.acquire("t", 900)
+    await a.settle("t", 900, 995)  # the answer used more than reserved
+    with pytest.raises(ApplicationError):
+        await b.acquire("t", 10)

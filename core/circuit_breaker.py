@@ -93,6 +93,7 @@ class CircuitBreakers:
         if not self.enabled:
             return Permit(key)
         async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")  # one round trip
             row = (
                 await conn.execute(
                     sa.text("SELECT state, failures FROM circuit_breakers WHERE key=:k"), {"k": key}

@@ -37,6 +37,25 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return max(1, sum(len(str(m.get("content") or "")) for m in messages) // 4)
 
 
+_F = "double precision"
+_LEVEL = (
+    f"LEAST(CAST(:cap AS {_F}), b.tokens + "
+    f"CAST(GREATEST(0, EXTRACT(EPOCH FROM now() - b.updated_at)) AS {_F}) * CAST(:rate AS {_F}))"
+)
+_TAKE = sa.text(
+    f"INSERT INTO llm_rate_buckets AS b (key, tokens, updated_at) VALUES (:k, CAST(:cap AS {_F}) - CAST(:cost AS {_F}), now()) "
+    f"ON CONFLICT (key) DO UPDATE SET tokens = {_LEVEL} - CAST(:cost AS {_F}), updated_at = now() "
+    f"WHERE {_LEVEL} >= CAST(:cost AS {_F}) RETURNING b.tokens"
+)
+_WAIT = sa.text(
+    f"SELECT (CAST(:cost AS {_F}) - {_LEVEL}) / CAST(:rate AS {_F}) "
+    "FROM llm_rate_buckets b WHERE b.key = :k"
+)
+_GIVE_BACK = sa.text(
+    f"UPDATE llm_rate_buckets SET tokens = tokens + CAST(:cost AS {_F}) WHERE key = :k"
+)
+
+
 class LLMRateLimiter:
     def __init__(
         self, engine: AsyncEngine, *, rpm: int | None, tpm: int | None, max_wait_secs: float = 10.0
@@ -59,42 +78,25 @@ class LLMRateLimiter:
         return caps
 
     async def _take(self, model: str, prompt_tokens: int) -> float:
-        """Take capacity if all buckets have it; else take nothing. Seconds to wait (0 = taken)."""
-        caps = self._caps(model)
-        cost = {k: (1.0 if k.startswith("rpm:") else min(float(prompt_tokens), caps[k])) for k in caps}
-        async with self.engine.begin() as conn:
-            for key, cap in caps.items():
-                await conn.execute(
-                    sa.text(
-                        "INSERT INTO llm_rate_buckets (key, tokens) VALUES (:k, :c) "
-                        "ON CONFLICT (key) DO NOTHING"
-                    ),
-                    {"k": key, "c": cap},
-                )
-            rows = (
-                await conn.execute(
-                    sa.text(
-                        "SELECT key, tokens, EXTRACT(EPOCH FROM now() - updated_at) AS age "
-                        "FROM llm_rate_buckets WHERE key = ANY(:keys) ORDER BY key FOR UPDATE"
-                    ),
-                    {"keys": sorted(caps)},
-                )
-            ).all()
-            level = {
-                r.key: min(caps[r.key], r.tokens + max(0.0, float(r.age)) * caps[r.key] / 60.0)
-                for r in rows
-            }
-            wait = max(
-                ((cost[k] - level[k]) / (caps[k] / 60.0) for k in caps if level[k] < cost[k]),
-                default=0.0,
-            )
-            taken = wait <= 0
-            for key in caps:
-                await conn.execute(
-                    sa.text("UPDATE llm_rate_buckets SET tokens=:t, updated_at=now() WHERE key=:k"),
-                    {"k": key, "t": level[key] - (cost[key] if taken else 0.0)},
-                )
-        return wait
+        """Take capacity from every bucket, or from none. Seconds to wait (0 = taken).
+
+        One statement per bucket, in autocommit: the conditional upsert refills, checks and
+        takes under the row lock Postgres holds for the statement, so concurrent workers never
+        both take the last token, and the lock is held for microseconds, not a transaction."""
+        taken: list[tuple[str, float]] = []
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for key, cap in self._caps(model).items():
+                cost = 1.0 if key.startswith("rpm:") else min(float(prompt_tokens), cap)
+                params = {"k": key, "cap": cap, "rate": cap / 60.0, "cost": cost}
+                row = (await conn.execute(_TAKE, params)).first()
+                if row is None:
+                    wait = (await conn.execute(_WAIT, params)).scalar_one()
+                    for done_key, done_cost in taken:  # all or nothing: give back what we took
+                        await conn.execute(_GIVE_BACK, {"k": done_key, "cost": done_cost})
+                    return max(float(wait), 0.01)
+                taken.append((key, cost))
+        return 0.0
 
     async def acquire(self, model: str, prompt_tokens: int) -> None:
         """Block briefly or raise a retryable LLMRateLimited error with next_retry_delay."""
@@ -120,10 +122,12 @@ class LLMRateLimiter:
         """Charge the real token usage against the TPM bucket (refunds over-estimates)."""
         if not self.tpm or used_tokens == reserved_tokens:
             return
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(
                 sa.text(
-                    "UPDATE llm_rate_buckets SET tokens = LEAST(:cap, tokens - :d) WHERE key=:k"
+                    f"UPDATE llm_rate_buckets SET tokens = LEAST(CAST(:cap AS {_F}), "
+                    f"tokens - CAST(:d AS {_F})) WHERE key=:k"
                 ),
                 {"k": f"tpm:{model}", "d": float(used_tokens - min(reserved_tokens, self.tpm)),
                  "cap": float(self.tpm)},

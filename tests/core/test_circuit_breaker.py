@@ -146,3 +146,18 @@ async def test_redis_rate_limiter_shares_rpm_and_tpm(engine, redis_url) -> None:
     await a.settle("t", 900, 995)  # the answer used more than reserved
     with pytest.raises(ApplicationError):
         await b.acquire("t", 10)
+
+
+async def test_rate_bucket_never_gives_out_more_than_the_cap_under_contention(engine) -> None:
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    workers = [LLMRateLimiter(engine, rpm=10, tpm=None, max_wait_secs=0) for _ in range(4)]
+
+    async def one(i: int) -> bool:
+        try:
+            await workers[i % 4].acquire(model, 1)
+            return True
+        except ApplicationError:
+            return False
+
+    results = await asyncio.gather(*(one(i) for i in range(25)))
+    assert results.count(True) == 10

@@ -104,7 +104,7 @@ async def test_breaker_opens_fallback_answers_probe_closes(base_settings, tempor
     async with running_stack(
         base_settings, temporal_client, fake_llm,
         model=primary, model_fallbacks=[fallback],
-        circuit_breaker_threshold=3, circuit_breaker_timeout_secs=6, retry_max_attempts=10,
+        circuit_breaker_threshold=3, circuit_breaker_timeout_secs=60, retry_max_attempts=10,
     ) as stack:
         fake_llm.faults = Faults(rate_500=1.0, models={primary})
         first = await stack.wait(await stack.submit("Describe the water cycle"), timeout=60)
@@ -123,7 +123,13 @@ async def test_breaker_opens_fallback_answers_probe_closes(base_settings, tempor
         assert len([r for r in fake_llm.requests if r.model == primary]) == 3
 
         # The provider recovers; after the open period one probe goes through and closes it.
+        # (The clock is moved on rather than waited for: the open period ends now.)
         fake_llm.faults = Faults()
+        async with stack.engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE circuit_breakers SET open_until = now() WHERE key LIKE :k"),
+                {"k": f"%:{primary}"},
+            )
         deadline = time.monotonic() + 30
         while (await _readyz_breakers(stack))[primary]["state"] == "open":
             assert time.monotonic() < deadline, "breaker never became probe-able"

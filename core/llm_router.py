@@ -151,9 +151,12 @@ class LLMRouter:
                 await asyncio.shield(self.breakers.release(permit))
             raise
         await self.breakers.success(permit)
-        await self.limiter.settle(
-            model, reserved, completion.prompt_tokens + completion.completion_tokens
-        )
+        try:
+            await self.limiter.settle(
+                model, reserved, completion.prompt_tokens + completion.completion_tokens
+            )
+        except Exception as exc:  # accounting only: never pay for the answer twice over it
+            log.warning("llm_rate_settle_failed", model=model, error=str(exc)[:200])
         return completion
 
     async def close(self) -> None:

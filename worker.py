@@ -23,6 +23,7 @@ from activities.webhook_activities import WebhookActivities
 from core import metrics
 from core.db import create_engine
 from core.llm import make_llm_client
+from core.llm_router import LLMRouter
 from core.logging import configure_logging
 from core.observability import InstrumentedLLM, setup_tracing, tracing_interceptors
 from core.schedules import ensure_schedules
@@ -44,7 +45,9 @@ async def build_worker(
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set DATABASE_URL")
     engine = create_engine(settings.database_url, pool_size=20)
-    llm = InstrumentedLLM(make_llm_client(settings))
+    # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4);
+    # spans and metrics sit inside them, so each model actually tried is measured.
+    llm = LLMRouter.from_settings(InstrumentedLLM(make_llm_client(settings)), engine, settings)
     acts = TaskActivities(engine=engine, llm=llm, settings=settings)
     # memory_search: wire the long-term memory search here once it exists (None = unavailable).
     tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=None)
@@ -65,6 +68,10 @@ async def build_worker(
             graceful_shutdown_timeout=timedelta(seconds=30),
             # Tracing: inherited from the client when it has the interceptor, else added here.
             interceptors=[] if _has_tracing(client) else tracing_interceptors(),
+            # Heartbeats reach the server at least every 2 s, so cancellation (API, CLI, task
+            # deadline) interrupts a running LLM call within seconds, not 0.8 x heartbeat timeout.
+            max_heartbeat_throttle_interval=timedelta(seconds=2),
+            default_heartbeat_throttle_interval=timedelta(seconds=2),
         )
     finally:
         await webhook_http.aclose()

@@ -20,12 +20,15 @@ async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
         if timeout is None:
             yield
             return
-        every = max(0.2, timeout.total_seconds() / 3)
+        # Often, so a cancellation reaches the call within a second or two (the worker's
+        # heartbeat throttle decides how many of these actually go to the server).
+        every = max(0.2, min(1.0, timeout.total_seconds() / 3))
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
+            # Sleep first: a call that ends within `every` costs no heartbeat round trip.
             await asyncio.sleep(every)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:

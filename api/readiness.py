@@ -8,8 +8,6 @@ activity queue.
 
 Hooks other modules fill in (checked only when present):
 - `app.state.embedder` with `.loaded` — the embedding model (memory module);
-- `app.state.breakers` with `.states() -> {model: "closed"|"half_open"|"open"}` — the resilience
-  module's circuit breakers. An open breaker is reported, not failed: the fallback models serve.
 """
 
 from __future__ import annotations
@@ -60,7 +58,3 @@ def embedder_check(embedder: Any) -> dict[str, Any]:
         raise NotReady("embedding model not loaded")
     return {"model": str(getattr(embedder, "name", "loaded"))}
 
-
-def breakers_check(breakers: Any) -> dict[str, Any]:
-    states = dict(breakers.states())
-    return {"states": states, "open": sorted(m for m, s in states.items() if s == "open")}

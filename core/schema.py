@@ -209,3 +209,27 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_at", "at"),
     sa.Index("ix_audit_log_actor_at", "actor", "at"),
 )
+
+# --- issue 4: resilience state shared by all workers ------------------------------------------
+
+circuit_breakers = sa.Table(
+    "circuit_breakers",
+    metadata,
+    # "<provider>:<model>"; one row per breaker, transitions under SELECT ... FOR UPDATE.
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False, server_default="closed"),  # closed|open|half_open
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # consecutive
+    _ts("open_until"),
+    _ts("probe_started_at"),
+    sa.Column("last_error", sa.Text),
+    _ts("updated_at", nullable=False, default=True),
+)
+
+llm_rate_buckets = sa.Table(
+    "llm_rate_buckets",
+    metadata,
+    # "<rpm|tpm>:<model>"; a token bucket refilled continuously, may go negative (token debt).
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    _ts("updated_at", nullable=False, default=True),
+)

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         30.0, validation_alias=_env("CIRCUIT_BREAKER_TIMEOUT_SECS", "circuit_breaker_timeout_secs")
     )
 
+    # --- issue 4: LLM rate limits shared by all workers (unset = unlimited) -------------------
+    llm_rpm: int | None = Field(None, description="Requests per minute per model, all workers together.")
+    llm_tpm: int | None = Field(None, description="Tokens per minute per model, all workers together.")
+    llm_rate_max_wait_secs: float = Field(
+        10.0, description="Wait this long inside the activity for capacity; longer waits go back to Temporal."
+    )
+
     # --- API ----------------------------------------------------------------------------------
     rate_limit: str = Field("60/minute", validation_alias=_env("RATE_LIMIT", "rate_limit"))
     memory_search_rate_limit: str = Field(

@@ -305,7 +305,9 @@ async def mark_step_finished(
         sa.text(
             "UPDATE steps SET status='completed', output=:o, model=:m, error=NULL, "
             "started_at=COALESCE(started_at, now()), finished_at=now() "
-            "WHERE task_id=:t AND index=:i AND status <> 'completed'"
+            # Not over a cancelled/skipped/failed step: a call that outlived its task's
+            # cancellation must not flip the step back to completed.
+            "WHERE task_id=:t AND index=:i AND status IN ('pending','running')"
         ),
         {"t": task_id, "i": index, "o": output, "m": model},
     )

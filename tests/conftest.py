@@ -97,6 +97,9 @@ def base_settings(
         retry_max_attempts=3,
         step_timeout_secs=20,
         log_json=True,
+        # Breaker state is shared through the session database; tests that fault a model must
+        # not trip it for every later test. Breaker tests turn it on with their own model names.
+        circuit_breaker_threshold=0,
     )
 
 

@@ -15,6 +15,7 @@ import structlog
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, require
 from api.errors import ERROR_RESPONSES, APIError
@@ -246,3 +247,40 @@ async def get_task(task_id: str, principal: ReadUser, engine: EngineDep) -> Task
     if view is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
     return TaskPublic.model_validate(view)
+
+
+# --- issue 4: cancellation --------------------------------------------------------------------
+
+
+@router.post(
+    "/{task_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    summary="Cancel a task",
+    description="Requests cancellation of the task's workflow (the same as `temporal workflow "
+    "cancel -w task-<id>`). The running step's LLM call is interrupted through its heartbeat, "
+    "no later step starts, and the status becomes `cancelled` within seconds. 409 if the task "
+    "has already finished.",
+)
+async def cancel_task(
+    task_id: str, request: Request, principal: WriteUser, engine: EngineDep, client: TemporalDep
+) -> TaskAccepted:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.text("SELECT status FROM tasks WHERE id=:t AND user_id=:u"),
+                {"t": task_id, "u": principal.user_id},
+            )
+        ).first()
+    if row is None:
+        raise APIError(404, "not_found", f"task {task_id} not found")
+    if row.status in store.TERMINAL:
+        raise APIError(409, "task_finished", f"task {task_id} is already {row.status}")
+    try:
+        await client.get_workflow_handle(workflow_id_for(task_id)).cancel()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the run ended between our read and now
+            raise APIError(409, "task_finished", f"task {task_id} has already finished") from exc
+        raise APIError(503, "temporal_unavailable", "could not cancel the task; try again") from exc
+    log.info("task_cancel_requested", task_id=task_id)
+    return _accepted(request, task_id, row.status)

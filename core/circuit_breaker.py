@@ -1,0 +1,220 @@
+"""Circuit breaker per provider+model, its state in Postgres so every worker sees the same one.
+
+Why Postgres and not Redis: Postgres is always there (every activity already writes to it),
+it is durable across restarts, and a row lock (`SELECT ... FOR UPDATE`) makes each transition
+atomic across workers without a second moving part. The hot path (breaker closed) is one
+primary-key read without a lock; only calls that meet a non-closed breaker or record a
+failure take the row lock. Times come from the database clock, so workers with skewed clocks
+agree on when an open breaker may be probed.
+
+States: closed → (CIRCUIT_BREAKER_THRESHOLD consecutive retryable failures) → open for
+CIRCUIT_BREAKER_TIMEOUT_SECS → half_open: exactly one caller gets the probe; its success
+closes the breaker, its failure re-opens it. While open, `acquire` raises `CircuitOpen`
+carrying the time until half-open, which the LLM router turns into `next_retry_delay`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+import structlog
+from prometheus_client import Gauge
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = structlog.get_logger(__name__)
+
+STATE_VALUES = {"closed": 0, "open": 1, "half_open": 2}
+
+BREAKER_STATE = Gauge(
+    "circuit_breaker_state",
+    "LLM circuit breaker state per model: 0 closed, 1 open, 2 half_open",
+    ["model"],
+)
+
+
+class CircuitOpen(Exception):
+    """The breaker refuses the call; `retry_in` is the time until a probe may be tried."""
+
+    def __init__(self, key: str, retry_in: timedelta, state: str) -> None:
+        super().__init__(f"circuit breaker {key} is {state}; retry in {retry_in.total_seconds():.1f}s")
+        self.key = key
+        self.retry_in = retry_in
+        self.state = state
+
+
+@dataclass
+class Permit:
+    """Permission for one call. `probe` is True for the single half-open trial call."""
+
+    key: str
+    probe: bool = False
+    failures_seen: int = 0
+
+
+def model_of(key: str) -> str:
+    return key.split(":", 1)[-1]
+
+
+def _set_gauge(key: str, state: str) -> None:
+    BREAKER_STATE.labels(model=model_of(key)).set(STATE_VALUES.get(state, 0))
+
+
+_ENSURE = sa.text("INSERT INTO circuit_breakers (key) VALUES (:k) ON CONFLICT (key) DO NOTHING")
+_LOCK = sa.text(
+    "SELECT state, failures, open_until, probe_started_at, now() AS now "
+    "FROM circuit_breakers WHERE key=:k FOR UPDATE"
+)
+
+
+class CircuitBreakers:
+    """All breakers of one process; the state itself lives in the `circuit_breakers` table."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        threshold: int,
+        open_secs: float,
+        probe_stale_secs: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.threshold = threshold
+        self.open_for = timedelta(seconds=open_secs)
+        self.probe_stale = timedelta(seconds=probe_stale_secs)
+
+    @property
+    def enabled(self) -> bool:
+        return self.threshold > 0
+
+    async def acquire(self, key: str) -> Permit:
+        """Permit a call, or raise CircuitOpen."""
+        if not self.enabled:
+            return Permit(key)
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")  # one round trip
+            row = (
+                await conn.execute(
+                    sa.text("SELECT state, failures FROM circuit_breakers WHERE key=:k"), {"k": key}
+                )
+            ).first()
+        if row is None or row.state == "closed":
+            return Permit(key, failures_seen=row.failures if row else 0)
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(_LOCK, {"k": key})).first()
+            if row.state == "closed":
+                return Permit(key, failures_seen=row.failures)
+            if row.state == "open" and row.open_until is not None and row.now < row.open_until:
+                _set_gauge(key, "open")
+                raise CircuitOpen(key, row.open_until - row.now, "open")
+            stale = row.probe_started_at is None or row.now - row.probe_started_at > self.probe_stale
+            if row.state == "half_open" and not stale:
+                _set_gauge(key, "half_open")
+                wait = self.probe_stale - (row.now - row.probe_started_at)
+                raise CircuitOpen(key, min(max(wait, timedelta(seconds=1)), timedelta(seconds=5)), "half_open")
+            # open and its time is up, or a half-open probe that never reported back: probe now.
+            await conn.execute(
+                sa.text(
+                    "UPDATE circuit_breakers SET state='half_open', probe_started_at=now(), "
+                    "updated_at=now() WHERE key=:k"
+                ),
+                {"k": key},
+            )
+        _set_gauge(key, "half_open")
+        log.info("circuit_half_open", breaker=key)
+        return Permit(key, probe=True, failures_seen=row.failures)
+
+    async def success(self, permit: Permit) -> None:
+        if not self.enabled or (not permit.probe and permit.failures_seen == 0):
+            return  # nothing to reset: the common case costs no write
+        async with self.engine.begin() as conn:
+            before = (await conn.execute(_LOCK, {"k": permit.key})).first()
+            await conn.execute(
+                sa.text(
+                    "UPDATE circuit_breakers SET state='closed', failures=0, open_until=NULL, "
+                    "probe_started_at=NULL, updated_at=now() WHERE key=:k"
+                ),
+                {"k": permit.key},
+            )
+        _set_gauge(permit.key, "closed")
+        if before is not None and before.state != "closed":
+            log.info("circuit_closed", breaker=permit.key)
+
+    async def failure(self, permit: Permit, error: str) -> bool:
+        """Count a retryable failure; True when the breaker is open after it."""
+        if not self.enabled:
+            return False
+        async with self.engine.begin() as conn:
+            await conn.execute(_ENSURE, {"k": permit.key})
+            row = (await conn.execute(_LOCK, {"k": permit.key})).first()
+            failures = row.failures + 1
+            opens = row.state == "half_open" or (
+                row.state == "closed" and failures >= self.threshold
+            )
+            if opens:
+                await conn.execute(
+                    sa.text(
+                        "UPDATE circuit_breakers SET state='open', failures=:f, "
+                        "open_until=now() + make_interval(secs => :secs), probe_started_at=NULL, "
+                        "last_error=:e, updated_at=now() WHERE key=:k"
+                    ),
+                    {"k": permit.key, "f": failures, "secs": self.open_for.total_seconds(), "e": error[:500]},
+                )
+                state = "open"
+            else:
+                await conn.execute(
+                    sa.text(
+                        "UPDATE circuit_breakers SET failures=:f, last_error=:e, updated_at=now() "
+                        "WHERE key=:k"
+                    ),
+                    {"k": permit.key, "f": failures, "e": error[:500]},
+                )
+                state = row.state
+        _set_gauge(permit.key, state)
+        if opens:
+            log.warning("circuit_opened", breaker=permit.key, failures=failures, error=error[:200],
+                        open_secs=self.open_for.total_seconds())
+        return state == "open"
+
+    async def release(self, permit: Permit) -> None:
+        """The call ended without a verdict (cancelled): let another caller probe."""
+        if not self.enabled or not permit.probe:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "UPDATE circuit_breakers SET probe_started_at=NULL, updated_at=now() "
+                    "WHERE key=:k AND state='half_open'"
+                ),
+                {"k": permit.key},
+            )
+
+
+async def breaker_states(engine: AsyncEngine) -> list[dict[str, object]]:
+    """Every breaker as readiness and metrics show it; also refreshes the gauge in this process.
+
+    An open breaker whose time is up is reported as half_open: the next call will probe."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "SELECT key, state, failures, open_until, last_error, now() AS now "
+                    "FROM circuit_breakers ORDER BY key"
+                )
+            )
+        ).all()
+    out: list[dict[str, object]] = []
+    for r in rows:
+        state = r.state
+        if state == "open" and r.open_until is not None and r.now >= r.open_until:
+            state = "half_open"
+        _set_gauge(r.key, state)
+        item: dict[str, object] = {"breaker": r.key, "model": model_of(r.key), "state": state,
+                                   "failures": r.failures}
+        if state == "open" and r.open_until is not None:
+            item["retry_in_secs"] = round((r.open_until - r.now).total_seconds(), 1)
+        if state != "closed" and r.last_error:
+            item["last_error"] = r.last_error[:200]
+        out.append(item)
+    return out

@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from core import short_term
+from core import metrics, short_term
 from core import tool_calls as calls_db
 from core.contracts import ToolInput, ToolResult
 from core.settings import Settings
@@ -63,6 +63,7 @@ class ToolActivities:
                         conn, row, status="rejected", error=text, decision=decision,
                         comment=inp.comment, decided_by=inp.decided_by,
                     )
+                metrics.record_tool_call(row.tool, "rejected")
                 log.info("tool_call_rejected_by_reviewer", task_id=inp.task_id, tool=row.tool,
                          approval_id=row.approval_id, decision=decision)
                 return ToolResult(seq=inp.seq, status="rejected", preview=text[:200])
@@ -116,6 +117,7 @@ class ToolActivities:
                 ttl_hours=self.settings.short_term_ttl_hours,
                 dedupe_key=f"tool:{row.step_index}:{row.turn}:{row.seq}",
             )
+        metrics.record_tool_call(row.tool, status)
         log.info("tool_call_finished", task_id=row.task_id, step=row.step_index, tool=row.tool,
                  status=status, latency_ms=latency_ms)
         return ToolResult(seq=inp.seq, status=status, preview=(result or error or "")[:200])

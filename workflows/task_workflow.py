@@ -186,6 +186,7 @@ class TaskWorkflow:
         if call.approval_id:
             aid = call.approval_id
             self._awaiting.add(aid)
+            self._set_status(inp, "waiting_approval")
             workflow.set_current_details(f"step {step.index} waiting for approval of {call.tool}")
             try:
                 await workflow.wait_condition(
@@ -199,6 +200,7 @@ class TaskWorkflow:
                 )
             finally:
                 self._awaiting.discard(aid)
+                self._set_status(inp, "running")
             d = self._decisions[aid]
             tool_input.decision, tool_input.comment, tool_input.decided_by = d.decision, d.comment, d.user_id
         return await workflow.execute_activity(

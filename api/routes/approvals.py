@@ -13,15 +13,16 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from api.deps import EngineDep, TemporalDep, require
+from api.deps import EngineDep, TemporalDep, request_id, require
 from api.errors import ERROR_RESPONSES, APIError
+from core import audit
 from core import tool_calls as calls_db
 from core.apikeys import Principal
 from core.contracts import APPROVAL_UPDATE, ApprovalDecision, workflow_id_for
@@ -125,6 +126,7 @@ async def decide(
     task_id: str,
     approval_id: str,
     body: DecisionIn,
+    request: Request,
     principal: WriteUser,
     engine: EngineDep,
     temporal: TemporalDep,
@@ -157,6 +159,8 @@ async def decide(
             raise APIError(409, "approval_not_pending", str(cause or exc)) from exc
         except RPCError as exc:  # the workflow is no longer running
             raise APIError(409, "task_not_running", f"task {task_id} is no longer running") from exc
+    await audit.record(engine, principal.user_id, "approval.decide", "success", request_id(request),
+                       {"task_id": task_id, "approval_id": approval_id, "decision": body.decision})
     log.info("approval_decided", task_id=task_id, approval_id=approval_id, decision=body.decision,
              user_id=principal.user_id)
     return DecisionOut(task_id=task_id, approval_id=approval_id, decision=body.decision)

@@ -17,11 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import EngineDep, SettingsDep, TemporalDep, require
+from api.deps import EngineDep, SettingsDep, TemporalDep, request_id, require
 from api.errors import ERROR_RESPONSES, APIError
 from api.ratelimit import rate_limited
 from api.schemas import TaskAccepted, TaskCreate, TaskList, TaskPublic, TaskStatus, TaskSummary
-from core import event_feed, metrics, search_attributes, store, task_list
+from core import audit, event_feed, metrics, search_attributes, store, task_list
 from core.apikeys import Principal
 from core.budget import effective_task_budget
 from core.contracts import TASK_WORKFLOW, ExecutionPolicy, TaskInput, workflow_id_for
@@ -282,5 +282,7 @@ async def cancel_task(
         if exc.status == RPCStatusCode.NOT_FOUND:  # the run ended between our read and now
             raise APIError(409, "task_finished", f"task {task_id} has already finished") from exc
         raise APIError(503, "temporal_unavailable", "could not cancel the task; try again") from exc
+    await audit.record(engine, principal.user_id, "task.cancel", "success", request_id(request),
+                       {"task_id": task_id})
     log.info("task_cancel_requested", task_id=task_id)
     return _accepted(request, task_id, row.status)

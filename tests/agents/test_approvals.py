@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import sqlalchemy as sa
 from temporalio.client import Client
 
 from core.settings import Settings
@@ -84,6 +85,11 @@ async def test_approval_pauses_then_approve_continues(stack: Stack) -> None:
     (decided,) = resp.json()["items"]
     assert decided["decided_by"] == stack.user and decided["decision_comment"] == "ok to send"
     assert (await _decide(stack, task_id, pending["approval_id"], "reject")).status_code == 409
+    async with stack.engine.connect() as conn:
+        audit = (await conn.execute(sa.text(
+            "SELECT actor, outcome, details FROM audit_log WHERE action='approval.decide' "
+            "AND details->>'approval_id' = :a"), {"a": pending["approval_id"]})).all()
+    assert [(a.actor, a.outcome, a.details["decision"]) for a in audit] == [(stack.user, "success", "approve")]
 
 
 async def test_rejected_call_is_not_run_and_the_llm_is_told(stack: Stack) -> None:

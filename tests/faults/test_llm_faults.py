@@ -191,6 +191,11 @@ async def test_cancel_interrupts_the_running_call_and_starts_nothing_later(stack
 
     resp = await stack.http.post(f"/tasks/{task_id}/cancel", headers=stack.headers)
     assert resp.status_code == 409
+    async with stack.engine.connect() as conn:
+        audit = (await conn.execute(sa.text(
+            "SELECT actor FROM audit_log WHERE action='task.cancel' AND details->>'task_id' = :t"),
+            {"t": task_id})).scalars().all()
+    assert audit == [stack.user]  # the accepted cancel, not the refused second one
 
 
 async def test_cancel_with_the_temporal_cli(stack: Stack, temporal_server) -> None:

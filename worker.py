@@ -15,12 +15,14 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.memory_activities import MemoryActivities
 from activities.task_activities import TaskActivities
 from core.db import create_engine
 from core.llm import make_llm_client
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
+from memory.service import MemoryService
 from workflows.task_workflow import TaskWorkflow
 
 log = structlog.get_logger(__name__)
@@ -37,18 +39,22 @@ async def build_worker(
         raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set DATABASE_URL")
     engine = create_engine(settings.database_url, pool_size=20)
     llm = make_llm_client(settings)
-    acts = TaskActivities(engine=engine, llm=llm, settings=settings)
+    memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process
+    memory.start_background()
+    acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory)
+    memory_acts = MemoryActivities(memory=memory, settings=settings)
     try:
         yield Worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=WORKFLOWS,
-            activities=[acts.plan_task, acts.run_step, acts.finish_task],
+            activities=[acts.plan_task, acts.run_step, acts.finish_task, memory_acts.remember_result],
             max_concurrent_activities=500,
             max_concurrent_workflow_tasks=100,
             graceful_shutdown_timeout=timedelta(seconds=30),
         )
     finally:
+        await memory.close()
         await llm.close()
         await engine.dispose()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +27,9 @@ from core.llm import Completion, LLMClient
 from core.settings import Settings
 from planner.planner import make_plan
 
+if TYPE_CHECKING:
+    from memory.service import MemoryService
+
 log = structlog.get_logger(__name__)
 
 
@@ -41,6 +45,7 @@ class TaskActivities:
     engine: AsyncEngine
     llm: LLMClient
     settings: Settings
+    memory: MemoryService | None = None  # long-term memory for the planner (issue 6)
 
     @activity.defn(name="plan_task")
     async def plan_task(self, inp: PlanInput) -> PlanResult:
@@ -49,10 +54,12 @@ class TaskActivities:
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
         task = await store.load_task(self.engine, inp.task_id)
         async with heartbeating():
+            memories = await self._memories_for(task.user_id, task.description)
             outcome = await make_plan(
                 self.llm,
                 model=self.settings.model,
                 description=task.description,
+                memories=memories,
                 max_steps=self.settings.max_plan_steps,
                 max_tokens=self.settings.llm_max_tokens,
             )
@@ -65,6 +72,18 @@ class TaskActivities:
             log.warning("plan_fallback", task_id=inp.task_id, errors=outcome.errors)
         saved = await store.existing_plan(self.engine, inp.task_id)
         return PlanResult(steps=[PlannedStep(**s) for s in saved], fallback=outcome.fallback)
+
+    async def _memories_for(self, user_id: str, description: str) -> list[str]:
+        """Top-k of the user's memories for the planner; planning goes on without them if
+        memory is unavailable."""
+        if self.memory is None or self.settings.memory_top_k_for_planner <= 0:
+            return []
+        try:
+            hits = await self.memory.search(user_id, description, self.settings.memory_top_k_for_planner)
+        except Exception as exc:
+            log.warning("planner_memories_unavailable", error=str(exc))
+            return []
+        return [h.text[:1000] for h in hits]
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:

@@ -10,10 +10,12 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
 from api.routes import health, tasks
+from api.routes import memory as memory_routes
 from core.db import create_engine
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
+from memory.service import MemoryService
 
 DESCRIPTION = """Submit a task; a planner splits it into steps for specialised agents; the plan
 runs durably as a Temporal workflow; progress and results are read from Postgres.
@@ -31,9 +33,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set it")
         app.state.engine = create_engine(settings.database_url)
         app.state.temporal = await connect(settings)
+        # Long-term memory: one service (model + FAISS cache) per process, warmed in the background.
+        app.state.memory = MemoryService(app.state.engine, settings)
+        app.state.memory.start_background()
         try:
             yield
         finally:
+            await app.state.memory.close()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -44,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "tasks", "description": "Submit tasks and follow them"},
             {"name": "health", "description": "Liveness and readiness"},
+            {"name": "memory", "description": "Long-term memory: remember, search by meaning, forget"},
         ],
     )
     app.state.settings = settings
@@ -51,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(tasks.router)
     app.include_router(health.router)
+    app.include_router(memory_routes.router)
     return app
 
 

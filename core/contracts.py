@@ -84,3 +84,10 @@ class FinishInput:
     status: str  # completed | failed | cancelled
     error: str | None = None
     failed_step: int | None = None
+
+
+@dataclass
+class RememberInput:
+    """remember_result: write a completed task's final result to long-term memory."""
+
+    task_id: str

@@ -30,6 +30,11 @@ def default_model_path() -> str:
     return str(get_model_path())
 
 
+def _dim(model) -> int:  # type: ignore[no-untyped-def]
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
 def _load(path: str):  # type: ignore[no-untyped-def]
     with _LOAD_LOCK:
         model = _MODELS.get(path)
@@ -42,8 +47,7 @@ def _load(path: str):  # type: ignore[no-untyped-def]
                 raise FileNotFoundError(f"embedding model not found at {path!r} (ORCH_EMBEDDING_MODEL)")
             model = SentenceTransformer(path, device="cpu")
             _MODELS[path] = model
-            log.info("embedding_model_loaded", path=path,
-                     dim=model.get_sentence_embedding_dimension())
+            log.info("embedding_model_loaded", path=path, dim=_dim(model))
         return model
 
 
@@ -65,7 +69,7 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return int(self._model().get_sentence_embedding_dimension())
+        return _dim(self._model())
 
     def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
         model = self._model()

@@ -91,6 +91,7 @@ class MemoryService:
         self._db_identity: str | None = None
         self._last_sync = 0.0
         self._ready = False
+        self.loaded_from: str | None = None  # "snapshot" | "postgres", for logs and tests
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
 
@@ -205,6 +206,7 @@ class MemoryService:
         async with self._lock:
             self._reset()
             await self._catch_up()
+            self.loaded_from = "postgres"
             self._ready = True
             self._last_sync = time.monotonic()
 
@@ -272,6 +274,7 @@ class MemoryService:
                 ds = state.get("deleted_since")
                 self.deleted_since = datetime.fromisoformat(ds) if ds else None
                 await self._catch_up()
+                self.loaded_from = "snapshot"
                 log.info("memory_index_loaded", source="snapshot", vectors=self.index.count(),
                          secs=round(time.monotonic() - t0, 3))
                 return
@@ -279,6 +282,7 @@ class MemoryService:
                 log.warning("memory_snapshot_unusable", path=str(self.snapshot_path), error=str(exc))
                 self._reset()
         await self._catch_up()
+        self.loaded_from = "postgres"
         log.info("memory_index_loaded", source="postgres", vectors=self.index.count(),
                  secs=round(time.monotonic() - t0, 3))
 
@@ -286,7 +290,7 @@ class MemoryService:
         now_mono = time.monotonic()
         self.gaps = {g: t for g, t in self.gaps.items() if now_mono - t < GAP_TTL_SECS}
         async with self.engine.connect() as conn:
-            started_at = (await conn.execute(sa.text("SELECT clock_timestamp() AS t"))).one().t
+            started_at = (await conn.execute(sa.text("SELECT clock_timestamp() AS ts"))).one().ts
             while True:
                 rows = await store.fetch_new(conn, self.watermark, sorted(self.gaps), PAGE)
                 if not rows:

@@ -111,7 +111,7 @@ async def fetch_deletions(conn: AsyncConnection, since: datetime, overlap_secs: 
         await conn.execute(
             sa.text(
                 "SELECT id, user_id FROM memories "
-                "WHERE deleted_at IS NOT NULL AND deleted_at > :s - make_interval(secs => :o)"
+                "WHERE deleted_at IS NOT NULL AND deleted_at > CAST(:s AS timestamptz) - make_interval(secs => CAST(:o AS double precision))"
             ),
             {"s": since, "o": overlap_secs},
         )
@@ -120,7 +120,7 @@ async def fetch_deletions(conn: AsyncConnection, since: datetime, overlap_secs: 
 
 
 async def max_id(conn: AsyncConnection) -> int:
-    return int((await conn.execute(sa.text("SELECT COALESCE(max(id), 0) AS m FROM memories"))).one().m)
+    return int((await conn.execute(sa.text("SELECT COALESCE(max(id), 0) FROM memories"))).scalar_one())
 
 
 async def hydrate(engine: AsyncEngine, user_id: str, ids: list[int]) -> dict[int, MemoryRow]:

@@ -75,8 +75,13 @@ class TaskActivities:
 
     async def _memories_for(self, user_id: str, description: str) -> list[str]:
         """Top-k of the user's memories for the planner; planning goes on without them if
-        memory is unavailable."""
+        memory is unavailable or not ready yet."""
         if self.memory is None or self.settings.memory_top_k_for_planner <= 0:
+            return []
+        if not self.memory.embedder.loaded:
+            # Right after a cold start the model is still loading in the background: plan
+            # without memories rather than hold the plan up for seconds.
+            log.info("planner_memories_skipped", reason="embedding model still loading")
             return []
         try:
             hits = await self.memory.search(user_id, description, self.settings.memory_top_k_for_planner)

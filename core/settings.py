@@ -115,6 +115,10 @@ class Settings(BaseSettings):
         10_000, description="Smaller caches rebuild from Postgres in well under a second: no snapshot."
     )
     memory_result_chars: int = Field(4_000, description="How much of a task's result remember_result stores.")
+    embedding_threads: int = Field(
+        1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "
+        "stable on a busy machine, more only helps large batches on idle cores; 0 = torch's default."
+    )
 
     # --- metrics ------------------------------------------------------------------------------
     worker_metrics_port: int | None = None

@@ -74,7 +74,7 @@ class MemoryService:
     ) -> None:
         self.engine = engine
         self.settings = settings
-        self.embedder = embedder or Embedder(settings.embedding_model)
+        self.embedder = embedder or Embedder(settings.embedding_model, threads=settings.embedding_threads)
         self.index = MemoryIndex(
             IndexParams(
                 flat_max=settings.memory_flat_max,

@@ -36,7 +36,7 @@ async def test_write_search_delete_over_http(stack: Stack) -> None:
         ids.append(resp.json()["id"])
 
     results = await _search(stack, stack.headers, query="how did sales change last quarter", limit=2)
-    assert [r["id"] for r in results][0] == ids[1]
+    assert results[0]["id"] == ids[1]
     assert set(results[0]) == {"id", "text", "score", "metadata", "task_id"}
     assert results[0]["metadata"] == {"k": "Qua"} and results[0]["task_id"] is None
     assert len(results) == 2
@@ -45,7 +45,7 @@ async def test_write_search_delete_over_http(stack: Stack) -> None:
     assert [r["id"] for r in filtered] == [ids[0]]
 
     # Another user: sees nothing of ours, cannot delete ours.
-    other, other_key = await stack.new_user()
+    _other, other_key = await stack.new_user()
     assert await _search(stack, {"X-API-Key": other_key}, query="revenue") == []
     resp = await stack.http.delete(f"/memory/{ids[1]}", headers={"X-API-Key": other_key})
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"

@@ -406,7 +406,11 @@ def bench_ann(url: str, cfg: dict[str, Any], m: int, efc: int) -> dict[str, Any]
 
 if __name__ == "__main__":
     import json
+    import logging
     import sys
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
 
     quick = "--full" not in sys.argv
     extra: dict[str, Any] = {}

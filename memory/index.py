@@ -231,7 +231,7 @@ class MemoryIndex:
             }
             arrays = {f"u{i}": faiss.serialize_index(ui.index) for i, (_, ui) in enumerate(users)}
         arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
             f.flush()

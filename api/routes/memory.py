@@ -44,7 +44,19 @@ async def memory_write_rate_limit(request: Request) -> None:
     return None
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _check_metadata(v: dict[str, Any]) -> dict[str, Any]:
+    if _has_nul(v):  # PostgreSQL's jsonb cannot store NUL
+        raise ValueError("must not contain NUL characters")
     if len(json.dumps(v)) > MAX_METADATA_BYTES:
         raise ValueError(f"must serialise to at most {MAX_METADATA_BYTES} bytes")
     if _depth(v) > MAX_METADATA_DEPTH:
@@ -67,6 +79,8 @@ class MemoryCreate(BaseModel):
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("text must not be blank")
+        if "\x00" in v:  # PostgreSQL's text cannot store NUL
+            raise ValueError("text must not contain NUL characters")
         return v
 
     @field_validator("metadata")

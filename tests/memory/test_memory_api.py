@@ -73,6 +73,8 @@ async def test_write_search_delete_over_http(stack: Stack) -> None:
         ("/memory", {"text": "ok", "metadata": [1, 2]}, 422),
         ("/memory", {"text": "ok", "metadata": {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}}, 422),
         ("/memory", {"text": "ok", "user_id": "someone-else"}, 422),
+        ("/memory", {"text": "nul \x00 inside"}, 422),
+        ("/memory", {"text": "ok", "metadata": {"k": "nul \x00"}}, 422),
     ],
 )
 async def test_bad_input_is_a_json_4xx_and_writes_nothing(

@@ -10,6 +10,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import structlog
@@ -17,6 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.maintenance_activities import MaintenanceActivities
+from activities.memory_activities import MemoryActivities
 from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
@@ -29,6 +31,7 @@ from core.observability import InstrumentedLLM, setup_tracing, tracing_intercept
 from core.schedules import ensure_schedules
 from core.settings import Settings, get_settings
 from core.temporal import connect, metrics_runtime
+from memory.service import MemoryService
 from workflows.maintenance import MAINTENANCE_WORKFLOWS
 from workflows.task_workflow import TaskWorkflow
 
@@ -48,9 +51,15 @@ async def build_worker(
     # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4);
     # spans and metrics sit inside them, so each model actually tried is measured.
     llm = LLMRouter.from_settings(InstrumentedLLM(make_llm_client(settings)), engine, settings)
-    acts = TaskActivities(engine=engine, llm=llm, settings=settings)
-    # memory_search: wire the long-term memory search here once it exists (None = unavailable).
-    tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=None)
+    memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process
+    memory.start_background()
+    acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory)
+    memory_acts = MemoryActivities(memory=memory, settings=settings)
+
+    async def memory_search(user_id: str, query: str, limit: int) -> list[dict[str, Any]]:
+        return [hit.as_dict() for hit in await memory.search(user_id, query, limit)]
+
+    tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=memory_search)
     webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_secs, follow_redirects=False)
     hooks = WebhookActivities(engine=engine, settings=settings, http=webhook_http)
     try:
@@ -60,7 +69,7 @@ async def build_worker(
             workflows=WORKFLOWS,
             activities=[
                 acts.plan_task, acts.run_step, acts.finish_task, tool_acts.run_tool,
-                hooks.send_webhook,
+                hooks.send_webhook, memory_acts.remember_result,
                 *MaintenanceActivities(engine=engine, settings=settings).all(),
             ],
             max_concurrent_activities=500,
@@ -75,6 +84,7 @@ async def build_worker(
         )
     finally:
         await webhook_http.aclose()
+        await memory.close()
         await llm.close()
         await engine.dispose()
 

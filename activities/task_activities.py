@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,6 +33,9 @@ from core.settings import Settings
 from planner.planner import make_plan
 from tools import REGISTRY, ToolRegistry, ToolRejected
 
+if TYPE_CHECKING:
+    from memory.service import MemoryService
+
 log = structlog.get_logger(__name__)
 
 
@@ -49,6 +52,7 @@ class TaskActivities:
     llm: LLMClient
     settings: Settings
     tools: ToolRegistry = field(default_factory=lambda: REGISTRY)
+    memory: MemoryService | None = None  # long-term memory for the planner (issue 6)
 
     @activity.defn(name="plan_task")
     async def plan_task(self, inp: PlanInput) -> PlanResult:
@@ -68,10 +72,12 @@ class TaskActivities:
             )
 
         async with heartbeating():
+            memories = await self._memories_for(task.user_id, task.description)
             outcome = await make_plan(
                 self.llm,
                 model=self.settings.model,
                 description=task.description,
+                memories=memories,
                 max_steps=self.settings.max_plan_steps,
                 max_tokens=self.settings.llm_max_tokens,
                 before_call=check_budget,
@@ -86,6 +92,23 @@ class TaskActivities:
         saved = await store.existing_plan(self.engine, inp.task_id)
         log.info("plan_ready", steps=len(saved), fallback=outcome.fallback)
         return PlanResult(steps=[PlannedStep(**s) for s in saved], fallback=outcome.fallback)
+
+    async def _memories_for(self, user_id: str, description: str) -> list[str]:
+        """Top-k of the user's memories for the planner; planning goes on without them if
+        memory is unavailable or not ready yet."""
+        if self.memory is None or self.settings.memory_top_k_for_planner <= 0:
+            return []
+        if not self.memory.embedder.loaded:
+            # Right after a cold start the model is still loading in the background: plan
+            # without memories rather than hold the plan up for seconds.
+            log.info("planner_memories_skipped", reason="embedding model still loading")
+            return []
+        try:
+            hits = await self.memory.search(user_id, description, self.settings.memory_top_k_for_planner)
+        except Exception as exc:
+            log.warning("planner_memories_unavailable", error=str(exc))
+            return []
+        return [h.text[:1000] for h in hits]
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:

@@ -11,11 +11,13 @@ from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit, RequestContext
 from api.observability import install_observability
 from api.routes import admin, approvals, events, health, tasks, usage
+from api.routes import memory as memory_routes
 from core.db import create_engine
 from core.logging import configure_logging
 from core.observability import setup_tracing
 from core.settings import Settings, get_settings
 from core.temporal import connect
+from memory.service import MemoryService
 
 DESCRIPTION = """Submit a task; a planner splits it into steps for specialised agents; the plan
 runs durably as a Temporal workflow; progress and results are read from Postgres.
@@ -36,9 +38,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set it")
         app.state.engine = create_engine(settings.database_url)
         app.state.temporal = await connect(settings)
+        # Long-term memory: one service (model + FAISS cache) per process, warmed in the background.
+        app.state.memory = MemoryService(app.state.engine, settings)
+        app.state.memory.start_background()
         try:
             yield
         finally:
+            await app.state.memory.close()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -53,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "events", "description": "A task's events as Server-Sent Events"},
             {"name": "admin", "description": "Operator actions (scope `admin`)"},
             {"name": "health", "description": "Liveness and readiness"},
+            {"name": "memory", "description": "Long-term memory: remember, search by meaning, forget"},
         ],
     )
     app.state.settings = settings
@@ -66,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(memory_routes.router)
     return app
 
 

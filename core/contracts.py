@@ -164,5 +164,8 @@ class MaintenanceResult:
 @dataclass
 class WebhookInput:
     """send_webhook: the URL and the body are read from Postgres, not carried in history."""
+@dataclass
+class RememberInput:
+    """remember_result: write a completed task's final result to long-term memory."""
 
     task_id: str

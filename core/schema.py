@@ -171,7 +171,7 @@ short_term_memory = sa.Table(
 # Usage reports and daily budgets scan the ledger by time.
 sa.Index("ix_llm_calls_created_at", llm_calls.c.created_at)
 
-# --- issue 7: API security and streaming (migration 0005) ---------------------------------------
+# --- issue 7: API security and streaming (migration 0003) ---------------------------------------
 
 
 class XID8(UserDefinedType):  # type: ignore[type-arg]
@@ -232,4 +232,28 @@ llm_rate_buckets = sa.Table(
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("tokens", sa.Float, nullable=False),
     _ts("updated_at", nullable=False, default=True),
+)
+
+# --- long-term memory (issue 6): the truth behind the per-process FAISS cache ----------------
+
+memories = sa.Table(
+    "memories",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("task_id", sa.Text),
+    sa.Column("step_index", sa.Integer),
+    # float32 little-endian, L2-normalised, `embedding_dim` values.
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    # Idempotency for activity writes (workflow id + what was remembered); NULL for API writes.
+    sa.Column("source_key", sa.Text),
+    _ts("created_at", nullable=False, default=True),
+    _ts("deleted_at"),
+    sa.UniqueConstraint("source_key", name="uq_memories_source_key"),
+    sa.Index("ix_memories_user_live", "user_id", "id", postgresql_where=sa.text("deleted_at IS NULL")),
+    sa.Index("ix_memories_deleted_at", "deleted_at", postgresql_where=sa.text("deleted_at IS NOT NULL")),
+    sa.Index("ix_memories_metadata", "metadata", postgresql_using="gin",
+             postgresql_ops={"metadata": "jsonb_path_ops"}),
 )

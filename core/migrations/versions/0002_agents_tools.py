@@ -1,6 +1,6 @@
 """agents and tools: tool_calls, step_messages, short_term_memory, ledger time index
 
-Revision ID: 0003
+Revision ID: 0002
 Revises: 0001
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0003"
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None

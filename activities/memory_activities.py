@@ -1,0 +1,53 @@
+"""Long-term memory activities: what a completed task found becomes searchable later.
+
+The MemoryService (embedding model + FAISS cache) is worker-scoped, built once in worker.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+from temporalio import activity
+
+from core.contracts import RememberInput
+from core.settings import Settings
+from memory.service import MemoryService
+
+log = structlog.get_logger(__name__)
+
+
+def result_source_key(task_id: str) -> str:
+    """One memory per task result, however many times the activity runs."""
+    return f"task-result:{task_id}"
+
+
+@dataclass
+class MemoryActivities:
+    memory: MemoryService
+    settings: Settings
+
+    @activity.defn(name="remember_result")
+    async def remember_result(self, inp: RememberInput) -> int:
+        """Store the task's final result as a memory of its user; returns the memory id (0 when
+        there is nothing to remember). Idempotent: a retry lands on the same row."""
+        async with self.memory.engine.connect() as conn:
+            task = (
+                await conn.execute(
+                    sa.text("SELECT user_id, description, status, result FROM tasks WHERE id=:id"),
+                    {"id": inp.task_id},
+                )
+            ).first()
+        if task is None or task.status != "completed" or not (task.result or "").strip():
+            return 0
+        memory_id = await self.memory.add(
+            task.user_id,
+            task.result[: self.settings.memory_result_chars],
+            metadata={"source": "task_result", "task_id": inp.task_id,
+                      "description": task.description[:200]},
+            task_id=inp.task_id,
+            source_key=result_source_key(inp.task_id),
+        )
+        log.info("task_result_remembered", task_id=inp.task_id, memory_id=memory_id)
+        return memory_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import keys
+from cli.bench import bench
 from cli.up import up
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 app.command("up")(up)
 app.add_typer(keys.app, name="keys")
+app.command("bench")(bench)
 
 
 if __name__ == "__main__":

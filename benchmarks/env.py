@@ -125,7 +125,7 @@ class BenchEnv:
             wait_http(f"{url}/healthz", aproc, 60)
             prod = Product(url, self.key, tq, wproc.pid if wproc else None, aproc.pid)
             if worker:
-                for _ in range(2):
+                for _ in range(1 if self.quick else 3):
                     asyncio.run(warm_up(prod))
             yield prod
         finally:

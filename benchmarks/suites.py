@@ -216,12 +216,12 @@ def _celery_batch(n: int, timeout: float, queue: str) -> float:
 
 def throughput(env: BenchEnv, quick: bool) -> Result:
     cores = os.cpu_count() or 1
-    latency = 0.5
+    latency = 0.1 if quick else 0.5
     n = 10 if quick else 200
     params = {
         "tasks": n, "steps": STEPS, "llm_latency_s": latency,
         "ideal_tasks_per_s": round(n / (STEPS * latency), 1),
-        "celery_prefork_tasks": 4 if quick else 30,
+        "celery_prefork_tasks": 2 if quick else 30,
         "celery_prefork_concurrency": cores, "celery_threads_concurrency": 200,
         "repetitions": 1 if quick else 3,
         "note": "all tasks submitted at once; tasks/s = tasks ÷ (last completion - first submit). "

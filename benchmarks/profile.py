@@ -28,7 +28,7 @@ import psutil
 from benchmarks.env import BenchEnv
 from benchmarks.report import RESULTS_DIR, machine_info, write_result
 from benchmarks.runner import _sigterm
-from benchmarks.suites import _product_batch
+from benchmarks.suites import _product_batch, _raw_batch
 
 # First matching pattern in a frame's file path names the library it belongs to.
 CATEGORIES: list[tuple[str, str]] = [
@@ -145,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             spy = None
             raw = RESULTS_DIR / "profile-worker.collapsed.txt"
-            if not args.no_py_spy and shutil.which("py-spy"):
+            py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            if not args.no_py_spy and Path(py_spy).exists():
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(prod.worker_pid), "--rate", str(args.rate),
+                    [py_spy, "record", "--pid", str(prod.worker_pid), "--rate", str(args.rate),
                      "--format", "raw", "--output", str(raw), "--duration", "600", "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                 )
@@ -170,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     result["py_spy_worker"] = {"error": (err or b"").decode(errors="replace")[-500:]}
         cpu = _delta(before, after)
+        # The raw SDK baseline, same batch, same servers: its worker's CPU per task.
+        with env.raw_worker(fake) as (raw_tq, raw_pid):
+            rpids = {"raw SDK worker": [raw_pid], "temporal dev server": [env.temporal_pid or 0]}
+            asyncio.run(_raw_batch(env, raw_tq, min(20, args.tasks), 600))  # warm-up
+            rb = _cpu(rpids)
+            raw_secs = asyncio.run(_raw_batch(env, raw_tq, args.tasks, 600))
+            rcpu = _delta(rb, _cpu(rpids))
+        result["raw_sdk_batch"] = {"secs": round(raw_secs, 2), "tasks_per_s": round(args.tasks / raw_secs, 2),
+                                   "cpu_seconds": rcpu,
+                                   "cpu_ms_per_task": {k: round(1000 * v / args.tasks, 1) for k, v in rcpu.items()}}
         result["batch"] = {"tasks": args.tasks, "secs": round(secs, 2),
                            "tasks_per_s": round(args.tasks / secs, 2), "wall_s": round(wall, 2)}
         result["cpu_seconds"] = cpu

@@ -3,6 +3,7 @@ need, run them, print one table, write benchmarks/results/<suite>.json."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -60,8 +61,9 @@ def run(suites: list[str] | None = None, *, quick: bool = False,
                 console.print(f"[red]{name} failed:[/red] {err}")
                 payload = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
                 rows = [("error", f"{type(err).__name__}", str(err)[:120], "")]
+            # The machine may be shared: the load average says how much CPU the run really had.
             payload = {"quick": quick, "machine": machine, "secs": round(time.monotonic() - t0, 1),
-                       **payload}
+                       "load_avg_at_end": [round(x, 2) for x in os.getloadavg()], **payload}
             write_result(name, payload, results_dir)
             out[name] = payload
             for i, row in enumerate(rows):

@@ -121,13 +121,62 @@ def _postgres_pids(pgdata: Path) -> list[int]:
         return []
 
 
+def shapes(reps: int = 3, seq_n: int = 20, conc_n: int = 100, conc: int = 50) -> dict[str, Any]:
+    """Cost of workflow shapes on the raw SDK (fake LLM latency 0): 3 activities (the baseline),
+    plan + 3 + finish as 5 activities (the product's shape), finish as a local activity."""
+    from temporalio.client import Client
+
+    from benchmarks.baselines.raw_workflow import RAW_FIVE, RAW_LOCAL_FINISH, RAW_WORKFLOW
+    from benchmarks.report import summary_ms
+    from benchmarks.suites import _bounded_gather, _raw_task
+
+    workdir = Path(tempfile.mkdtemp(prefix="orch-shapes-"))
+    env = BenchEnv(workdir, quick=False)
+    names = {RAW_WORKFLOW: "3 activities", RAW_FIVE: "plan + 3 + finish (5 activities)",
+             RAW_LOCAL_FINISH: "plan + 3 + local-activity finish"}
+    runs: dict[str, dict[str, list[float]]] = {n: {"seq_p50": [], "conc_tps": []} for n in names}
+    try:
+        env.start()
+        with env.raw_worker(env.fake(0.0)) as (tq, _):
+            async def rep() -> None:
+                client = await Client.connect(env.temporal_address)
+                for wf in names:
+                    lats, _w = await _bounded_gather(seq_n, 1, lambda _i, wf=wf: _raw_task(client, tq, wf), 300)
+                    runs[wf]["seq_p50"].append(float(summary_ms(lats)["p50"]))
+                    lats, wall = await _bounded_gather(conc_n, conc, lambda _i, wf=wf: _raw_task(client, tq, wf), 300)
+                    runs[wf]["conc_tps"].append(len(lats) / wall)
+
+            for _ in range(reps):
+                asyncio.run(rep())
+    finally:
+        env.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def med(xs: list[float]) -> float:
+        return round(sorted(xs)[(len(xs) - 1) // 2], 2)
+
+    out = {names[wf]: {"sequential_p50_ms": med(r["seq_p50"]), f"tasks_per_s_at_{conc}": med(r["conc_tps"]),
+                       "all": r} for wf, r in runs.items()}
+    return {"parameters": {"reps": reps, "sequential": seq_n, "concurrent": conc_n, "concurrency": conc,
+                           "llm_latency_s": 0}, "results": out, "machine": machine_info()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--no-py-spy", action="store_true")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--shapes", action="store_true", help="only the workflow-shape experiment")
     args = parser.parse_args(argv)
+    if args.shapes:
+        signal.signal(signal.SIGTERM, _sigterm)
+        import json
+
+        res = shapes()
+        write_result("shapes", res)
+        print(json.dumps(res["results"], indent=2))
+        return 0
     signal.signal(signal.SIGTERM, _sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="orch-profile-"))
     env = BenchEnv(workdir, quick=False)

@@ -122,9 +122,9 @@ async def _product_task_watched(http: httpx.AsyncClient, watcher: DoneWatcher) -
     return await watcher.done_at(task_id) - t_submit
 
 
-async def _raw_task(client: Client, tq: str) -> float:
+async def _raw_task(client: Client, tq: str, workflow: str = RAW_WORKFLOW) -> float:
     t0 = time.perf_counter()
-    await client.execute_workflow(RAW_WORKFLOW, PROMPT, id=f"raw-{uuid.uuid4().hex}", task_queue=tq,
+    await client.execute_workflow(workflow, PROMPT, id=f"raw-{uuid.uuid4().hex}", task_queue=tq,
                                   execution_timeout=_td(120))
     return time.perf_counter() - t0
 

@@ -13,7 +13,13 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from benchmarks.baselines.raw_workflow import RAW_ACTIVITY, RawThreeSteps
+from benchmarks.baselines.raw_workflow import (
+    RAW_ACTIVITY,
+    RAW_NOOP_ACTIVITY,
+    RawPlanStepsFinish,
+    RawPlanStepsLocalFinish,
+    RawThreeSteps,
+)
 
 
 async def main() -> None:
@@ -34,12 +40,16 @@ async def main() -> None:
         )
         return resp.choices[0].message.content or ""
 
+    @activity.defn(name=RAW_NOOP_ACTIVITY)
+    async def raw_noop(text: str) -> str:
+        return text[:200]
+
     client = await Client.connect(args.address)
     worker = Worker(
         client,
         task_queue=args.task_queue,
-        workflows=[RawThreeSteps],
-        activities=[raw_llm_call],
+        workflows=[RawThreeSteps, RawPlanStepsFinish, RawPlanStepsLocalFinish],
+        activities=[raw_llm_call, raw_noop],
         max_concurrent_activities=500,
         max_concurrent_workflow_tasks=100,
     )

@@ -49,6 +49,7 @@ def render(d: Path = RESULTS_DIR) -> str:
         lines += [
             f"| api | POST /tasks @ {a['parameters']['post_rate']}/s p50 / p99 | {p.get('p50', 'n/a')} / {p.get('p99', 'n/a')} ms | goal p99 ≤ {g['post_p99_ms']:g} ms | {a['ratios']['post_p99_vs_goal']}× goal |",
             f"| | GET /tasks/{{id}} @ {a['parameters']['get_rate']}/s p50 / p99 | {q.get('p50', 'n/a')} / {q.get('p99', 'n/a')} ms | goal p99 ≤ {g['get_p99_ms']:g} ms | {a['ratios']['get_p99_vs_goal']}× goal |",
+            f"| | API process CPU per request (POST / GET) | {p.get('api_cpu_ms_per_request')} / {q.get('api_cpu_ms_per_request')} ms | one uvicorn process | |",
             f"| | highest rate within goal (POST / GET) | {r['post_max_rate_within_goal'] or 'none'} / {r['get_max_rate_within_goal'] or 'none'} per s | ladders {a['parameters']['post_ladder']} / {a['parameters']['get_ladder']} | |",
         ]
     if (m := _load(d, "memory")) is not None:

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psutil
 import sqlalchemy as sa
 from temporalio.client import Client
 
@@ -411,9 +412,20 @@ def api(env: BenchEnv, quick: bool) -> Result:
             # warm the connection pool and both code paths
             await _open_loop(get, http, 50, 0.5)
             out: dict[str, Any] = {"post_fixed": [], "get_fixed": []}
+            api_proc = psutil.Process(prod.api_pid)
+
+            def cpu() -> float:
+                t = api_proc.cpu_times()
+                return t.user + t.system
+
             for _ in range(params["repetitions"]):
-                out["post_fixed"].append(await _open_loop(post, http, params["post_rate"], params["duration_s"]))
-                out["get_fixed"].append(await _open_loop(get, http, params["get_rate"], params["duration_s"]))
+                for kind, fn in (("post", post), ("get", get)):
+                    c0 = cpu()
+                    r = await _open_loop(fn, http, params[f"{kind}_rate"], params["duration_s"])
+                    # CPU the API process spent per request: what the rate it can hold on an
+                    # idle core is made of, independent of how loaded the machine is.
+                    r["api_cpu_ms_per_request"] = round(1000 * (cpu() - c0) / max(1, r["sent"]), 2)
+                    out[f"{kind}_fixed"].append(r)
             for kind, fn, goal in (("post", post, goals["post_p99_ms"]), ("get", get, goals["get_p99_ms"])):
                 ladder, held = [], None
                 for rate in params[f"{kind}_ladder"]:
@@ -448,6 +460,9 @@ def api(env: BenchEnv, quick: bool) -> Result:
         (f"POST /tasks @ {params['post_rate']}/s p50 / p99",
          f"{_fmt(post_fixed.get('p50'))} / {_fmt(post_fixed.get('p99'))} ms", f"goal p99 ≤ {goals['post_p99_ms']:g} ms",
          f"{payload['ratios']['post_p99_vs_goal']}x goal"),
+        ("API CPU per request (POST / GET)",
+         f"{post_fixed['api_cpu_ms_per_request']} / {get_fixed['api_cpu_ms_per_request']} ms",
+         "one uvicorn process", ""),
         (f"GET /tasks/{{id}} @ {params['get_rate']}/s p50 / p99",
          f"{_fmt(get_fixed.get('p50'))} / {_fmt(get_fixed.get('p99'))} ms", f"goal p99 ≤ {goals['get_p99_ms']:g} ms",
          f"{payload['ratios']['get_p99_vs_goal']}x goal"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -295,6 +296,8 @@ def throughput(env: BenchEnv, quick: bool) -> Result:
     broker = redis_bench_url()
     if broker is None:
         celery_note = "Celery baselines skipped: REDIS_URL is not set"
+    elif importlib.util.find_spec("celery") is None:
+        celery_note = "Celery baselines skipped: celery is not installed (pip install '.[dev]')"
     else:
         import redis
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import keys, memory, tasks, tokens
+from cli.bench import bench
 from cli.migrate import migrate
 from cli.up import up
 
@@ -25,6 +26,7 @@ app.command("approve")(tasks.approve)
 app.add_typer(memory.app, name="memory")
 app.command("migrate")(migrate)
 app.add_typer(tokens.app, name="tokens")
+app.command("bench")(bench)
 
 
 if __name__ == "__main__":

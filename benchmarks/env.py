@@ -1,0 +1,199 @@
+"""Everything a benchmark run needs, started by the run itself and stopped at its end.
+
+One embedded PostgreSQL and one Temporal dev server (free ports, temp dir) are shared by every
+suite; fake LLMs (one subprocess per latency), the product (worker + API subprocesses, mirroring
+`orchestrator up`) and the baselines are started per suite on their own task queues."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from benchmarks.procs import Procs, child_env, read_ready_line, wait_http
+from core import apikeys
+from core.db import create_engine, migrate
+from core.embedded import EmbeddedPostgres, TemporalDevServer, free_port
+
+
+@dataclass
+class Product:
+    api_url: str
+    key: str
+    task_queue: str
+    worker_pid: int | None
+    api_pid: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+
+class BenchEnv:
+    def __init__(self, workdir: Path, quick: bool) -> None:
+        self.workdir = workdir
+        self.quick = quick
+        self.procs = Procs(workdir / "logs")
+        self._pg: EmbeddedPostgres | None = None
+        self._temporal: TemporalDevServer | None = None
+        self.db_url = ""
+        self.temporal_address = ""
+        self.key = ""
+        self._fakes: dict[float, str] = {}
+        self.temporal_pid: int | None = None
+
+    # --- shared services ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._pg = EmbeddedPostgres(self.workdir / "pg")
+        self.db_url = self._pg.start()
+        migrate(self.db_url)
+        self._temporal = TemporalDevServer(
+            self.workdir / "temporal.db", ui=False, log_file=self.workdir / "logs" / "temporal.log"
+        )
+        self.temporal_address = self._temporal.start()
+        self.temporal_pid = self._temporal.pid
+        self.key = asyncio.run(self._make_key())
+
+    async def _make_key(self) -> str:
+        engine = create_engine(self.db_url, pool_size=1)
+        try:
+            key, _ = await apikeys.create_key(engine, "bench", name="benchmarks")
+        finally:
+            await engine.dispose()
+        return key
+
+    def close(self) -> None:
+        self.procs.stop_all()
+        if self._temporal is not None:
+            self._temporal.stop()
+        if self._pg is not None:
+            self._pg.stop()
+
+    def fake(self, latency: float) -> str:
+        """Base URL of a fake LLM subprocess answering after `latency` seconds (one per latency)."""
+        if latency not in self._fakes:
+            proc = self.procs.python(
+                f"fake-{latency:g}",
+                ["-m", "testing.fake_openai", "--port", "0", "--latency", str(latency)],
+                stdout_pipe=True,
+            )
+            self._fakes[latency] = read_ready_line(proc, "READY", 30)
+        return self._fakes[latency]
+
+    # --- the product -------------------------------------------------------------------------
+
+    def _product_env(self, llm_url: str, task_queue: str) -> dict[str, str]:
+        return child_env({
+            "DATABASE_URL": self.db_url,
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "OPENAI_BASE_URL": llm_url,
+            "OPENAI_API_KEY": "bench",
+            "ORCH_MODEL": "fake-model",
+            "ORCH_TASK_QUEUE": task_queue,
+            # Benchmarks measure the API, not the per-key limiter.
+            "RATE_LIMIT": "1000000/minute",
+        })
+
+    @contextlib.contextmanager
+    def product(self, llm_url: str, *, worker: bool = True) -> Iterator[Product]:
+        """Worker + API subprocesses on a fresh task queue; warmed up by one finished task."""
+        tq = f"bench-{uuid.uuid4().hex[:8]}"
+        env = self._product_env(llm_url, tq)
+        started = []
+        try:
+            wproc = None
+            if worker:
+                wproc = self.procs.python("worker", ["-m", "worker"], env)
+                started.append(wproc)
+            port = free_port()
+            aproc = self.procs.python(
+                "api",
+                ["-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+                 "--no-access-log", "--log-level", "warning"],
+                env,
+            )
+            started.append(aproc)
+            url = f"http://127.0.0.1:{port}"
+            wait_http(f"{url}/healthz", aproc, 60)
+            prod = Product(url, self.key, tq, wproc.pid if wproc else None, aproc.pid)
+            if worker:
+                for _ in range(1 if self.quick else 3):
+                    asyncio.run(warm_up(prod))
+            yield prod
+        finally:
+            for proc in reversed(started):
+                self.procs.stop(proc, 35)
+
+    # --- the raw Temporal SDK baseline -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def raw_worker(self, llm_url: str) -> Iterator[tuple[str, int]]:
+        """(task queue, pid) of a raw-SDK worker subprocess."""
+        tq = f"raw-{uuid.uuid4().hex[:8]}"
+        proc = self.procs.python(
+            "raw-worker",
+            ["-m", "benchmarks.baselines.raw_worker", "--address", self.temporal_address,
+             "--task-queue", tq, "--llm-url", llm_url],
+            child_env(),
+            stdout_pipe=True,
+        )
+        try:
+            read_ready_line(proc, "READY", 60)
+            yield tq, proc.pid
+        finally:
+            self.procs.stop(proc, 35)
+
+    # --- the Celery baseline -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def celery_worker(self, broker: str, llm_url: str, pool: str, concurrency: int) -> Iterator[str]:
+        queue = f"bench-{uuid.uuid4().hex[:8]}"
+        env = child_env({"BENCH_CELERY_BROKER": broker, "BENCH_LLM_URL": llm_url,
+                         "BENCH_CELERY_QUEUE": queue})
+        proc = self.procs.spawn(
+            f"celery-{pool}",
+            [sys.executable, "-m", "celery", "-A", "benchmarks.baselines.celery_chain", "worker",
+             "-P", pool, "-c", str(concurrency), "-Q", queue, "--loglevel", "WARNING",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{queue}@bench"],
+            env,
+        )
+        try:
+            yield queue
+        finally:
+            self.procs.stop(proc, 30)
+
+
+async def warm_up(prod: Product, limit_s: float = 60) -> None:
+    async with httpx.AsyncClient(base_url=prod.api_url, headers=prod.headers, timeout=30) as http:
+        task_id = await submit(http)
+        await wait_done(http, task_id, limit_s=limit_s, poll=0.05)
+
+
+async def submit(http: httpx.AsyncClient, description: str = "Write a short report on tea") -> str:
+    resp = await http.post("/tasks", json={"description": description})
+    if resp.status_code != 202:
+        raise RuntimeError(f"POST /tasks answered {resp.status_code}: {resp.text[:300]}")
+    return str(resp.json()["id"])
+
+
+async def wait_done(http: httpx.AsyncClient, task_id: str, *, limit_s: float, poll: float) -> str:
+    deadline = time.monotonic() + limit_s
+    while True:
+        resp = await http.get(f"/tasks/{task_id}")
+        if resp.status_code == 200:
+            status = resp.json()["status"]
+            if status == "completed":
+                return status
+            if status in ("failed", "cancelled"):
+                raise RuntimeError(f"task {task_id} ended {status}: {resp.text[:500]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {task_id} not completed within {limit_s:g}s")
+        await asyncio.sleep(poll)

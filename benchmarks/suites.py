@@ -1,0 +1,551 @@
+"""The suites. Each takes the run's BenchEnv (or None when it needs no shared services) and
+returns (payload for results/<suite>.json, rows for the table).
+
+Every load loop is bounded in count and in time and only targets 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+import sqlalchemy as sa
+from temporalio.client import Client
+
+from benchmarks.baselines.raw_workflow import RAW_WORKFLOW, STEPS
+from benchmarks.env import BenchEnv, Product, submit, wait_done
+from benchmarks.procs import Procs, child_env, read_ready_line
+from benchmarks.report import median_run, ratio, summary_ms
+from core.db import create_engine
+from core.embedded import free_port
+
+Rows = list[tuple[str, str, str, str]]
+Result = tuple[dict[str, Any], Rows]
+PROMPT = "Write a short report on tea"
+
+
+def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}{unit}"
+
+
+async def _bounded_gather(n: int, concurrency: int, fn: Callable[[int], Awaitable[float]],
+                          limit_s: float) -> tuple[list[float], float]:
+    """Run fn(0..n-1) with at most `concurrency` in flight; (latencies, wall seconds)."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> float:
+        async with sem:
+            return await fn(i)
+
+    t0 = time.perf_counter()
+    lats = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), limit_s)
+    return list(lats), time.perf_counter() - t0
+
+
+# --- 1. overhead -----------------------------------------------------------------------------
+
+
+async def _product_task(prod: Product, http: httpx.AsyncClient, poll: float, limit_s: float) -> float:
+    """User-visible end to end: POST, then poll GET every `poll` seconds until completed."""
+    t0 = time.perf_counter()
+    task_id = await submit(http, PROMPT)
+    await wait_done(http, task_id, limit_s=limit_s, poll=poll)
+    return time.perf_counter() - t0
+
+
+class DoneWatcher:
+    """Completion times of many tasks from Postgres (tasks.updated_at of the terminal write), one
+    query per `interval` for all tasks in flight: polling each task over HTTP would load the
+    API and the machine with hundreds of GETs per second and measure the poller, not the product."""
+
+    def __init__(self, db_url: str, interval: float = 0.05) -> None:
+        self.engine = create_engine(db_url, pool_size=1)
+        self.interval = interval
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> DoneWatcher:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.engine.dispose()
+
+    def done_at(self, task_id: str) -> asyncio.Future[float]:
+        """Resolves to the epoch time at which the task was marked completed."""
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[task_id] = fut
+        return fut
+
+    async def _run(self) -> None:
+        q = sa.text("SELECT id, status, extract(epoch FROM updated_at) AS done_epoch FROM tasks "
+                    "WHERE id = ANY(:ids) AND status IN ('completed', 'failed', 'cancelled')")
+        while True:
+            if self.waiting:
+                try:
+                    async with self.engine.connect() as conn:
+                        rows = (await conn.execute(q, {"ids": list(self.waiting)})).all()
+                except Exception as err:  # fail the waiters instead of leaving them hanging
+                    for fut in self.waiting.values():
+                        if not fut.done():
+                            fut.set_exception(err)
+                    self.waiting.clear()
+                    raise
+                for row in rows:
+                    fut = self.waiting.pop(row.id)
+                    if fut.done():
+                        continue
+                    if row.status == "completed":
+                        fut.set_result(float(row.done_epoch))
+                    else:
+                        fut.set_exception(RuntimeError(f"task {row.id} ended {row.status}"))
+            await asyncio.sleep(self.interval)
+
+
+async def _product_task_watched(http: httpx.AsyncClient, watcher: DoneWatcher) -> float:
+    t_submit = time.time()
+    task_id = await submit(http, PROMPT)
+    return await watcher.done_at(task_id) - t_submit
+
+
+async def _raw_task(client: Client, tq: str, workflow: str = RAW_WORKFLOW) -> float:
+    t0 = time.perf_counter()
+    await client.execute_workflow(workflow, PROMPT, id=f"raw-{uuid.uuid4().hex}", task_queue=tq,
+                                  execution_timeout=_td(120))
+    return time.perf_counter() - t0
+
+
+def _td(secs: float):  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    return timedelta(seconds=secs)
+
+
+def overhead(env: BenchEnv, quick: bool) -> Result:
+    params = {
+        "steps": STEPS, "llm_latency_s": 0.0,
+        "sequential_tasks": 3 if quick else 20,
+        "concurrency": 10 if quick else 50,
+        "concurrent_tasks": 10 if quick else 100,
+        "poll_interval_s": 0.02,
+        "completion_detection": "sequential: the client polls GET /tasks/{id} every poll_interval_s; "
+                                "concurrent: tasks.updated_at of the terminal write, read from "
+                                "Postgres every 50 ms (no HTTP polling load)",
+        "repetitions": 1 if quick else 3,
+        "note": "product: POST /tasks then poll GET /tasks/{id} until completed (plan call + 3 step "
+                "calls + finish); raw SDK: execute_workflow of 3 activities, each one chat completion",
+    }
+    fake = env.fake(0.0)
+    timeout = 60 if quick else 300
+
+    async def run_rep(prod: Product, raw_tq: str) -> dict[str, Any]:
+        client = await Client.connect(env.temporal_address)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=prod.api_url, headers=prod.headers, timeout=30,
+                                     limits=limits) as http:
+            async def p(_: int) -> float:
+                return await _product_task(prod, http, params["poll_interval_s"], timeout)
+
+            async def r(_: int) -> float:
+                return await _raw_task(client, raw_tq)
+
+            out: dict[str, Any] = {}
+            for side, fn in (("product", p), ("raw_sdk", r)):
+                lats, _ = await _bounded_gather(params["sequential_tasks"], 1, fn, timeout)
+                out[f"{side}_seq"] = summary_ms(lats)
+            async with DoneWatcher(env.db_url) as watcher:
+                async def pw(_: int) -> float:
+                    return await _product_task_watched(http, watcher)
+
+                for side, fn in (("product", pw), ("raw_sdk", r)):
+                    lats, wall = await _bounded_gather(params["concurrent_tasks"], params["concurrency"],
+                                                       fn, timeout)
+                    out[f"{side}_conc"] = {**summary_ms(lats), "tasks_per_s": round(len(lats) / wall, 2)}
+        return out
+
+    reps = []
+    with env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, _):
+        for _ in range(params["repetitions"]):
+            reps.append(asyncio.run(run_rep(prod, raw_tq)))
+
+    res: dict[str, Any] = {}
+    for key, sort in (("product_seq", "p50"), ("raw_sdk_seq", "p50"),
+                      ("product_conc", "tasks_per_s"), ("raw_sdk_conc", "tasks_per_s")):
+        res[key] = median_run([r[key] for r in reps], sort)
+    ps, rs = res["product_seq"]["p50"], res["raw_sdk_seq"]["p50"]
+    pc, rc = res["product_conc"]["tasks_per_s"], res["raw_sdk_conc"]["tasks_per_s"]
+    per_step = {
+        "product_ms": round(ps / STEPS, 2),
+        "raw_sdk_ms": round(rs / STEPS, 2),
+        "extra_ms": round((ps - rs) / STEPS, 2),
+    }
+    ratios = {
+        "sequential_latency_product_vs_raw_sdk": ratio(ps, rs),
+        "concurrent_throughput_product_vs_raw_sdk": ratio(pc, rc),
+        "concurrent_p50_latency_product_vs_raw_sdk": ratio(res["product_conc"]["p50"], res["raw_sdk_conc"]["p50"]),
+    }
+    payload = {"parameters": params, "results": res, "per_step_overhead": per_step,
+               "ratios": ratios, "repetitions_raw": reps}
+    rows: Rows = [
+        ("sequential latency p50 / p99", f"{ps:.0f} / {res['product_seq']['p99']:.0f} ms",
+         f"raw SDK {rs:.0f} / {res['raw_sdk_seq']['p99']:.0f} ms", f"{ratios['sequential_latency_product_vs_raw_sdk']}x"),
+        ("per-step overhead (p50 ÷ 3)", f"{per_step['product_ms']:.1f} ms", f"raw SDK {per_step['raw_sdk_ms']:.1f} ms",
+         f"+{per_step['extra_ms']:.1f} ms/step"),
+        (f"concurrency {params['concurrency']}: tasks/s", f"{pc:.1f}", f"raw SDK {rc:.1f}",
+         f"{ratios['concurrent_throughput_product_vs_raw_sdk']}x"),
+        (f"concurrency {params['concurrency']}: p50 / p99", f"{res['product_conc']['p50']:.0f} / {res['product_conc']['p99']:.0f} ms",
+         f"raw SDK {res['raw_sdk_conc']['p50']:.0f} / {res['raw_sdk_conc']['p99']:.0f} ms",
+         f"{ratios['concurrent_p50_latency_product_vs_raw_sdk']}x"),
+    ]
+    return payload, rows
+
+
+# --- 2. throughput ---------------------------------------------------------------------------
+
+
+def redis_bench_url() -> str | None:
+    """REDIS_URL with its DB number replaced by a dedicated one (BENCH_REDIS_DB, default 13)."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    db = os.environ.get("BENCH_REDIS_DB", "13")
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", "", ""))
+
+
+async def _product_batch(env: BenchEnv, prod: Product, n: int, limit_s: float) -> float:
+    """Submit n tasks at once; seconds from the first submit until the last is completed."""
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=prod.api_url, headers=prod.headers, timeout=60,
+                                 limits=limits) as http, DoneWatcher(env.db_url) as watcher:
+        t0 = time.time()
+        ids = await asyncio.gather(*(submit(http, f"{PROMPT} #{i}") for i in range(n)))
+        done = await asyncio.wait_for(asyncio.gather(*(watcher.done_at(i) for i in ids)), limit_s)
+        return max(done) - t0
+
+
+async def _raw_batch(env: BenchEnv, tq: str, n: int, limit_s: float) -> float:
+    client = await Client.connect(env.temporal_address)
+    t0 = time.perf_counter()
+    handles = await asyncio.gather(*(
+        client.start_workflow(RAW_WORKFLOW, f"{PROMPT} #{i}", id=f"raw-{uuid.uuid4().hex}",
+                              task_queue=tq, execution_timeout=_td(limit_s))
+        for i in range(n)))
+    await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), limit_s)
+    return time.perf_counter() - t0
+
+
+def _celery_batch(n: int, timeout: float, queue: str) -> float:
+    from celery import chain
+
+    from benchmarks.baselines.celery_chain import llm_call
+
+    def make(i: int):  # type: ignore[no-untyped-def]
+        return chain(llm_call.s(f"{PROMPT} #{i}").set(queue=queue),
+                     *(llm_call.s().set(queue=queue) for _ in range(STEPS - 1)))
+
+    t0 = time.perf_counter()
+    results = [make(i).apply_async() for i in range(n)]
+    deadline = time.monotonic() + timeout
+    for r in results:
+        r.get(timeout=max(1.0, deadline - time.monotonic()))
+    return time.perf_counter() - t0
+
+
+def throughput(env: BenchEnv, quick: bool) -> Result:
+    cores = os.cpu_count() or 1
+    latency = 0.1 if quick else 0.5
+    n = 10 if quick else 200
+    params = {
+        "tasks": n, "steps": STEPS, "llm_latency_s": latency,
+        "ideal_tasks_per_s": round(n / (STEPS * latency), 1),
+        "celery_prefork_tasks": 2 if quick else 30,
+        "celery_prefork_concurrency": cores, "celery_threads_concurrency": 200,
+        "repetitions": 1 if quick else 3,
+        "note": "all tasks submitted at once; tasks/s = tasks ÷ (last completion - first submit). "
+                "The product also makes a plan call (4 LLM calls per task vs 3); ideal = tasks ÷ "
+                "(3 x latency). Celery prefork is LLM-bound at cores ÷ (3 x latency) tasks/s "
+                "whatever the task count, so it runs fewer tasks to stay bounded in time.",
+    }
+    ideal = n / (STEPS * latency)
+    fake = env.fake(latency)
+    timeout = 120 if quick else 600
+    sides: dict[str, list[float]] = {"product": [], "raw_sdk": []}
+    with env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, _):
+        for _ in range(params["repetitions"]):
+            sides["product"].append(n / asyncio.run(_product_batch(env, prod, n, timeout)))
+            sides["raw_sdk"].append(n / asyncio.run(_raw_batch(env, raw_tq, n, timeout)))
+
+    celery_note = None
+    broker = redis_bench_url()
+    if broker is None:
+        celery_note = "Celery baselines skipped: REDIS_URL is not set"
+    elif importlib.util.find_spec("celery") is None:
+        celery_note = "Celery baselines skipped: celery is not installed (pip install '.[dev]')"
+    else:
+        import redis
+
+        rds = redis.Redis.from_url(broker)
+        rds.flushdb()  # our dedicated DB only
+        os.environ["BENCH_CELERY_BROKER"] = broker
+        from benchmarks.baselines import celery_chain
+
+        celery_chain.app.conf.broker_url = broker
+        celery_chain.app.conf.result_backend = broker
+        try:
+            for label, pool, conc, count in (
+                ("celery_prefork", "prefork", cores, params["celery_prefork_tasks"]),
+                ("celery_threads", "threads", 200, n),
+            ):
+                sides[label] = []
+                with env.celery_worker(broker, fake, pool, conc) as queue:
+                    _celery_batch(1, 60, queue)  # warm-up: the worker is consuming
+                    for _ in range(params["repetitions"]):
+                        sides[label].append(count / _celery_batch(count, timeout, queue))
+        finally:
+            rds.flushdb()
+            rds.close()
+
+    res = {}
+    for side, vals in sides.items():
+        med = sorted(vals)[(len(vals) - 1) // 2]
+        res[side] = {"tasks_per_s": round(med, 2), "fraction_of_ideal": round(med / ideal, 3),
+                     "all_repetitions": [round(v, 2) for v in vals]}
+    prod_tps = res["product"]["tasks_per_s"]
+    ratios = {f"product_vs_{side}": ratio(prod_tps, r["tasks_per_s"])
+              for side, r in res.items() if side != "product"}
+    payload = {"parameters": params, "results": res, "ratios": ratios,
+               "skipped": celery_note}
+    names = {"product": "this product", "raw_sdk": "raw Temporal SDK",
+             "celery_prefork": f"Celery prefork c={cores}", "celery_threads": "Celery threads c=200"}
+    rows: Rows = []
+    for side, r in res.items():
+        rows.append((f"{names[side]}: tasks/s (of ideal {ideal:.0f})", f"{r['tasks_per_s']:.1f}",
+                     f"{r['fraction_of_ideal'] * 100:.0f}% of ideal",
+                     "" if side == "product" else f"product {ratios[f'product_vs_{side}']}x"))
+    if celery_note:
+        rows.append(("Celery baselines", "skipped", celery_note, ""))
+    return payload, rows
+
+
+# --- 3. api ----------------------------------------------------------------------------------
+
+
+async def _open_loop(make: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+                     http: httpx.AsyncClient, rate: float, duration: float) -> dict[str, Any]:
+    """Send `rate`/s for `duration` s on schedule, whatever earlier requests are doing; latency is
+    measured from the scheduled send time, so queueing (client or server) shows."""
+    n = max(1, int(rate * duration))
+    lats: list[float] = []
+    errors = 0
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal errors
+        try:
+            resp = await make(http, i)
+            if resp.status_code >= 400:
+                errors += 1
+                return
+        except httpx.HTTPError:
+            errors += 1
+            return
+        lats.append(time.perf_counter() - scheduled)
+
+    tasks = []
+    t0 = time.perf_counter()
+    late = 0.0
+    for i in range(n):
+        scheduled = t0 + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late = max(late, -delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    _done, pending = await asyncio.wait(tasks, timeout=duration + 15)
+    for t in pending:
+        t.cancel()
+    errors += len(pending)
+    return {"rate": rate, "sent": n, "errors": errors, "max_send_lag_ms": round(late * 1000, 1),
+            **summary_ms(lats)}
+
+
+def api(env: BenchEnv, quick: bool) -> Result:
+    goals = {"post_p99_ms": 50.0, "get_p99_ms": 10.0}
+    params = {
+        "post_rate": 50, "get_rate": 200, "duration_s": 1.0 if quick else 5.0,
+        "ladder_step_s": 1.0 if quick else 3.0,
+        "post_ladder": [50] if quick else [25, 50, 100, 150, 200, 300],
+        "get_ladder": [200] if quick else [100, 200, 400, 600, 800],
+        "repetitions": 1 if quick else 3, "goals": goals,
+        "note": "open loop, async httpx from the harness process; API subprocess without a worker "
+                "(workflows start but are not executed), RATE_LIMIT raised; ladders run once and "
+                "stop at the first rung whose p99 passes the goal or that has errors",
+    }
+    fake = env.fake(0.0)
+
+    async def run() -> dict[str, Any]:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(base_url=prod.api_url, headers=prod.headers, timeout=10,
+                                     limits=limits) as http:
+            ids = [await submit(http, f"{PROMPT} #{i}") for i in range(20)]
+
+            async def post(h: httpx.AsyncClient, i: int) -> httpx.Response:
+                return await h.post("/tasks", json={"description": f"{PROMPT} #{i}"})
+
+            async def get(h: httpx.AsyncClient, i: int) -> httpx.Response:
+                return await h.get(f"/tasks/{ids[i % len(ids)]}")
+
+            # warm the connection pool and both code paths
+            await _open_loop(get, http, 50, 0.5)
+            out: dict[str, Any] = {"post_fixed": [], "get_fixed": []}
+            api_proc = psutil.Process(prod.api_pid)
+
+            def cpu() -> float:
+                t = api_proc.cpu_times()
+                return t.user + t.system
+
+            for _ in range(params["repetitions"]):
+                for kind, fn in (("post", post), ("get", get)):
+                    c0 = cpu()
+                    r = await _open_loop(fn, http, params[f"{kind}_rate"], params["duration_s"])
+                    # CPU the API process spent per request: what the rate it can hold on an
+                    # idle core is made of, independent of how loaded the machine is.
+                    r["api_cpu_ms_per_request"] = round(1000 * (cpu() - c0) / max(1, r["sent"]), 2)
+                    out[f"{kind}_fixed"].append(r)
+            for kind, fn, goal in (("post", post, goals["post_p99_ms"]), ("get", get, goals["get_p99_ms"])):
+                ladder, held = [], None
+                for rate in params[f"{kind}_ladder"]:
+                    r = await _open_loop(fn, http, rate, params["ladder_step_s"])
+                    ladder.append(r)
+                    if r["errors"] or r.get("p99", float("inf")) > goal:
+                        break
+                    held = rate
+                out[f"{kind}_ladder"] = ladder
+                out[f"{kind}_max_rate_within_goal"] = held
+            return out
+
+    with env.product(fake, worker=False) as prod:
+        out = asyncio.run(run())
+    post_fixed = median_run(out["post_fixed"], "p99")
+    get_fixed = median_run(out["get_fixed"], "p99")
+    payload = {
+        "parameters": params,
+        "results": {
+            "post_tasks": post_fixed, "get_task": get_fixed,
+            "post_max_rate_within_goal": out["post_max_rate_within_goal"],
+            "get_max_rate_within_goal": out["get_max_rate_within_goal"],
+            "post_ladder": out["post_ladder"], "get_ladder": out["get_ladder"],
+        },
+        "ratios": {
+            "post_p99_vs_goal": ratio(post_fixed.get("p99"), goals["post_p99_ms"]),
+            "get_p99_vs_goal": ratio(get_fixed.get("p99"), goals["get_p99_ms"]),
+        },
+        "repetitions_raw": {"post": out["post_fixed"], "get": out["get_fixed"]},
+    }
+    rows: Rows = [
+        (f"POST /tasks @ {params['post_rate']}/s p50 / p99",
+         f"{_fmt(post_fixed.get('p50'))} / {_fmt(post_fixed.get('p99'))} ms", f"goal p99 ≤ {goals['post_p99_ms']:g} ms",
+         f"{payload['ratios']['post_p99_vs_goal']}x goal"),
+        ("API CPU per request (POST / GET)",
+         f"{post_fixed['api_cpu_ms_per_request']} / {get_fixed['api_cpu_ms_per_request']} ms",
+         "one uvicorn process", ""),
+        (f"GET /tasks/{{id}} @ {params['get_rate']}/s p50 / p99",
+         f"{_fmt(get_fixed.get('p50'))} / {_fmt(get_fixed.get('p99'))} ms", f"goal p99 ≤ {goals['get_p99_ms']:g} ms",
+         f"{payload['ratios']['get_p99_vs_goal']}x goal"),
+        ("POST highest rate within goal", f"{out['post_max_rate_within_goal'] or 'none'} /s",
+         f"ladder {params['post_ladder']}", ""),
+        ("GET highest rate within goal", f"{out['get_max_rate_within_goal'] or 'none'} /s",
+         f"ladder {params['get_ladder']}", ""),
+    ]
+    return payload, rows
+
+
+# --- 4. memory -------------------------------------------------------------------------------
+
+
+def memory(env: BenchEnv | None, quick: bool) -> Result:
+    try:
+        mod = importlib.import_module("benchmarks.memory_bench")
+    except ImportError as err:
+        msg = f"not available (benchmarks.memory_bench: {err})"
+        return {"available": False, "reason": msg}, [("long-term memory", "not available", msg, "")]
+    out = mod.run(quick)
+    rows: Rows = []
+    for k, v in (out.get("summary") or out).items():
+        if isinstance(v, (int, float, str)):
+            rows.append((str(k), str(v), "", ""))
+    return {"available": True, **out}, rows[:12] or [("long-term memory", "ran", "see JSON", "")]
+
+
+# --- 5. startup ------------------------------------------------------------------------------
+
+
+def _up_once(procs: Procs, data_dir: Path, timeout: float) -> float:
+    env = child_env({"COLUMNS": "200"})
+    for name in ("DATABASE_URL", "TEMPORAL_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        env.pop(name, None)
+    args = ["-m", "cli", "up", "--data-dir", str(data_dir), "--api-port", str(free_port()),
+            "--temporal-port", str(free_port()), "--ui-port", str(free_port()), "--no-ui"]
+    t0 = time.perf_counter()
+    proc = procs.python("up", args, env, stdout_pipe=True)
+    try:
+        read_ready_line(proc, "Press Ctrl-C to stop", timeout)
+        return time.perf_counter() - t0
+    finally:
+        # SIGTERM by pid: `up` stops its worker, API, Temporal and PostgreSQL itself.
+        procs.stop(proc, 60)
+
+
+def startup(env: BenchEnv | None, quick: bool) -> Result:
+    reps = 1 if quick else 3
+    params = {"repetitions": reps, "command": "python -m cli up --no-ui (free ports)",
+              "ready": "'Press Ctrl-C to stop' printed",
+              "cold": "new data dir (initdb, migrations, new Temporal db)", "warm": "same data dir again"}
+    root = Path(tempfile.mkdtemp(prefix="bench-up-"))
+    procs = Procs(root / "logs")
+    cold, warm = [], []
+    try:
+        for i in range(reps):
+            d = root / f"d{i}"
+            cold.append(_up_once(procs, d, 120))
+            warm.append(_up_once(procs, d, 120))
+    finally:
+        procs.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+    res = {"cold": {**summary_ms(cold), "all_s": [round(x, 2) for x in cold]},
+           "warm": {**summary_ms(warm), "all_s": [round(x, 2) for x in warm]}}
+    payload = {"parameters": params, "results": res,
+               "ratios": {"cold_vs_warm": ratio(res["cold"]["p50"], res["warm"]["p50"])}}
+    rows: Rows = [
+        ("`up` to ready, cold (median)", f"{res['cold']['p50'] / 1000:.2f} s", f"max {res['cold']['max'] / 1000:.2f} s", ""),
+        ("`up` to ready, warm (median)", f"{res['warm']['p50'] / 1000:.2f} s", f"max {res['warm']['max'] / 1000:.2f} s",
+         f"cold {payload['ratios']['cold_vs_warm']}x warm"),
+    ]
+    return payload, rows
+
+
+SUITES: dict[str, Callable[[Any, bool], Result]] = {
+    "overhead": overhead,
+    "throughput": throughput,
+    "api": api,
+    "memory": memory,
+    "startup": startup,
+}
+NEEDS_ENV = {"overhead", "throughput", "api"}

@@ -1,0 +1,88 @@
+"""The benchmark harness runs end to end in quick mode and writes valid result files.
+
+Nothing here asserts speed (machines are noisy): only that the harness starts what it needs,
+measures every side, cleans up after itself and writes the JSON the README table is built from."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _processes_using(path: str) -> list[str]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if path in cmdline:
+            found.append(cmdline[:200])
+    return found
+
+
+def test_quick_overhead_and_memory_write_valid_json(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    for name in ("DATABASE_URL", "TEMPORAL_ADDRESS"):
+        env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "overhead", "memory", "--quick",
+         "--results-dir", str(tmp_path), "--keep-workdir"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "overhead" in proc.stdout and "raw SDK" in proc.stdout
+    # Every server the run started (PostgreSQL, Temporal, fake LLM, worker, API) is gone.
+    workdir = re.search(r"kept (\S+)", proc.stdout)
+    assert workdir, proc.stdout[-2000:]
+    try:
+        assert _processes_using(workdir.group(1)) == []
+    finally:
+        shutil.rmtree(workdir.group(1), ignore_errors=True)
+
+    overhead = json.loads((tmp_path / "overhead.json").read_text())
+    assert overhead["suite"] == "overhead" and overhead["quick"] is True
+    assert {"cores", "cpu_model", "python", "versions"} <= set(overhead["machine"])
+    assert overhead["machine"]["versions"]["temporalio"]
+    assert overhead["date"]
+    for side in ("product_seq", "raw_sdk_seq", "product_conc", "raw_sdk_conc"):
+        summary = overhead["results"][side]
+        assert {"p50", "p90", "p99", "max"} <= set(summary), side
+        assert 0 < summary["p50"] <= summary["p99"] <= summary["max"]
+    assert overhead["results"]["product_conc"]["tasks_per_s"] > 0
+    assert overhead["ratios"]["sequential_latency_product_vs_raw_sdk"] > 0
+    assert set(overhead["per_step_overhead"]) == {"product_ms", "raw_sdk_ms", "extra_ms"}
+
+    memory = json.loads((tmp_path / "memory.json").read_text())
+    assert memory["suite"] == "memory" and "available" in memory
+
+
+def test_startup_quick_measures_cold_and_warm(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "startup", "--quick", "--results-dir", str(tmp_path)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    startup = json.loads((tmp_path / "startup.json").read_text())
+    for kind in ("cold", "warm"):
+        assert startup["results"][kind]["p50"] > 0
+        assert len(startup["results"][kind]["all_s"]) == 1
+    assert startup["ratios"]["cold_vs_warm"] > 0
+
+
+def test_unknown_suite_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "nope", "--results-dir", str(tmp_path)],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "unknown suite" in proc.stderr
+    assert not list(tmp_path.iterdir())

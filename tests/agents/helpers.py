@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError
 
 from testing.fake_openai import Reply
 from tests.utils import Stack
@@ -37,8 +39,12 @@ class ActivityRun:
 
 
 async def activity_runs(stack: Stack, workflow_id: str) -> list[ActivityRun]:
-    """Completed activities of a workflow, with their decoded input and start/end times."""
+    """Completed activities of a workflow, with their decoded input and start/end times.
+    Waits for the run to end first: bookkeeping after the terminal status (remembering the
+    result, webhooks) would otherwise race the read."""
     handle = stack.client.get_workflow_handle(workflow_id)
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
     scheduled: dict[int, ActivityRun] = {}
     done: list[ActivityRun] = []
     async for event in handle.fetch_history_events():

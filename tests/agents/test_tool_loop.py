@@ -55,7 +55,7 @@ async def test_researcher_calls_calculator_then_answers(stack: Stack) -> None:
 
     # One activity per LLM turn and one per tool call.
     names = [a.name for a in await activity_runs(stack, task["workflow_id"])]
-    assert names == ["plan_task", "run_step", "run_tool", "run_step", "finish_task"]
+    assert names == ["plan_task", "run_step", "run_tool", "run_step", "finish_task", "remember_result"]
 
 
 async def test_invalid_unknown_and_forbidden_tool_calls_are_rejected_never_run(stack: Stack) -> None:

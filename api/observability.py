@@ -1,25 +1,22 @@
-"""HTTP metrics by route template, request-id/trace-id log binding, `GET /metrics`, and the
-OpenTelemetry FastAPI instrumentation."""
+"""HTTP metrics by route template, `GET /metrics`, and the OpenTelemetry FastAPI
+instrumentation. (Request ids are api.middleware.RequestContext's job.)"""
 
 from __future__ import annotations
 
 import time
-import uuid
 
-import structlog
 from fastapi import FastAPI, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import metrics
 
-REQUEST_ID_HEADER = b"x-request-id"
 # Not traced (probes and scrapes would drown the real traffic).
 UNTRACED = "healthz,readyz,metrics"
 
 
 class HttpMetrics:
     """Counts and times every request under its route template (`/tasks/{task_id}`), never the
-    raw path; binds `request_id` (from X-Request-ID or a new one) to the request's log lines."""
+    raw path, so label values stay bounded."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -28,9 +25,6 @@ class HttpMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        incoming = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")[:128]
-        request_id = incoming or uuid.uuid4().hex
         code = 500
         started = time.perf_counter()
 
@@ -38,13 +32,10 @@ class HttpMetrics:
             nonlocal code
             if message["type"] == "http.response.start":
                 code = message["status"]
-                if not any(k.lower() == REQUEST_ID_HEADER for k, _ in message.get("headers", [])):
-                    message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
             await send(message)
 
         try:
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
-                await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

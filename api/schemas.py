@@ -41,6 +41,16 @@ def _depth(value: Any) -> int:
     return 0
 
 
+def check_metadata(v: dict[str, Any]) -> dict[str, Any]:
+    """Storable, and bounded in size and depth: the rules every metadata object follows."""
+    _storable(v, "metadata")
+    if len(json.dumps(v)) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata must serialise to at most {MAX_METADATA_BYTES} bytes")
+    if _depth(v) > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata must be nested at most {MAX_METADATA_DEPTH} levels deep")
+    return v
+
+
 class BudgetIn(BaseModel):
     """Caps for one task; omitted fields take ORCH_DEFAULT_TASK_MAX_TOKENS / _COST_USD."""
 
@@ -92,11 +102,7 @@ class TaskCreate(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(v)) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata must serialise to at most {MAX_METADATA_BYTES} bytes")
-        if _depth(v) > MAX_METADATA_DEPTH:
-            raise ValueError(f"metadata must be nested at most {MAX_METADATA_DEPTH} levels deep")
-        return v
+        return check_metadata(v)
 
 
 class TaskAccepted(BaseModel):

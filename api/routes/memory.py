@@ -7,7 +7,6 @@ event loop.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.deps import SettingsDep, require
 from api.errors import ERROR_RESPONSES, APIError
 from api.ratelimit import rate_limited
-from api.schemas import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, _depth
+from api.schemas import check_metadata
 from core.apikeys import Principal
 from memory.service import MemoryService
 
@@ -35,26 +34,6 @@ MemoryDep = Annotated[MemoryService, Depends(get_memory)]
 
 # Per user, separately from task submission (MEMORY_SEARCH_RATE_LIMIT).
 memory_search_rate_limit = rate_limited("memory_search", "memory_search_rate_limit", per="user")
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-def _check_metadata(v: dict[str, Any]) -> dict[str, Any]:
-    if _has_nul(v):  # PostgreSQL's jsonb cannot store NUL
-        raise ValueError("must not contain NUL characters")
-    if len(json.dumps(v)) > MAX_METADATA_BYTES:
-        raise ValueError(f"must serialise to at most {MAX_METADATA_BYTES} bytes")
-    if _depth(v) > MAX_METADATA_DEPTH:
-        raise ValueError(f"must be nested at most {MAX_METADATA_DEPTH} levels deep")
-    return v
 
 
 class MemoryCreate(BaseModel):
@@ -79,7 +58,7 @@ class MemoryCreate(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_metadata(v)
+        return check_metadata(v)
 
 
 class MemoryCreated(BaseModel):
@@ -109,7 +88,7 @@ class MemorySearch(BaseModel):
     @field_validator("filter")
     @classmethod
     def _bounded(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return v if v is None else _check_metadata(v)
+        return v if v is None else check_metadata(v)
 
 
 class MemoryHit(BaseModel):

@@ -6,10 +6,14 @@ import asyncio
 
 from alembic import context
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from core.schema import metadata
+from core.schema import XID8, metadata
+
+# Teach reflection our one custom column type, so autogenerate compares it instead of warning.
+ischema_names.setdefault("xid8", XID8)
 
 # Several processes (API replicas, workers, `up`) may migrate at once; serialise them.
 _LOCK_ID = 7_233_001

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, exc
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -49,6 +51,16 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return engine
 
 
+@contextlib.asynccontextmanager
+async def read(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads outside a transaction (autocommit): one round trip per
+    statement instead of BEGIN + statement + ROLLBACK. For single statements, or several
+    whose mutual consistency does not matter."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
 def _ping_idle(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
     dialect = sync_engine.dialect
@@ -59,6 +71,10 @@ def _ping_idle(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "checkout")
     def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        driver = record.driver_connection  # the asyncpg connection
+        if driver is not None and driver.is_closed():
+            # The server closed it (PostgreSQL restarted): asyncpg already knows, for free.
+            raise exc.DisconnectionError("connection was closed by the server")
         last = record.info.get("checked_in")
         if last is None or time.monotonic() - last <= PING_IF_IDLE_SECS:
             return  # fresh from connect, or recently used

@@ -161,9 +161,15 @@ class MaintenanceResult:
     archived: int = 0
     skipped: str = ""  # why nothing was done (e.g. the table does not exist on this schema)
     archive_file: str = ""
+
+
 @dataclass
 class WebhookInput:
     """send_webhook: the URL and the body are read from Postgres, not carried in history."""
+
+    task_id: str
+
+
 @dataclass
 class RememberInput:
     """remember_result: write a completed task's final result to long-term memory."""

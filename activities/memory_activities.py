@@ -12,6 +12,7 @@ import structlog
 from temporalio import activity
 
 from core.contracts import RememberInput
+from core.db import read
 from core.settings import Settings
 from memory.service import MemoryService
 
@@ -32,7 +33,7 @@ class MemoryActivities:
     async def remember_result(self, inp: RememberInput) -> int:
         """Store the task's final result as a memory of its user; returns the memory id (0 when
         there is nothing to remember). Idempotent: a retry lands on the same row."""
-        async with self.memory.engine.connect() as conn:
+        async with read(self.memory.engine) as conn:
             task = (
                 await conn.execute(
                     sa.text("SELECT user_id, description, status, result FROM tasks WHERE id=:id"),

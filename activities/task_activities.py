@@ -68,7 +68,7 @@ class TaskActivities:
         async def check_budget(messages: list[dict[str, Any]]) -> None:
             await budget.check(
                 self.engine, self.settings, task_id=inp.task_id, model=self.settings.model,
-                messages=messages, max_tokens=self.settings.llm_max_tokens,
+                messages=messages, max_tokens=self.settings.llm_max_tokens, options=task.options,
             )
 
         async with heartbeating():
@@ -82,14 +82,15 @@ class TaskActivities:
                 max_tokens=self.settings.llm_max_tokens,
                 before_call=check_budget,
             )
-        await self._record_calls(inp.task_id, None, "plan", outcome.calls)
         steps = [s.model_dump() for s in outcome.plan.steps]
-        await store.save_plan(
-            self.engine, inp.task_id, steps, fallback=outcome.fallback, errors=outcome.errors
-        )
+        async with self.engine.begin() as conn:  # ledger + plan in one transaction
+            for seq, c in enumerate(outcome.calls):
+                await self._record(conn, inp.task_id, None, "plan", c, seq)
+            saved = await store.save_plan(
+                conn, inp.task_id, steps, fallback=outcome.fallback, errors=outcome.errors
+            )
         if outcome.fallback:
             log.warning("plan_fallback", task_id=inp.task_id, errors=outcome.errors)
-        saved = await store.existing_plan(self.engine, inp.task_id)
         log.info("plan_ready", steps=len(saved), fallback=outcome.fallback)
         return PlanResult(steps=[PlannedStep(**s) for s in saved], fallback=outcome.fallback)
 
@@ -136,13 +137,13 @@ class TaskActivities:
         tools = self.tools.openai_tools(offered) or None
         prompt: list[dict[str, Any]] | None = None
         if inp.turn == 0:
-            async with self.engine.begin() as conn:
+            async with self.engine.begin() as conn:  # one round of BEGIN/COMMIT for both
                 await store.mark_step_started(conn, inp.task_id, inp.index, agent.name)
-            memory = await short_term.window(
-                self.engine, inp.task_id, exclude_step=inp.index,
-                exclude_outputs_of=[d[0] for d in ctx.dependencies],
-                max_chars=self.settings.short_term_window_chars,
-            )
+                memory = await short_term.window(
+                    conn, inp.task_id, exclude_step=inp.index,
+                    exclude_outputs_of=[d[0] for d in ctx.dependencies],
+                    max_chars=self.settings.short_term_window_chars,
+                )
             prompt = step_messages(
                 agent, ctx, max_input_chars=self.settings.short_term_window_chars,
                 memory=short_term.render(memory),
@@ -155,7 +156,7 @@ class TaskActivities:
                              "with what you have, without calling tools."})
         await budget.check(
             self.engine, self.settings, task_id=inp.task_id, model=model, messages=messages,
-            max_tokens=self.settings.llm_max_tokens, extra=tools,
+            max_tokens=self.settings.llm_max_tokens, extra=tools, options=ctx.options,
         )
         async with heartbeating():
             completion = await self.llm.complete(
@@ -239,13 +240,6 @@ class TaskActivities:
         if activity.info().attempt == 1:  # count each task once, not once per retry
             metrics.record_task_finished(inp.status, await store.task_age_secs(self.engine, inp.task_id))
         return (result or "")[:200]
-
-    async def _record_calls(
-        self, task_id: str, step_index: int | None, purpose: str, calls: list[Completion]
-    ) -> None:
-        async with self.engine.begin() as conn:
-            for seq, c in enumerate(calls):
-                await self._record(conn, task_id, step_index, purpose, c, seq)
 
     async def _record(self, conn, task_id, step_index, purpose, c: Completion, seq: int):  # type: ignore[no-untyped-def]
         await store.record_llm_call(

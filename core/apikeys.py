@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import audit
+from core.db import read
 
 ALL_SCOPES = ("tasks:write", "tasks:read", "memory:read", "memory:write", "admin")
 DEFAULT_SCOPES = ("tasks:write", "tasks:read", "memory:read", "memory:write")
@@ -92,7 +93,7 @@ _LOOKUP = sa.text(
 
 
 async def authenticate(engine: AsyncEngine, key: str) -> Principal | None:
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         row = (await conn.execute(_LOOKUP, {"h": hash_key(key)})).first()
     if row is None:
         return None

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
+from core.db import read
 from core.pricing import cost_usd
 from core.settings import Settings
 
@@ -49,6 +50,17 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]], extra: Any = None) ->
     return chars // 4 + 1
 
 
+def applies(options: dict[str, Any] | None, settings: Settings) -> bool:
+    """Whether any budget limits this task's calls: one in its options, or a daily user limit."""
+    b = Budget.from_options(options)
+    return (
+        b.max_tokens is not None
+        or b.max_cost_usd is not None
+        or settings.user_daily_max_tokens is not None
+        or settings.user_daily_max_cost_usd is not None
+    )
+
+
 def _exceeded(message: str) -> ApplicationError:
     return ApplicationError(f"budget_exceeded: {message}", type=BUDGET_EXCEEDED, non_retryable=True)
 
@@ -62,15 +74,21 @@ async def check(
     messages: list[dict[str, Any]],
     max_tokens: int | None,
     extra: Any = None,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Raise a non-retryable BudgetExceeded ApplicationError if the next call could exceed a
-    budget of the task or of its user today."""
+    budget of the task or of its user today. `options`: the task's options when the caller
+    already has them; then a task without any budget costs no database work at all."""
+    if isinstance(options, str):
+        options = json.loads(options or "{}")
+    if options is not None and not applies(options, settings):
+        return
     prompt = estimate_prompt_tokens(messages, extra)
     completion = max_tokens or settings.llm_max_tokens
     worst_tokens = prompt + completion
     worst_cost, _ = cost_usd(model, prompt, completion)
     daily = settings.user_daily_max_tokens is not None or settings.user_daily_max_cost_usd is not None
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         row = (
             await conn.execute(
                 sa.text(

@@ -4,10 +4,13 @@ entries; older ones are dropped first. Entries expire after ORCH_SHORT_TERM_TTL_
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from core.db import read
 
 KINDS = frozenset({"output", "tool_result", "note"})
 
@@ -49,7 +52,7 @@ async def add_entry(
 
 
 async def window(
-    engine: AsyncEngine,
+    engine: AsyncEngine | AsyncConnection,
     task_id: str,
     *,
     exclude_step: int | None,
@@ -60,7 +63,9 @@ async def window(
 
     The reading step's own entries and the outputs of its dependencies (already in its
     prompt) are left out. An entry that does not fit whole is cut from its start."""
-    async with engine.connect() as conn:
+    async with contextlib.AsyncExitStack() as stack:
+        # An engine: a connection of its own; a connection: the caller's (and its transaction).
+        conn = engine if isinstance(engine, AsyncConnection) else await stack.enter_async_context(read(engine))
         rows = await conn.execute(
             sa.text(
                 "SELECT step_index, kind, content FROM short_term_memory WHERE task_id=:t "

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.contracts import workflow_id_for
+from core.db import read
 from core.pricing import cost_usd
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -108,7 +109,7 @@ _TASK_VIEW = sa.text(
 
 async def get_task_view(engine: AsyncEngine, task_id: str, user_id: str) -> dict[str, Any] | None:
     """The whole task as the API shows it, in one round trip."""
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         row = (await conn.execute(_TASK_VIEW, {"id": task_id, "u": user_id})).mappings().first()
     if row is None:
         return None
@@ -132,7 +133,7 @@ class TaskRow:
 
 
 async def load_task(engine: AsyncEngine, task_id: str) -> TaskRow:
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         row = (
             await conn.execute(
                 sa.text("SELECT id, user_id, description, status, options FROM tasks WHERE id=:id"),
@@ -144,59 +145,59 @@ async def load_task(engine: AsyncEngine, task_id: str) -> TaskRow:
     return TaskRow(*row)
 
 
+_PLAN = sa.text("SELECT index, agent, title, depends_on FROM steps WHERE task_id=:t ORDER BY index")
+
+
 async def existing_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any]]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            sa.text(
-                "SELECT index, agent, title, depends_on FROM steps WHERE task_id=:t ORDER BY index"
-            ),
-            {"t": task_id},
-        )
+    async with read(engine) as conn:
+        rows = await conn.execute(_PLAN, {"t": task_id})
         return [dict(r) for r in rows.mappings()]
 
 
 async def save_plan(
-    engine: AsyncEngine,
+    conn: AsyncConnection,
     task_id: str,
     steps: list[dict[str, Any]],
     *,
     fallback: bool,
     errors: list[str],
-) -> None:
-    async with engine.begin() as conn:
-        for i, s in enumerate(steps):
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO steps (task_id, index, agent, title, instructions, depends_on, "
-                    "status) VALUES (:t, :i, :a, :ti, :ins, :dep, 'pending') "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                {
-                    "t": task_id,
-                    "i": i,
-                    "a": s["agent"],
-                    "ti": s["title"],
-                    "ins": s["instructions"],
-                    "dep": s.get("depends_on") or [],
-                },
-            )
+) -> list[dict[str, Any]]:
+    """Insert the plan (in the caller's transaction) and return the steps as stored: those of
+    an earlier attempt that got there first win."""
+    for i, s in enumerate(steps):
         await conn.execute(
             sa.text(
-                "UPDATE tasks SET status='running', plan_fallback=:f, "
-                "plan_errors=CAST(:e AS jsonb), updated_at=now() "
-                "WHERE id=:t AND status NOT IN ('completed','failed','cancelled')"
+                "INSERT INTO steps (task_id, index, agent, title, instructions, depends_on, "
+                "status) VALUES (:t, :i, :a, :ti, :ins, :dep, 'pending') "
+                "ON CONFLICT DO NOTHING"
             ),
-            {"t": task_id, "f": fallback, "e": json.dumps(errors) if errors else None},
+            {
+                "t": task_id,
+                "i": i,
+                "a": s["agent"],
+                "ti": s["title"],
+                "ins": s["instructions"],
+                "dep": s.get("depends_on") or [],
+            },
         )
-        await add_event(conn, task_id, "task.status", {"status": "running"}, "status:running")
-        await add_event(
-            conn,
-            task_id,
-            "task.planned",
-            {"steps": [{"index": i, "agent": s["agent"], "title": s["title"]} for i, s in enumerate(steps)],
-             "fallback": fallback},
-            "planned",
-        )
+    await conn.execute(
+        sa.text(
+            "UPDATE tasks SET status='running', plan_fallback=:f, "
+            "plan_errors=CAST(:e AS jsonb), updated_at=now() "
+            "WHERE id=:t AND status NOT IN ('completed','failed','cancelled')"
+        ),
+        {"t": task_id, "f": fallback, "e": json.dumps(errors) if errors else None},
+    )
+    await add_event(conn, task_id, "task.status", {"status": "running"}, "status:running")
+    await add_event(
+        conn,
+        task_id,
+        "task.planned",
+        {"steps": [{"index": i, "agent": s["agent"], "title": s["title"]} for i, s in enumerate(steps)],
+         "fallback": fallback},
+        "planned",
+    )
+    return [dict(r) for r in (await conn.execute(_PLAN, {"t": task_id})).mappings()]
 
 
 async def record_llm_call(
@@ -244,16 +245,17 @@ class StepContext:
     output: str | None
     model: str | None
     dependencies: list[tuple[int, str, str]]  # (index, title, output)
+    options: dict[str, Any] | None = None  # the task's options (budget), read in the same query
 
 
 async def step_context(engine: AsyncEngine, task_id: str, index: int) -> StepContext:
     """Everything a step's prompt needs, plus its own state (to skip work already done)."""
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         row = (
             await conn.execute(
                 sa.text(
-                    "SELECT t.description, s.agent, s.title, s.instructions, s.status, s.output, "
-                    "s.model, s.depends_on FROM steps s JOIN tasks t ON t.id = s.task_id "
+                    "SELECT t.description, t.options, s.agent, s.title, s.instructions, s.status, "
+                    "s.output, s.model, s.depends_on FROM steps s JOIN tasks t ON t.id = s.task_id "
                     "WHERE s.task_id=:t AND s.index=:i"
                 ),
                 {"t": task_id, "i": index},
@@ -282,6 +284,7 @@ async def step_context(engine: AsyncEngine, task_id: str, index: int) -> StepCon
         output=row.output,
         model=row.model,
         dependencies=deps,
+        options=row.options if isinstance(row.options, dict) else json.loads(row.options or "{}"),
     )
 
 
@@ -386,7 +389,7 @@ async def finish_task(
 
 async def task_age_secs(engine: AsyncEngine, task_id: str) -> float | None:
     """Seconds since the task was submitted (for task_duration_seconds)."""
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         age = (
             await conn.execute(
                 sa.text("SELECT extract(epoch FROM now() - created_at) FROM tasks WHERE id=:t"),

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import audit
 from core.apikeys import ALL_SCOPES, Principal
+from core.db import read
 from core.settings import Settings
 
 
@@ -76,7 +77,7 @@ async def authenticate(engine: AsyncEngine, settings: Settings, token: str) -> P
 
 
 async def is_revoked(engine: AsyncEngine, jti: str) -> bool:
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         row = await conn.execute(sa.text("SELECT 1 FROM revoked_tokens WHERE jti=:j"), {"j": jti})
         return row.first() is not None
 

@@ -71,6 +71,7 @@ class TaskWorkflow:
         self._done: dict[int, StepResult] = {}
         self._awaiting: set[str] = set()  # approval ids a tool call is waiting on
         self._decisions: dict[str, ApprovalDecision] = {}
+        self._local_bookkeeping = False  # set in _finish (workflow.patched "local-bookkeeping")
 
     # POST /tasks/{id}/approvals/{approval_id} (api/routes/approvals.py) sends this update.
     @workflow.update(name=APPROVAL_UPDATE)
@@ -121,15 +122,26 @@ class TaskWorkflow:
     async def _remember(self, inp: TaskInput) -> None:
         """Write the completed task's result to long-term memory. The task has already
         completed: a memory that cannot be written is logged, never a task failure."""
+        retry = RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5)
         try:
-            await workflow.execute_activity(
-                "remember_result",
-                RememberInput(task_id=inp.task_id),
-                result_type=int,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5),
-                summary="remember result",
-            )
+            if self._local_bookkeeping:
+                await workflow.execute_local_activity(
+                    "remember_result",
+                    RememberInput(task_id=inp.task_id),
+                    result_type=int,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=retry,
+                    summary="remember result",
+                )
+            else:
+                await workflow.execute_activity(
+                    "remember_result",
+                    RememberInput(task_id=inp.task_id),
+                    result_type=int,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=retry,
+                    summary="remember result",
+                )
         except ActivityError as err:
             workflow.logger.warning("remember_result failed: %s", failure_message(err))
 
@@ -249,14 +261,23 @@ class TaskWorkflow:
         self, inp: TaskInput, status: str, error: str | None = None, failed_step: int | None = None
     ) -> TaskOutcome:
         self._set_status(inp, status)
-        preview = await workflow.execute_activity(
-            "finish_task",
-            FinishInput(task_id=inp.task_id, status=status, error=error, failed_step=failed_step),
-            result_type=str,
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
-            summary=f"finish · {status}",
-        )
+        finish = FinishInput(task_id=inp.task_id, status=status, error=error, failed_step=failed_step)
+        retry = RetryPolicy(maximum_interval=timedelta(seconds=10))
+        # Bookkeeping (finish_task, remember_result) runs as local activities: one Postgres
+        # transaction each, no round trips through the Temporal server's task queue.
+        self._local_bookkeeping = workflow.patched("local-bookkeeping")
+        if self._local_bookkeeping:
+            preview = await workflow.execute_local_activity(
+                "finish_task", finish, result_type=str,
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT, retry_policy=retry,
+                summary=f"finish · {status}",
+            )
+        else:
+            preview = await workflow.execute_activity(
+                "finish_task", finish, result_type=str,
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT, retry_policy=retry,
+                summary=f"finish · {status}",
+            )
         if inp.webhook and workflow.patched("webhook"):
             await self._send_webhook(inp)
         if status == "failed":

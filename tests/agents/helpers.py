@@ -83,3 +83,20 @@ def user_text(body: dict[str, Any] | None) -> str:
 
 def tool_messages(body: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [m for m in (body or {}).get("messages") or [] if m.get("role") == "tool"]
+
+
+async def local_activity_names(stack: Stack, workflow_id: str) -> list[str]:
+    """Activity types of the local activities a workflow ran (recorded as markers). Waits for
+    the workflow to end: markers are written when the workflow task that ran them completes,
+    which can be after the task's row already says it ended."""
+    handle = stack.client.get_workflow_handle(workflow_id)
+    await handle.result()
+    names: list[str] = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            attrs = event.marker_recorded_event_attributes
+            if attrs.marker_name != "core_local_activity":
+                continue
+            data = json.loads(attrs.details["data"].payloads[0].data)
+            names.append(data["activity_type"])
+    return names

@@ -33,6 +33,8 @@ class MemoryActivities:
     async def remember_result(self, inp: RememberInput) -> int:
         """Store the task's final result as a memory of its user; returns the memory id (0 when
         there is nothing to remember). Idempotent: a retry lands on the same row."""
+        if not self.settings.memory_remember_results:
+            return 0
         async with read(self.memory.engine) as conn:
             task = (
                 await conn.execute(

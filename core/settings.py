@@ -111,6 +111,9 @@ class Settings(BaseSettings):
         20_000, description="A user's index is exact (IndexFlatIP) up to this many memories, HNSW above."
     )
     memory_top_k_for_planner: int = 3
+    memory_remember_results: bool = Field(
+        True, description="Write each completed task's result to long-term memory."
+    )
     # issue 6 (memory/): index shape, freshness, limits
     memory_max_text_chars: int = Field(16_000, description="Longest text POST /memory accepts.")
     memory_hnsw_m: int = Field(32, description="HNSW graph degree for a user's index above memory_flat_max.")

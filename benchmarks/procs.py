@@ -7,7 +7,6 @@ stops everything in reverse order on exit, on an exception and on Ctrl-C."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-import httpx
+from core.processes import stop_process as stop_pid
+from core.processes import wait_http
+
+__all__ = ["Procs", "child_env", "read_ready_line", "stop_pid", "wait_http"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,18 +85,6 @@ class Procs:
             return ""
 
 
-def stop_pid(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """SIGTERM the process (by its pid), then SIGKILL after `timeout` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
 def read_ready_line(proc: subprocess.Popen[bytes], prefix: str, timeout: float) -> str:
     """Read the child's stdout until a line starting with `prefix`; return the rest of it."""
     assert proc.stdout is not None
@@ -112,17 +102,3 @@ def read_ready_line(proc: subprocess.Popen[bytes], prefix: str, timeout: float) 
             raise RuntimeError(f"process exited (code {proc.returncode}) before printing {prefix!r}")
         time.sleep(0.02)
     raise TimeoutError(f"no {prefix!r} line within {timeout:g}s")
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited (code {proc.returncode}) before {url} answered")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout:g}s")

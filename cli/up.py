@@ -15,7 +15,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import typer
 from rich.panel import Panel
 
@@ -23,6 +22,7 @@ from cli.common import DEFAULT_DATA_DIR, console, fail
 from core import apikeys
 from core.db import create_engine, migrate
 from core.embedded import EmbeddedPostgres, TemporalDevServer, free_port
+from core.processes import stop_process, wait_http
 from core.settings import get_settings
 
 DEMO_USER = "demo"
@@ -58,29 +58,13 @@ def _spawn(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.P
     )
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
+def _wait_api(url: str, proc: subprocess.Popen[bytes], timeout: float, log_file: Path) -> None:
     try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log_file: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise fail(f"the API exited during startup; see {log_file}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise fail(f"the API did not become ready within {timeout:g}s; see {log_file}")
+        wait_http(url, proc, timeout)
+    except RuntimeError:
+        raise fail(f"the API exited during startup; see {log_file}") from None
+    except TimeoutError:
+        raise fail(f"the API did not become ready within {timeout:g}s; see {log_file}") from None
 
 
 def up(
@@ -148,16 +132,16 @@ def up(
         env["ORCH_TEMPORAL_METRICS_PORT"] = str(tm_port)
         env.setdefault("ORCH_METRICS_BIND_HOST", host)
         worker = _spawn([sys.executable, "-m", "worker"], env, logs / "worker.log")
-        stack.callback(_stop, worker, 35)
+        stack.callback(stop_process, worker, 35)
         api = _spawn(
             [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", str(api_port),
              "--no-access-log", "--timeout-graceful-shutdown", "10"],
             env,
             logs / "api.log",
         )
-        stack.callback(_stop, api, 15)
+        stack.callback(stop_process, api, 15)
         api_url = f"http://{host}:{api_port}"
-        _wait_http(f"{api_url}/healthz", api, 60, logs / "api.log")
+        _wait_api(f"{api_url}/healthz", api, 60, logs / "api.log")
 
         llm = "offline model (set OPENAI_BASE_URL / OPENAI_API_KEY for a real one)" if settings.use_offline_llm else settings.openai_base_url or "OpenAI"
         lines = [

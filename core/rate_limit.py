@@ -56,7 +56,45 @@ _GIVE_BACK = sa.text(
 )
 
 
-class LLMRateLimiter:
+class _WaitOrRetry:
+    """The waiting policy both stores share: wait inside the activity for short shortages,
+    hand longer ones back to Temporal as a retryable error with `next_retry_delay`."""
+
+    store = "postgres"
+    rpm: int | None
+    tpm: int | None
+    max_wait_secs: float
+
+    @property
+    def enabled(self) -> bool:
+        raise NotImplementedError
+
+    async def _take(self, model: str, prompt_tokens: int) -> float:
+        """Take capacity for one call; 0 when taken, else seconds until there is some."""
+        raise NotImplementedError
+
+    async def acquire(self, model: str, prompt_tokens: int) -> None:
+        """Block briefly or raise a retryable LLMRateLimited error with next_retry_delay."""
+        if not self.enabled:
+            return
+        waited = 0.0
+        while True:
+            wait = await self._take(model, prompt_tokens)
+            if wait <= 0:
+                return
+            if waited + wait > self.max_wait_secs:
+                log.info("llm_rate_limited", model=model, retry_in=round(wait, 2), store=self.store)
+                raise ApplicationError(
+                    f"LLM rate limit for {model} reached (ORCH_LLM_RPM={self.rpm}, "
+                    f"ORCH_LLM_TPM={self.tpm}); capacity returns in {wait:.1f}s",
+                    type=RATE_LIMITED,
+                    next_retry_delay=timedelta(seconds=math.ceil(wait)),
+                )
+            await asyncio.sleep(wait)  # cancellable: a cancelled activity stops waiting here
+            waited += wait
+
+
+class LLMRateLimiter(_WaitOrRetry):
     def __init__(
         self, engine: AsyncEngine, *, rpm: int | None, tpm: int | None, max_wait_secs: float = 10.0
     ) -> None:
@@ -98,26 +136,6 @@ class LLMRateLimiter:
                 taken.append((key, cost))
         return 0.0
 
-    async def acquire(self, model: str, prompt_tokens: int) -> None:
-        """Block briefly or raise a retryable LLMRateLimited error with next_retry_delay."""
-        if not self.enabled:
-            return
-        waited = 0.0
-        while True:
-            wait = await self._take(model, prompt_tokens)
-            if wait <= 0:
-                return
-            if waited + wait > self.max_wait_secs:
-                log.info("llm_rate_limited", model=model, retry_in=round(wait, 2))
-                raise ApplicationError(
-                    f"LLM rate limit for {model} reached (ORCH_LLM_RPM={self.rpm}, "
-                    f"ORCH_LLM_TPM={self.tpm}); capacity returns in {wait:.1f}s",
-                    type=RATE_LIMITED,
-                    next_retry_delay=timedelta(seconds=math.ceil(wait)),
-                )
-            await asyncio.sleep(wait)  # cancellable: a cancelled activity stops waiting here
-            waited += wait
-
     async def settle(self, model: str, reserved_tokens: int, used_tokens: int) -> None:
         """Charge the real token usage against the TPM bucket (refunds over-estimates)."""
         if not self.tpm or used_tokens == reserved_tokens:
@@ -134,12 +152,14 @@ class LLMRateLimiter:
             )
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(_WaitOrRetry):
     """The same caps on Redis (REDIS_URL), with the `limits` library's moving window.
 
     For deployments that already run Redis for shared limits: no row lock per call in
     Postgres. RPM and TPM are checked one after the other (not atomically together), so a
     request refused on TPM may have used one RPM slot: conservative, never over the cap."""
+
+    store = "redis"
 
     def __init__(
         self, redis_url: str, *, rpm: int | None, tpm: int | None, max_wait_secs: float = 10.0
@@ -171,25 +191,6 @@ class RedisRateLimiter:
                 stats = await self.window.get_window_stats(item, model)
                 return max(0.05, stats.reset_time - time.time())
         return 0.0
-
-    async def acquire(self, model: str, prompt_tokens: int) -> None:
-        if not self.enabled:
-            return
-        waited = 0.0
-        while True:
-            wait = await self._take(model, prompt_tokens)
-            if wait <= 0:
-                return
-            if waited + wait > self.max_wait_secs:
-                log.info("llm_rate_limited", model=model, retry_in=round(wait, 2), store="redis")
-                raise ApplicationError(
-                    f"LLM rate limit for {model} reached (ORCH_LLM_RPM={self.rpm}, "
-                    f"ORCH_LLM_TPM={self.tpm}); capacity returns in {wait:.1f}s",
-                    type=RATE_LIMITED,
-                    next_retry_delay=timedelta(seconds=math.ceil(wait)),
-                )
-            await asyncio.sleep(wait)
-            waited += wait
 
     async def settle(self, model: str, reserved_tokens: int, used_tokens: int) -> None:
         """Charge tokens used beyond the reservation (a moving window cannot refund)."""

@@ -19,17 +19,14 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 
 COPY pyproject.toml README.md* ./
-COPY core ./core
-COPY cli ./cli
+COPY durable_orchestrator ./durable_orchestrator
 COPY workflows ./workflows
 COPY activities ./activities
 COPY api ./api
 COPY planner ./planner
 COPY memory ./memory
-COPY testing ./testing
-COPY benchmarks ./benchmarks
 COPY worker.py ./
-RUN pip install . && python -c "import api.app, worker, cli.main"
+RUN pip install . && python -c "import api.app, worker, durable_orchestrator.cli.main"
 
 USER app
 ENV ORCH_DATA_DIR=/data \

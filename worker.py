@@ -22,15 +22,16 @@ from activities.memory_activities import MemoryActivities
 from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
-from core import metrics
-from core.db import create_engine
-from core.llm import make_llm_client
-from core.llm_router import LLMRouter
-from core.logging import configure_logging
-from core.observability import InstrumentedLLM, setup_tracing, tracing_interceptors
-from core.schedules import ensure_schedules
-from core.settings import Settings, get_settings
-from core.temporal import connect, metrics_runtime
+from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.llm.client import make_llm_client
+from durable_orchestrator.llm.instrumented import InstrumentedLLM
+from durable_orchestrator.llm.router import LLMRouter
+from durable_orchestrator.settings import Settings, get_settings
+from durable_orchestrator.telemetry import metrics
+from durable_orchestrator.telemetry.logs import configure_logging
+from durable_orchestrator.telemetry.tracing import setup_tracing, tracing_interceptors
+from durable_orchestrator.temporal.client import connect, metrics_runtime
+from durable_orchestrator.temporal.schedules import ensure_schedules
 from memory.service import MemoryService
 from workflows.maintenance import MAINTENANCE_WORKFLOWS
 from workflows.task_workflow import TaskWorkflow

@@ -20,8 +20,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
-from core.contracts import MaintenanceInput, MaintenanceResult
-from core.settings import Settings
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.temporal.contracts import MaintenanceInput, MaintenanceResult
 
 log = structlog.get_logger(__name__)
 DAY = 86_400.0

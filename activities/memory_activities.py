@@ -11,9 +11,9 @@ import sqlalchemy as sa
 import structlog
 from temporalio import activity
 
-from core.contracts import RememberInput
-from core.db import read
-from core.settings import Settings
+from durable_orchestrator.data.engine import read
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.temporal.contracts import RememberInput
 from memory.service import MemoryService
 
 log = structlog.get_logger(__name__)

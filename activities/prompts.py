@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.agents import Agent
-from core.store import StepContext
+from durable_orchestrator.data.tasks import StepContext
+from planner.agents import Agent
 
 
 def step_messages(

@@ -15,10 +15,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
-from core import budget, metrics, short_term, store
-from core import tool_calls as calls_db
-from core.agents import Agent, get_agent
-from core.contracts import (
+from durable_orchestrator.data import conversation, tasks
+from durable_orchestrator.llm import budget
+from durable_orchestrator.llm.client import Completion, LLMClient
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.telemetry import metrics
+from durable_orchestrator.telemetry.logs import activity_log_context
+from durable_orchestrator.temporal.contracts import (
     FinishInput,
     PlanInput,
     PlannedStep,
@@ -27,11 +30,10 @@ from core.contracts import (
     StepResult,
     ToolCallRef,
 )
-from core.llm import Completion, LLMClient
-from core.observability import activity_log_context
-from core.settings import Settings
+from durable_orchestrator.tools import REGISTRY, ToolRegistry, ToolRejected
+from memory import short_term
+from planner.agents import Agent, get_agent
 from planner.planner import make_plan
-from tools import REGISTRY, ToolRegistry, ToolRejected
 
 if TYPE_CHECKING:
     from memory.service import MemoryService
@@ -60,10 +62,10 @@ class TaskActivities:
             return await self._plan_task(inp)
 
     async def _plan_task(self, inp: PlanInput) -> PlanResult:
-        existing = await store.existing_plan(self.engine, inp.task_id)
+        existing = await tasks.existing_plan(self.engine, inp.task_id)
         if existing:  # an earlier attempt planned and wrote it; never re-plan differently
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
-        task = await store.load_task(self.engine, inp.task_id)
+        task = await tasks.load_task(self.engine, inp.task_id)
 
         async def check_budget(messages: list[dict[str, Any]]) -> None:
             await budget.check(
@@ -86,7 +88,7 @@ class TaskActivities:
         async with self.engine.begin() as conn:  # ledger + plan in one transaction
             for seq, c in enumerate(outcome.calls):
                 await self._record(conn, inp.task_id, None, "plan", c, seq)
-            saved = await store.save_plan(
+            saved = await tasks.save_plan(
                 conn, inp.task_id, steps, fallback=outcome.fallback, errors=outcome.errors
             )
         if outcome.fallback:
@@ -123,11 +125,11 @@ class TaskActivities:
                 metrics.STEP_DURATION.labels(inp.agent).observe(time.perf_counter() - started)
 
     async def _run_step(self, inp: StepInput) -> StepResult:
-        ctx = await store.step_context(self.engine, inp.task_id, inp.index)
+        ctx = await tasks.step_context(self.engine, inp.task_id, inp.index)
         if ctx.status == "completed":
             return StepResult(index=inp.index, done=True, preview=(ctx.output or "")[:200], model=ctx.model or "")
         if activity.info().attempt > 1:  # an earlier attempt may have committed this turn
-            saved = await calls_db.saved_turn(self.engine, inp.task_id, inp.index, inp.turn)
+            saved = await conversation.saved_turn(self.engine, inp.task_id, inp.index, inp.turn)
             if saved is not None:
                 return self._tool_turn_result(inp, saved)
         agent = get_agent(ctx.agent)
@@ -138,7 +140,7 @@ class TaskActivities:
         prompt: list[dict[str, Any]] | None = None
         if inp.turn == 0:
             async with self.engine.begin() as conn:  # one round of BEGIN/COMMIT for both
-                await store.mark_step_started(conn, inp.task_id, inp.index, agent.name)
+                await tasks.mark_step_started(conn, inp.task_id, inp.index, agent.name)
                 memory = await short_term.window(
                     conn, inp.task_id, exclude_step=inp.index,
                     exclude_outputs_of=[d[0] for d in ctx.dependencies],
@@ -150,7 +152,7 @@ class TaskActivities:
             )
             messages = list(prompt)
         else:
-            messages = await calls_db.conversation(self.engine, inp.task_id, inp.index)
+            messages = await conversation.conversation(self.engine, inp.task_id, inp.index)
         if final_turn and inp.turn > 0:
             messages.append({"role": "user", "content": "The tool-call limit is reached: answer now "
                              "with what you have, without calling tools."})
@@ -170,7 +172,7 @@ class TaskActivities:
             output = output or "(no answer: the step reached its tool-call limit)"
         async with self.engine.begin() as conn:
             await self._record(conn, inp.task_id, inp.index, "step", completion, 0)
-            await store.mark_step_finished(
+            await tasks.mark_step_finished(
                 conn, inp.task_id, inp.index, output=output, model=completion.model
             )
             await short_term.add_entry(
@@ -186,9 +188,9 @@ class TaskActivities:
     async def _save_tool_turn(
         self, inp: StepInput, agent: Agent, prompt: list[dict[str, Any]] | None, completion: Completion
     ) -> StepResult:
-        new_calls: list[calls_db.NewCall] = []
+        new_calls: list[conversation.NewCall] = []
         for seq, req in enumerate(completion.tool_calls):
-            call = calls_db.NewCall(seq, req.id or f"call_{inp.turn}_{seq}", req.name, req.arguments or "", "validated")
+            call = conversation.NewCall(seq, req.id or f"call_{inp.turn}_{seq}", req.name, req.arguments or "", "validated")
             try:
                 tool, _ = self.tools.validate(req.name, req.arguments, agent.tools)
             except ToolRejected as exc:
@@ -204,19 +206,19 @@ class TaskActivities:
             new_calls.append(call)
         async with self.engine.begin() as conn:
             await self._record(conn, inp.task_id, inp.index, "step", completion, 0)
-            await calls_db.save_turn(
+            await conversation.save_turn(
                 conn, task_id=inp.task_id, step_index=inp.index, turn=inp.turn, prompt=prompt,
-                assistant=calls_db.assistant_message(completion.content, new_calls), calls=new_calls,
+                assistant=conversation.assistant_message(completion.content, new_calls), calls=new_calls,
             )
         # Another attempt may have committed this turn first; its calls are the ones that count.
-        saved = await calls_db.saved_turn(self.engine, inp.task_id, inp.index, inp.turn)
+        saved = await conversation.saved_turn(self.engine, inp.task_id, inp.index, inp.turn)
         return self._tool_turn_result(inp, saved or new_calls, model=completion.model)
 
     def _timeout_of(self, name: str) -> float:
         tool = self.tools.tools.get(name)
         return tool.timeout_secs if tool else 10.0
 
-    def _tool_turn_result(self, inp: StepInput, calls: list[calls_db.NewCall], model: str = "") -> StepResult:
+    def _tool_turn_result(self, inp: StepInput, calls: list[conversation.NewCall], model: str = "") -> StepResult:
         refs = [
             ToolCallRef(seq=c.seq, call_id=c.call_id, tool=c.tool,
                         timeout_secs=self._timeout_of(c.tool),
@@ -231,18 +233,18 @@ class TaskActivities:
             return await self._finish_task(inp)
 
     async def _finish_task(self, inp: FinishInput) -> str:
-        if inp.status not in store.TERMINAL:
+        if inp.status not in tasks.TERMINAL:
             raise ApplicationError(f"not a terminal status: {inp.status}", non_retryable=True)
-        result = await store.finish_task(
+        result = await tasks.finish_task(
             self.engine, inp.task_id, inp.status, error=inp.error, failed_step=inp.failed_step
         )
         log.info("task_finished", task_id=inp.task_id, status=inp.status)
         if activity.info().attempt == 1:  # count each task once, not once per retry
-            metrics.record_task_finished(inp.status, await store.task_age_secs(self.engine, inp.task_id))
+            metrics.record_task_finished(inp.status, await tasks.task_age_secs(self.engine, inp.task_id))
         return (result or "")[:200]
 
     async def _record(self, conn, task_id, step_index, purpose, c: Completion, seq: int):  # type: ignore[no-untyped-def]
-        await store.record_llm_call(
+        await tasks.record_llm_call(
             conn,
             task_id=task_id,
             step_index=step_index,

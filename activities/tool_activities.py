@@ -17,12 +17,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from core import metrics, short_term
-from core import tool_calls as calls_db
-from core.contracts import ToolInput, ToolResult
-from core.settings import Settings
-from tools import REGISTRY, ToolContext, ToolError, ToolRegistry, ToolRejected
-from tools.registry import MemorySearch
+from durable_orchestrator.data import conversation
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.telemetry import metrics
+from durable_orchestrator.temporal.contracts import ToolInput, ToolResult
+from durable_orchestrator.tools import REGISTRY, ToolContext, ToolError, ToolRegistry, ToolRejected
+from durable_orchestrator.tools.registry import MemorySearch
+from memory import short_term
 
 log = structlog.get_logger(__name__)
 
@@ -48,8 +49,8 @@ class ToolActivities:
 
     @activity.defn(name="run_tool")
     async def run_tool(self, inp: ToolInput) -> ToolResult:
-        row = await calls_db.load_call(self.engine, inp.task_id, inp.index, inp.turn, inp.seq)
-        if row.status in calls_db.FINAL:  # an earlier attempt finished it
+        row = await conversation.load_call(self.engine, inp.task_id, inp.index, inp.turn, inp.seq)
+        if row.status in conversation.FINAL:  # an earlier attempt finished it
             return ToolResult(seq=inp.seq, status=row.status, preview=(row.result or row.error or "")[:200])
         decision = None
         if row.approval_id:
@@ -59,7 +60,7 @@ class ToolActivities:
             if decision != "approve":
                 text = reviewer_rejection(decision, inp.comment)
                 async with self.engine.begin() as conn:
-                    await calls_db.finish_call(
+                    await conversation.finish_call(
                         conn, row, status="rejected", error=text, decision=decision,
                         comment=inp.comment, decided_by=inp.decided_by,
                     )
@@ -98,7 +99,7 @@ class ToolActivities:
     async def _done(
         self,
         inp: ToolInput,
-        row: calls_db.CallRow,
+        row: conversation.CallRow,
         status: str,
         result: str | None,
         error: str | None,
@@ -106,7 +107,7 @@ class ToolActivities:
         decision: str | None,
     ) -> ToolResult:
         async with self.engine.begin() as conn:
-            await calls_db.finish_call(
+            await conversation.finish_call(
                 conn, row, status=status, result=result, error=error, latency_ms=latency_ms,
                 decision=decision, comment=inp.comment if decision else None,
                 decided_by=inp.decided_by if decision else None,

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.contracts import WebhookInput
-from core.settings import Settings
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.temporal.contracts import WebhookInput
 
 log = structlog.get_logger(__name__)
 

@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.http_metrics import install_observability
 from api.middleware import BodySizeLimit, RequestContext
-from api.observability import install_observability
 from api.routes import admin, approvals, events, health, tasks, usage
 from api.routes import memory as memory_routes
-from core.db import create_engine
-from core.logging import configure_logging
-from core.observability import setup_tracing
-from core.settings import Settings, get_settings
-from core.temporal import connect
+from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.settings import Settings, get_settings
+from durable_orchestrator.telemetry.logs import configure_logging
+from durable_orchestrator.telemetry.tracing import setup_tracing
+from durable_orchestrator.temporal.client import connect
 from memory.service import MemoryService
 
 DESCRIPTION = """Submit a task; a planner splits it into steps for specialised agents; the plan

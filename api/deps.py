@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.errors import APIError
-from core import audit, tokens
-from core.apikeys import KEY_PREFIX, Principal, authenticate
-from core.settings import Settings
+from durable_orchestrator.auth import bearer
+from durable_orchestrator.auth.api_keys import KEY_PREFIX, Principal, authenticate
+from durable_orchestrator.data import audit
+from durable_orchestrator.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +71,7 @@ async def _auth_failed(request: Request, reason: str, message: str, **details: s
 async def current_principal(
     request: Request,
     key: Annotated[str | None, Security(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
     if key:
         principal = await authenticate(request.app.state.engine, key)
@@ -79,12 +80,12 @@ async def current_principal(
                 request, "invalid_key",
                 f"invalid, expired or revoked API key: {HOW_TO_GET_A_KEY}", key_prefix=_key_hint(key),
             )
-    elif bearer is not None:
+    elif credentials is not None:
         try:
-            principal = await tokens.authenticate(
-                request.app.state.engine, request.app.state.settings, bearer.credentials
+            principal = await bearer.authenticate(
+                request.app.state.engine, request.app.state.settings, credentials.credentials
             )
-        except tokens.TokenError as exc:
+        except bearer.TokenError as exc:
             raise await _auth_failed(request, "invalid_token", f"bearer token refused: {exc}") from None
     else:
         raise await _auth_failed(request, "missing", f"missing credentials: {HOW_TO_GET_A_KEY}")

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 
 from benchmarks.procs import Procs, child_env, read_ready_line, wait_http
-from core import apikeys
-from core.db import create_engine, migrate
-from core.embedded import EmbeddedPostgres, TemporalDevServer, free_port
+from durable_orchestrator.auth import api_keys
+from durable_orchestrator.data.engine import create_engine, migrate
+from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer, free_port
 
 
 @dataclass
@@ -65,7 +65,7 @@ class BenchEnv:
     async def _make_key(self) -> str:
         engine = create_engine(self.db_url, pool_size=1)
         try:
-            key, _ = await apikeys.create_key(engine, "bench", name="benchmarks")
+            key, _ = await api_keys.create_key(engine, "bench", name="benchmarks")
         finally:
             await engine.dispose()
         return key
@@ -82,7 +82,7 @@ class BenchEnv:
         if latency not in self._fakes:
             proc = self.procs.python(
                 f"fake-{latency:g}",
-                ["-m", "testing.fake_openai", "--port", "0", "--latency", str(latency)],
+                ["-m", "fake_openai", "--port", "0", "--latency", str(latency)],
                 stdout_pipe=True,
             )
             self._fakes[latency] = read_ready_line(proc, "READY", 30)

@@ -98,7 +98,7 @@ def _postgres():  # type: ignore[no-untyped-def]
     if url:
         yield url
         return
-    from core.embedded import EmbeddedPostgres
+    from durable_orchestrator.devstack import EmbeddedPostgres
 
     tmp = Path(tempfile.mkdtemp(prefix="memory-bench-"))
     pg = EmbeddedPostgres(tmp / "pgdata")
@@ -113,7 +113,7 @@ def _postgres():  # type: ignore[no-untyped-def]
 
 
 def bench_embedding(n: int) -> dict[str, Any]:
-    from core.settings import Settings
+    from durable_orchestrator.settings import Settings
     from memory.embedder import Embedder
 
     emb = Embedder(threads=Settings().embedding_threads)
@@ -146,7 +146,7 @@ def _free_port() -> int:
 async def _bulk_insert(url: str, user: str, n: int, seed: int) -> float:
     import asyncpg
 
-    from core.db import plain_url
+    from durable_orchestrator.data.engine import plain_url
 
     vecs = synthetic_vectors(n, seed=seed)
     rng = np.random.default_rng(seed)
@@ -171,9 +171,9 @@ async def bench_http(url: str, sizes: list[int], n_queries: int) -> dict[str, An
 
     from api.errors import install_error_handlers
     from api.routes import memory as memory_routes
-    from core.apikeys import create_key
-    from core.db import create_engine
-    from core.settings import Settings
+    from durable_orchestrator.auth.api_keys import create_key
+    from durable_orchestrator.data.engine import create_engine
+    from durable_orchestrator.settings import Settings
     from memory.service import MemoryService
 
     out: dict[str, Any] = {}
@@ -268,7 +268,7 @@ async def bench_pgvector(url: str, base: np.ndarray, queries: np.ndarray, truth:
                          efs: list[int], m: int, ef_construction: int) -> dict[str, Any]:
     import asyncpg
 
-    from core.db import plain_url
+    from durable_orchestrator.data.engine import plain_url
 
     table = f"bench_vec_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(plain_url(url))
@@ -337,7 +337,7 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = {**(QUICK if quick else FULL), **overrides}
     parts = set(cfg.pop("parts", ("embedding", "http", "ann")))
-    from core.settings import Settings
+    from durable_orchestrator.settings import Settings
 
     s = Settings()
     m, efc = s.memory_hnsw_m, s.memory_hnsw_ef_construction
@@ -349,7 +349,7 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
         summary["embed_sentences_per_s"] = out["embedding"]["sentences_per_s"]
         summary["query_embed_ms_p50"] = out["embedding"]["query_embed_ms_p50"]
 
-    from core.db import migrate
+    from durable_orchestrator.data.engine import migrate
 
     with _postgres() as url:
         migrate(url)

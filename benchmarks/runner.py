@@ -1,4 +1,4 @@
-"""`python -m benchmarks [SUITE...] [--quick]` / `orchestrator bench`: start what the suites
+"""`python -m benchmarks [SUITE...] [--quick]`: start what the suites
 need, run them, print one table, write benchmarks/results/<suite>.json."""
 
 from __future__ import annotations

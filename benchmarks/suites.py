@@ -28,8 +28,8 @@ from benchmarks.baselines.raw_workflow import RAW_WORKFLOW, STEPS
 from benchmarks.env import BenchEnv, Product, submit, wait_done
 from benchmarks.procs import Procs, child_env, read_ready_line
 from benchmarks.report import median_run, ratio, summary_ms
-from core.db import create_engine
-from core.embedded import free_port
+from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.devstack import free_port
 
 Rows = list[tuple[str, str, str, str]]
 Result = tuple[dict[str, Any], Rows]
@@ -501,7 +501,7 @@ def _up_once(procs: Procs, data_dir: Path, timeout: float) -> float:
     env = child_env({"COLUMNS": "200"})
     for name in ("DATABASE_URL", "TEMPORAL_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
         env.pop(name, None)
-    args = ["-m", "cli", "up", "--data-dir", str(data_dir), "--api-port", str(free_port()),
+    args = ["-m", "durable_orchestrator.cli", "up", "--data-dir", str(data_dir), "--api-port", str(free_port()),
             "--temporal-port", str(free_port()), "--ui-port", str(free_port()), "--no-ui"]
     t0 = time.perf_counter()
     proc = procs.python("up", args, env, stdout_pipe=True)
@@ -515,7 +515,7 @@ def _up_once(procs: Procs, data_dir: Path, timeout: float) -> float:
 
 def startup(env: BenchEnv | None, quick: bool) -> Result:
     reps = 1 if quick else 3
-    params = {"repetitions": reps, "command": "python -m cli up --no-ui (free ports)",
+    params = {"repetitions": reps, "command": "python -m durable_orchestrator.cli up --no-ui (free ports)",
               "ready": "'Press Ctrl-C to stop' printed",
               "cold": "new data dir (initdb, migrations, new Temporal db)", "warm": "same data dir again"}
     root = Path(tempfile.mkdtemp(prefix="bench-up-"))

@@ -34,8 +34,8 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.settings import Settings
-from memory import store
+from durable_orchestrator.data import memories
+from durable_orchestrator.settings import Settings
 from memory.embedder import Embedder
 from memory.index import IndexParams, MemoryIndex
 
@@ -141,7 +141,7 @@ class MemoryService:
     ) -> int:
         vec = await self.embedder.encode_one(text)
         async with self.engine.begin() as conn:
-            memory_id = await store.insert(
+            memory_id = await memories.insert(
                 conn, user_id=user_id, text=text, embedding=vec, metadata=metadata,
                 task_id=task_id, step_index=step_index, source_key=source_key,
             )
@@ -169,13 +169,13 @@ class MemoryService:
         await self.sync()
         allowed: np.ndarray | None = None
         if filter:
-            ids = await store.filtered_candidates(self.engine, user_id, filter)
+            ids = await memories.filtered_candidates(self.engine, user_id, filter)
             if not ids:
                 return []
             allowed = np.asarray(ids, dtype=np.int64)
         k = limit + HYDRATE_SLACK
         hits = await asyncio.to_thread(self.index.search, user_id, vec, k, allowed=allowed)
-        rows = await store.hydrate(self.engine, user_id, [i for i, _ in hits])
+        rows = await memories.hydrate(self.engine, user_id, [i for i, _ in hits])
         out = [
             SearchHit(i, rows[i].text, score, rows[i].metadata, rows[i].task_id)
             for i, score in hits
@@ -185,7 +185,7 @@ class MemoryService:
 
     async def delete(self, user_id: str, memory_id: int) -> bool:
         """Soft-delete the user's memory; False when it is not theirs or already gone."""
-        if not await store.soft_delete(self.engine, user_id, memory_id):
+        if not await memories.soft_delete(self.engine, user_id, memory_id):
             return False
         self._recently_removed[memory_id] = time.monotonic()
         await asyncio.to_thread(self.index.remove, user_id, [memory_id])
@@ -269,7 +269,7 @@ class MemoryService:
             try:
                 state = await asyncio.to_thread(self.index.load, self.snapshot_path)
                 async with self.engine.connect() as conn:
-                    top = await store.max_id(conn)
+                    top = await memories.max_id(conn)
                 if state.get("model") != self._model_key():
                     raise ValueError("snapshot was built with another embedding model")
                 if state.get("db") != await self._identity():
@@ -300,14 +300,14 @@ class MemoryService:
         async with self.engine.connect() as conn:
             started_at = (await conn.execute(sa.text("SELECT clock_timestamp() AS ts"))).one().ts
             while True:
-                rows = await store.fetch_new(conn, self.watermark, sorted(self.gaps), PAGE)
+                rows = await memories.fetch_new(conn, self.watermark, sorted(self.gaps), PAGE)
                 if not rows:
                     break
                 await asyncio.to_thread(self._apply_rows, rows, now_mono)
                 if len(rows) < PAGE:
                     break
             if self.deleted_since is not None:
-                deletions = await store.fetch_deletions(conn, self.deleted_since, DELETE_OVERLAP_SECS)
+                deletions = await memories.fetch_deletions(conn, self.deleted_since, DELETE_OVERLAP_SECS)
                 self._apply_deletions(deletions, now_mono)
             self.deleted_since = started_at
             await conn.rollback()
@@ -329,7 +329,7 @@ class MemoryService:
         self.watermark = max(self.watermark, prev)
         for user_id, urows in by_user.items():
             ids = np.array([r.id for r in urows], dtype=np.int64)
-            self.index.add(user_id, ids, store.from_bytes([r.embedding for r in urows]))
+            self.index.add(user_id, ids, memories.from_bytes([r.embedding for r in urows]))
 
     def _apply_deletions(self, deletions: list[Any], now_mono: float) -> None:
         self._recently_removed = {

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.agents import AGENTS
+from planner.agents import AGENTS
 
 
 class PlanStep(BaseModel):

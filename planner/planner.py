@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.agents import AGENTS, DEFAULT_AGENT
-from core.llm import Completion, LLMClient
+from durable_orchestrator.llm.client import Completion, LLMClient
+from planner.agents import AGENTS, DEFAULT_AGENT
 from planner.models import Plan, PlanInvalid, PlanStep, response_format, validate_plan
 
 PLAN_MARKER = "Return the plan as JSON"

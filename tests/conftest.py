@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 from temporalio.client import Client
 
-from core.db import create_engine, migrate, plain_url
-from core.embedded import EmbeddedPostgres, TemporalDevServer
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI
+from durable_orchestrator.data.engine import create_engine, migrate, plain_url
+from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
+from durable_orchestrator.settings import Settings
+from fake_openai.server import FakeOpenAI
 from tests.utils import Stack, running_stack, service_dir
 
 

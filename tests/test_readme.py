@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import AliasChoices
 
-from core.settings import Settings
+from durable_orchestrator.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.app import create_app
-from core.apikeys import create_key
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI
+from durable_orchestrator.auth.api_keys import create_key
+from durable_orchestrator.settings import Settings
+from fake_openai.server import FakeOpenAI
 from worker import build_worker
 
 TERMINAL = {"completed", "failed", "cancelled"}

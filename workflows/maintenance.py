@@ -1,4 +1,4 @@
-"""Maintenance workflows, started by Temporal Schedules (see core/schedules.py):
+"""Maintenance workflows, started by Temporal Schedules (see durable_orchestrator/temporal/schedules.py):
 
 - ExpireShortTermMemory (hourly): delete short-term memory older than its TTL;
 - ArchiveAuditLog (daily): copy old audit_log rows to JSONL in the data dir, then delete them;
@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from core.contracts import (
+    from durable_orchestrator.temporal.contracts import (
         ARCHIVE_AUDIT_LOG,
         EXPIRE_SHORT_TERM_MEMORY,
         PURGE_API_KEYS,

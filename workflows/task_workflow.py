@@ -14,7 +14,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from core.contracts import (
+    from durable_orchestrator.temporal.contracts import (
         APPROVAL_UPDATE,
         TASK_WORKFLOW,
         ApprovalDecision,
@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
         WebhookInput,
     )
-    from core.search_attributes import TASK_STATUS, USER_ID
+    from durable_orchestrator.temporal.search_attributes import TASK_STATUS, USER_ID
 
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 WEBHOOK_RETRY = RetryPolicy(

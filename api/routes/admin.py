@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from api.deps import EngineDep, RequestID, require
 from api.errors import ERROR_RESPONSES
 from api.schemas import TokenRevoke, TokenRevoked
-from core import tokens
-from core.apikeys import Principal
+from durable_orchestrator.auth import bearer
+from durable_orchestrator.auth.api_keys import Principal
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
 
@@ -23,7 +23,7 @@ async def revoke_token(
 ) -> TokenRevoked:
     """Every JWT carrying this `jti` is refused from now on, on every replica (the check reads
     Postgres). Same as `orchestrator tokens revoke JTI`."""
-    created = await tokens.revoke(
+    created = await bearer.revoke(
         engine, body.jti, actor=principal.user_id, reason=body.reason, request_id=rid
     )
     return TokenRevoked(jti=body.jti, revoked=created)

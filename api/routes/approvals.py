@@ -22,11 +22,14 @@ from temporalio.service import RPCError
 
 from api.deps import EngineDep, TemporalDep, request_id, require
 from api.errors import ERROR_RESPONSES, APIError
-from core import audit
-from core import tool_calls as calls_db
-from core.apikeys import Principal
-from core.contracts import APPROVAL_UPDATE, ApprovalDecision, workflow_id_for
-from core.store import TERMINAL
+from durable_orchestrator.auth.api_keys import Principal
+from durable_orchestrator.data import audit, conversation
+from durable_orchestrator.data.tasks import TERMINAL
+from durable_orchestrator.temporal.contracts import (
+    APPROVAL_UPDATE,
+    ApprovalDecision,
+    workflow_id_for,
+)
 
 router = APIRouter(prefix="/tasks", tags=["approvals"], responses=ERROR_RESPONSES)
 log = structlog.get_logger(__name__)
@@ -106,7 +109,7 @@ async def list_approvals(
     status: Annotated[Literal["pending", "all"], Query(description="pending (default) or all")] = "pending",
 ) -> ApprovalList:
     await _own_task(engine, task_id, principal.user_id)
-    rows = await calls_db.list_approvals(engine, task_id, pending_only=status == "pending")
+    rows = await conversation.list_approvals(engine, task_id, pending_only=status == "pending")
     return ApprovalList(task_id=task_id, items=[_public(r) for r in rows])
 
 
@@ -132,7 +135,7 @@ async def decide(
     temporal: TemporalDep,
 ) -> DecisionOut:
     task_status = await _own_task(engine, task_id, principal.user_id)
-    row = await calls_db.get_approval(engine, task_id, approval_id)
+    row = await conversation.get_approval(engine, task_id, approval_id)
     if row is None:
         raise APIError(404, "approval_not_found", f"approval {approval_id} not found for task {task_id}")
     if row["decision"] is not None or row["status"] != "awaiting_approval":
@@ -152,7 +155,7 @@ async def decide(
             cause = exc.cause
             kind = cause.type if isinstance(cause, ApplicationError) else None
             if kind == "ApprovalAlreadyDecided":
-                raise _already_decided(approval_id, await calls_db.get_approval(engine, task_id, approval_id)) from exc
+                raise _already_decided(approval_id, await conversation.get_approval(engine, task_id, approval_id)) from exc
             if kind == "ApprovalNotFound" and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
                 continue

@@ -16,9 +16,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import EngineDep, SettingsDep, require
 from api.errors import ERROR_RESPONSES, APIError
-from core import event_feed
-from core.apikeys import Principal
-from core.store import TERMINAL
+from durable_orchestrator.auth.api_keys import Principal
+from durable_orchestrator.data import events
+from durable_orchestrator.data.tasks import TERMINAL
 
 router = APIRouter(prefix="/tasks", tags=["events"], responses=ERROR_RESPONSES)
 
@@ -60,23 +60,23 @@ async def task_events(
             raise APIError(422, "validation_error", "invalid request: Last-Event-ID",
                            [{"field": "Last-Event-ID", "message": "must be an event id"}])
         start = int(last_event_id)
-    if await event_feed.task_status(engine, task_id, principal.user_id) is None:
+    if await events.task_status(engine, task_id, principal.user_id) is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
     interval = settings.sse_poll_interval_secs
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         last = start
         while True:
-            events = await event_feed.read_after(engine, task_id, last)
-            for ev in events:
+            batch = await events.read_after(engine, task_id, last)
+            for ev in batch:
                 last = ev.id
                 yield ServerSentEvent(json.dumps(ev.data), event=ev.type, id=str(ev.id))
                 if ev.terminal:
                     return
-            if not events:
+            if not batch:
                 # Resumed after the terminal event, or it was deleted: nothing more will come.
-                status = await event_feed.task_status(engine, task_id, principal.user_id)
-                if status is None or (status in TERMINAL and not await event_feed.any_after(engine, task_id, last)):
+                status = await events.task_status(engine, task_id, principal.user_id)
+                if status is None or (status in TERMINAL and not await events.any_after(engine, task_id, last)):
                     return
                 await asyncio.sleep(interval)
 

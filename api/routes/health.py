@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api import readiness
-from core.circuit_breaker import breaker_states
+from durable_orchestrator.llm.breaker import breaker_states
 
 router = APIRouter(tags=["health"])
 

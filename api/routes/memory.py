@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import SettingsDep, require
 from api.errors import ERROR_RESPONSES, APIError
-from api.ratelimit import rate_limited
+from api.rate_limits import rate_limited
 from api.schemas import check_metadata
-from core.apikeys import Principal
+from durable_orchestrator.auth.api_keys import Principal
 from memory.service import MemoryService
 
 router = APIRouter(prefix="/memory", tags=["memory"], responses=ERROR_RESPONSES)

@@ -19,13 +19,20 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, request_id, require
 from api.errors import ERROR_RESPONSES, APIError
-from api.ratelimit import rate_limited
+from api.rate_limits import rate_limited
 from api.schemas import TaskAccepted, TaskCreate, TaskList, TaskPublic, TaskStatus, TaskSummary
-from core import audit, event_feed, metrics, search_attributes, store, task_list
-from core.apikeys import Principal
-from core.budget import effective_task_budget
-from core.contracts import TASK_WORKFLOW, ExecutionPolicy, TaskInput, workflow_id_for
-from core.settings import Settings
+from durable_orchestrator.auth.api_keys import Principal
+from durable_orchestrator.data import audit, events, task_list, tasks
+from durable_orchestrator.llm.budget import effective_task_budget
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.telemetry import metrics
+from durable_orchestrator.temporal import search_attributes
+from durable_orchestrator.temporal.contracts import (
+    TASK_WORKFLOW,
+    ExecutionPolicy,
+    TaskInput,
+    workflow_id_for,
+)
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 log = structlog.get_logger(__name__)
@@ -142,11 +149,11 @@ async def create_task(
             f"invalid request: description (at most {settings.max_description_chars} characters)",
             [{"field": "description", "message": f"longer than {settings.max_description_chars} characters"}],
         )
-    task_id = store.new_task_id()
+    task_id = tasks.new_task_id()
     request_hash = _request_hash(body) if idempotency_key else None
     try:
         async with engine.begin() as conn:
-            await store.insert_task(
+            await tasks.insert_task(
                 conn,
                 task_id=task_id,
                 user_id=principal.user_id,
@@ -191,8 +198,8 @@ async def _wait_for_end(
     or `wait` runs out. The LLM work stays in the worker; this only watches."""
     deadline = time.monotonic() + wait
     while True:
-        if await event_feed.task_status(engine, task_id, user_id) in store.TERMINAL:
-            view = await store.get_task_view(engine, task_id, user_id)
+        if await events.task_status(engine, task_id, user_id) in tasks.TERMINAL:
+            view = await tasks.get_task_view(engine, task_id, user_id)
             return TaskPublic.model_validate(view) if view else None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -243,7 +250,7 @@ async def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task with its steps")
 async def get_task(task_id: str, principal: ReadUser, engine: EngineDep) -> TaskPublic:
-    view = await store.get_task_view(engine, task_id, principal.user_id)
+    view = await tasks.get_task_view(engine, task_id, principal.user_id)
     if view is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
     return TaskPublic.model_validate(view)
@@ -274,7 +281,7 @@ async def cancel_task(
         ).first()
     if row is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
-    if row.status in store.TERMINAL:
+    if row.status in tasks.TERMINAL:
         raise APIError(409, "task_finished", f"task {task_id} is already {row.status}")
     try:
         await client.get_workflow_handle(workflow_id_for(task_id)).cancel()

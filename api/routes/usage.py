@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, require
 from api.errors import ERROR_RESPONSES, APIError
-from core.apikeys import Principal
+from durable_orchestrator.auth.api_keys import Principal
 
 router = APIRouter(prefix="/usage", tags=["usage"], responses=ERROR_RESPONSES)
 

@@ -8,11 +8,11 @@ import time
 import sqlalchemy as sa
 from temporalio.client import Client
 
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI, Reply
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.tools import REGISTRY
+from fake_openai.server import FakeOpenAI, Reply
 from tests.agents.helpers import plan_reply, tool_messages
 from tests.utils import Stack, running_stack
-from tools import REGISTRY
 
 EMAIL = {"to": "boss@example.com", "subject": "Weekly report", "body": "All green."}
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from temporalio.client import Client
 
-from core.budget import estimate_prompt_tokens
-from core.settings import Settings
+from durable_orchestrator.llm.budget import estimate_prompt_tokens
+from durable_orchestrator.settings import Settings
+from fake_openai.server import FakeOpenAI, Reply
 from planner.planner import system_prompt, user_prompt
-from testing.fake_openai import FakeOpenAI, Reply
 from tests.agents.helpers import ledger, plan_reply
 from tests.utils import Stack, running_stack
 

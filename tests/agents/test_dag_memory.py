@@ -6,8 +6,9 @@ import re
 
 import sqlalchemy as sa
 
-from core import short_term, store
-from testing.fake_openai import Reply
+from durable_orchestrator.data import tasks
+from fake_openai.server import Reply
+from memory import short_term
 from tests.agents.helpers import activity_runs, plan_reply, user_text
 from tests.utils import Stack
 
@@ -79,9 +80,9 @@ async def test_notes_reach_later_steps_through_short_term_memory(stack: Stack) -
 
 
 async def test_short_term_window_drops_oldest_first(stack: Stack) -> None:
-    task_id = store.new_task_id()
+    task_id = tasks.new_task_id()
     async with stack.engine.begin() as conn:
-        await store.insert_task(conn, task_id=task_id, user_id=stack.user, description="d", metadata={})
+        await tasks.insert_task(conn, task_id=task_id, user_id=stack.user, description="d", metadata={})
         for i in range(5):
             await short_term.add_entry(
                 conn, task_id=task_id, step_index=0, kind="note", content=f"entry-{i}-" + "x" * 40,

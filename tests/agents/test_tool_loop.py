@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from temporalio.client import Client
 
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI, Reply
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.tools import REGISTRY
+from fake_openai.server import FakeOpenAI, Reply
 from tests.agents.helpers import (
     activity_runs,
     ledger,
@@ -14,7 +15,6 @@ from tests.agents.helpers import (
     tool_messages,
 )
 from tests.utils import Stack, running_stack
-from tools import REGISTRY
 
 
 async def test_researcher_calls_calculator_then_answers(stack: Stack) -> None:

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from core.apikeys import create_key, revoke_key
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI
+from durable_orchestrator.auth.api_keys import create_key, revoke_key
+from durable_orchestrator.settings import Settings
+from fake_openai.server import FakeOpenAI
 from tests.api.helpers import hs256
 from tests.utils import running_stack
 
@@ -240,7 +240,7 @@ def test_cli_tokens_revoke_is_refused_afterwards_and_audited(pg_url: str, tmp_pa
     jti = uuid.uuid4().hex
     env = {**os.environ, "DATABASE_URL": pg_url, "PYTHONPATH": str(root)}
     out = subprocess.run(
-        [sys.executable, "-m", "cli", "tokens", "revoke", jti, "--reason", "lost", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "durable_orchestrator.cli", "tokens", "revoke", jti, "--reason", "lost", "--data-dir", str(tmp_path)],
         cwd=root, env=env, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -248,7 +248,7 @@ def test_cli_tokens_revoke_is_refused_afterwards_and_audited(pg_url: str, tmp_pa
 
     import asyncio
 
-    from core.db import create_engine
+    from durable_orchestrator.data.engine import create_engine
 
     async def check() -> None:
         engine = create_engine(pg_url, pool_size=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from temporalio.client import Client
 
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI
+from durable_orchestrator.settings import Settings
+from fake_openai.server import FakeOpenAI
 from tests.utils import Stack, running_stack
 
 

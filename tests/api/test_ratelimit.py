@@ -11,10 +11,10 @@ from limits import parse
 from temporalio.client import Client
 
 from api.app import create_app
-from api.ratelimit import get_rate_limits, rate_limited
-from core.apikeys import authenticate
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI
+from api.rate_limits import get_rate_limits, rate_limited
+from durable_orchestrator.auth.api_keys import authenticate
+from durable_orchestrator.settings import Settings
+from fake_openai.server import FakeOpenAI
 from tests.utils import Stack, running_stack
 
 

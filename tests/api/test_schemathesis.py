@@ -19,8 +19,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from temporalio.client import Client
 
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI
+from durable_orchestrator.settings import Settings
+from fake_openai.server import FakeOpenAI
 from tests.api.helpers import serve
 from tests.utils import running_stack
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.embedded import free_port
+from durable_orchestrator.devstack import free_port
 from tests.cli.test_up import REPO, _cli, _start_up, _stop, _wait_ready
 
 

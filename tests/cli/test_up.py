@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import psutil
 
-from core.embedded import free_port
+from durable_orchestrator.devstack import free_port
 from tests.utils import service_dir
 
 REPO = Path(__file__).resolve().parents[2]
 # The installed console script when there is one (as a user runs it), else the module.
 _SCRIPT = Path(sys.executable).with_name("orchestrator")
-ORCHESTRATOR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "cli"]
+ORCHESTRATOR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "durable_orchestrator.cli"]
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

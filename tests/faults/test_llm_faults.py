@@ -12,8 +12,8 @@ from collections import defaultdict
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
-from core.embedded import temporal_binary
-from testing.fake_openai import Faults, Reply
+from durable_orchestrator.devstack import temporal_binary
+from fake_openai.server import Faults, Reply
 from tests.utils import Stack, running_stack
 
 

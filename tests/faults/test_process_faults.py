@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from temporalio.client import Client
 
 from api.app import create_app
-from core.apikeys import create_key
-from core.db import migrate
-from core.embedded import EmbeddedPostgres, TemporalDevServer
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI, Reply
+from durable_orchestrator.auth.api_keys import create_key
+from durable_orchestrator.data.engine import migrate
+from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
+from durable_orchestrator.settings import Settings
+from fake_openai.server import FakeOpenAI, Reply
 from tests.utils import Stack, running_stack
 
 REPO = Path(__file__).resolve().parents[2]

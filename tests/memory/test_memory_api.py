@@ -90,7 +90,7 @@ async def test_bad_input_is_a_json_4xx_and_writes_nothing(
 async def test_memory_endpoints_need_a_key_and_the_scope(stack: Stack) -> None:
     resp = await stack.http.post("/memory/search", json={"query": "x"})
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthorized"
-    from core.apikeys import create_key
+    from durable_orchestrator.auth.api_keys import create_key
 
     key, _ = await create_key(stack.engine, stack.user, scopes=("tasks:read",))
     resp = await stack.http.post("/memory", json={"text": "x"}, headers={"X-API-Key": key})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from temporalio.testing import ActivityEnvironment
 
 from activities.memory_activities import MemoryActivities
-from core.contracts import RememberInput
-from core.settings import Settings
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.temporal.contracts import RememberInput
 
 
 async def test_remember_result_off_touches_nothing(base_settings: Settings) -> None:

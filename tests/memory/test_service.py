@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.settings import Settings
+from durable_orchestrator.settings import Settings
 from memory.service import MemoryService
 
 UNRELATED = [
@@ -197,14 +197,14 @@ async def test_write_in_one_process_is_visible_to_another_within_two_seconds(mak
 async def test_uncommitted_lower_id_is_not_skipped(make_service, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
     """A row whose id was allocated before a later row but committed after it (concurrent
     writers) still reaches the cache: the id watermark remembers recent gaps."""
-    from memory import store
+    from durable_orchestrator.data import memories
 
     svc = make_service()
     user = uid()
     vec = await svc.embedder.encode_one("Quarterly revenue grew 12%.")
     conn = await engine.connect()
     trans = await conn.begin()
-    slow_id = await store.insert(conn, user_id=user, text="Quarterly revenue grew 12%.", embedding=vec)
+    slow_id = await memories.insert(conn, user_id=user, text="Quarterly revenue grew 12%.", embedding=vec)
     fast_id = await svc.add(user, UNRELATED[0])  # commits first, with a higher id
     assert fast_id > slow_id
     await svc.sync(force=True)

@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from core.apikeys import create_key
-from core.embedded import free_port
-from core.settings import Settings
+from durable_orchestrator.auth.api_keys import create_key
+from durable_orchestrator.devstack import free_port
+from durable_orchestrator.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,16 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from temporalio.testing import ActivityEnvironment
 
 from activities.maintenance_activities import MaintenanceActivities
-from core.apikeys import create_key, revoke_key
-from core.contracts import (
+from durable_orchestrator.auth.api_keys import create_key, revoke_key
+from durable_orchestrator.data.engine import async_url
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.temporal.contracts import (
     ARCHIVE_AUDIT_LOG,
     EXPIRE_SHORT_TERM_MEMORY,
     PURGE_API_KEYS,
     MaintenanceInput,
     MaintenanceResult,
 )
-from core.db import async_url
-from core.settings import Settings
 from tests.utils import Stack
 
 

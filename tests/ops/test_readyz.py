@@ -16,7 +16,7 @@ import httpx
 from temporalio.client import Client
 
 from api.app import create_app
-from core.settings import Settings
+from durable_orchestrator.settings import Settings
 from worker import build_worker
 
 

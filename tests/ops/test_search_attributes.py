@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from core.search_attributes import TASK_STATUS, USER_ID
+from durable_orchestrator.temporal.search_attributes import TASK_STATUS, USER_ID
 from tests.utils import Stack
 
 

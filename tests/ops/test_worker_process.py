@@ -23,11 +23,11 @@ import httpx
 from temporalio.client import Client
 
 from api.app import create_app
-from core.apikeys import create_key
-from core.embedded import free_port
-from core.schedules import JOBS
-from core.settings import Settings
-from testing.fake_openai import FakeOpenAI
+from durable_orchestrator.auth.api_keys import create_key
+from durable_orchestrator.devstack import free_port
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.temporal.schedules import JOBS
+from fake_openai.server import FakeOpenAI
 from tests.utils import Stack
 
 REPO = Path(__file__).resolve().parents[2]

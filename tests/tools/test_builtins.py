@@ -7,11 +7,18 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from core.settings import Settings
-from tools import REGISTRY, ToolContext, ToolError, ToolRegistry, ToolRejected, tool
-from tools.calculator import evaluate
-from tools.http_get import http_get
-from tools.memory_search import NOT_AVAILABLE, MemorySearchArgs, memory_search
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.tools import (
+    REGISTRY,
+    ToolContext,
+    ToolError,
+    ToolRegistry,
+    ToolRejected,
+    tool,
+)
+from durable_orchestrator.tools.calculator import evaluate
+from durable_orchestrator.tools.http_get import http_get
+from durable_orchestrator.tools.memory_search import NOT_AVAILABLE, MemorySearchArgs, memory_search
 
 
 def ctx(**kw) -> ToolContext:  # type: ignore[no-untyped-def]
@@ -88,7 +95,7 @@ async def test_a_tool_in_a_few_lines() -> None:
 
 
 async def test_http_get_refuses_hosts_not_on_the_allow_list() -> None:
-    from tools.http_get import HttpGetArgs
+    from durable_orchestrator.tools.http_get import HttpGetArgs
 
     with pytest.raises(ToolError, match="none configured"):
         await http_get(HttpGetArgs(url="http://127.0.0.1:1/"), ctx())

@@ -1,0 +1,138 @@
+"""API keys: shown once, stored as a SHA-256 hash (keys are 192-bit random, so a slow hash
+buys nothing), identified by a short public prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from durable_orchestrator.data import audit
+from durable_orchestrator.data.engine import read
+
+ALL_SCOPES = ("tasks:write", "tasks:read", "memory:read", "memory:write", "admin")
+DEFAULT_SCOPES = ("tasks:write", "tasks:read", "memory:read", "memory:write")
+KEY_PREFIX = "orch"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass
+class Principal:
+    user_id: str
+    key_id: str
+    scopes: frozenset[str]
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+@dataclass
+class KeyInfo:
+    id: str
+    user_id: str
+    prefix: str
+    name: str | None
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+async def create_key(
+    engine: AsyncEngine,
+    user_id: str,
+    *,
+    name: str | None = None,
+    scopes: tuple[str, ...] = DEFAULT_SCOPES,
+    expires_at: datetime | None = None,
+    actor: str = "system",
+    request_id: str | None = None,
+) -> tuple[str, KeyInfo]:
+    """Returns (the key, its record). The key itself is never stored (nor audited: the audit
+    row names the key id and prefix)."""
+
+    unknown = set(scopes) - set(ALL_SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}; known: {', '.join(ALL_SCOPES)}")
+    prefix = secrets.token_hex(4)
+    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(24)}"
+    key_id = f"key_{secrets.token_hex(6)}"
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("INSERT INTO users (id) VALUES (:u) ON CONFLICT DO NOTHING"), {"u": user_id}
+        )
+        row = (
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO api_keys (id, user_id, prefix, key_hash, name, scopes, expires_at) "
+                    "VALUES (:id, :u, :p, :h, :n, :s, :e) RETURNING created_at"
+                ),
+                {"id": key_id, "u": user_id, "p": prefix, "h": hash_key(key), "n": name,
+                 "s": list(scopes), "e": expires_at},
+            )
+        ).one()
+        await audit.record(
+            conn, actor, "key.create", "success", request_id,
+            {"key_id": key_id, "prefix": prefix, "user_id": user_id, "scopes": list(scopes),
+             "expires_at": expires_at.isoformat() if expires_at else None},
+        )
+    return key, KeyInfo(key_id, user_id, prefix, name, list(scopes), row.created_at, expires_at, None)
+
+
+_LOOKUP = sa.text(
+    "SELECT id, user_id, scopes FROM api_keys WHERE key_hash=:h AND revoked_at IS NULL "
+    "AND (expires_at IS NULL OR expires_at > now())"
+)
+
+
+async def authenticate(engine: AsyncEngine, key: str) -> Principal | None:
+    async with read(engine) as conn:
+        row = (await conn.execute(_LOOKUP, {"h": hash_key(key)})).first()
+    if row is None:
+        return None
+    return Principal(user_id=row.user_id, key_id=row.id, scopes=frozenset(row.scopes))
+
+
+async def list_keys(engine: AsyncEngine, user_id: str | None = None) -> list[KeyInfo]:
+    query = (
+        "SELECT id, user_id, prefix, name, scopes, created_at, expires_at, revoked_at "
+        "FROM api_keys"
+    )
+    params = {}
+    if user_id:
+        query += " WHERE user_id=:u"
+        params["u"] = user_id
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.text(query + " ORDER BY created_at"), params)
+        return [KeyInfo(*r) for r in rows]
+
+
+async def revoke_key(
+    engine: AsyncEngine,
+    key_id_or_prefix: str,
+    *,
+    actor: str = "system",
+    request_id: str | None = None,
+) -> bool:
+
+    async with engine.begin() as conn:
+        res = await conn.execute(
+            sa.text(
+                "UPDATE api_keys SET revoked_at=now() WHERE (id=:k OR prefix=:k) "
+                "AND revoked_at IS NULL RETURNING id, user_id"
+            ),
+            {"k": key_id_or_prefix},
+        )
+        revoked = [{"key_id": r.id, "user_id": r.user_id} for r in res]
+        await audit.record(
+            conn, actor, "key.revoke", "success" if revoked else "not_found", request_id,
+            {"key": key_id_or_prefix, "revoked": revoked},
+        )
+    return bool(revoked)

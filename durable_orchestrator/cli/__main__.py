@@ -1,0 +1,3 @@
+from durable_orchestrator.cli.main import app
+
+app()

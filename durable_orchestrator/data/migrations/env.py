@@ -1,0 +1,45 @@
+"""Alembic environment: runs migrations over the async engine, one process at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.base import ischema_names
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from durable_orchestrator.data.tables import XID8, metadata
+
+# Teach reflection our one custom column type, so autogenerate compares it instead of warning.
+ischema_names.setdefault("xid8", XID8)
+
+# Several processes (API replicas, workers, `up`) may migrate at once; serialise them.
+_LOCK_ID = 7_233_001
+
+
+def _run(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
+    try:
+        context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
+
+
+async def _main() -> None:
+    engine = create_async_engine(context.config.get_main_option("sqlalchemy.url"))
+    async with engine.connect() as conn:
+        await conn.run_sync(_run)
+        await conn.commit()
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=context.config.get_main_option("sqlalchemy.url"), target_metadata=metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_main())

@@ -1,0 +1,142 @@
+"""The tool registry: what a tool is, how its arguments are checked, and the built-ins.
+
+A tool is a name, a description, a pydantic model for its arguments (its JSON schema is what
+the LLM sees in the openai ``tools`` parameter), an async handler, a timeout and two flags:
+``requires_approval`` (a human must approve each call before it runs) and ``side_effect``
+(it changes something outside the task; documentation for reviewers and the UI).
+
+Handlers receive the validated arguments and a :class:`ToolContext` with worker-scoped
+dependencies. They return text (or something JSON-serialisable) for the LLM, and raise
+:class:`ToolError` for an expected failure the LLM should read ("host not allowed").
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from durable_orchestrator.settings import Settings
+
+MemorySearch = Callable[[str, str, int], Awaitable[list[dict[str, Any]]]]
+"""(user_id, query, limit) -> [{"text": ..., "score": ..., ...}]: long-term memory lookup."""
+
+
+class ToolError(Exception):
+    """An expected failure; its message goes back to the LLM as the tool result."""
+
+
+@dataclass
+class ToolContext:
+    task_id: str
+    user_id: str
+    step_index: int
+    settings: Settings
+    engine: AsyncEngine | None = None
+    memory_search: MemorySearch | None = None
+
+
+Handler = Callable[[Any, ToolContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    args: type[BaseModel]
+    handler: Handler
+    timeout_secs: float = 10.0
+    requires_approval: bool = False
+    side_effect: bool = False
+
+    def openai_schema(self) -> dict[str, Any]:
+        schema = self.args.model_json_schema()
+        schema.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": schema},
+        }
+
+
+class ToolRejected(ValueError):
+    """A call that must not run: unknown tool, not allowed for the agent, invalid arguments."""
+
+
+@dataclass
+class ToolRegistry:
+    tools: dict[str, Tool] = field(default_factory=dict)
+    #: Handler executions by tool name (tests assert rejected calls never ran; metrics).
+    executions: Counter[str] = field(default_factory=Counter)
+
+    def register(self, tool: Tool) -> Tool:
+        if tool.name in self.tools:
+            raise ValueError(f"tool {tool.name!r} is already registered")
+        self.tools[tool.name] = tool
+        return tool
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self.tools[name]
+        except KeyError:
+            raise ToolRejected(
+                f"unknown tool {name!r}; registered tools: {', '.join(sorted(self.tools))}"
+            ) from None
+
+    def openai_tools(self, names: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+        return [self.tools[n].openai_schema() for n in names if n in self.tools]
+
+    def validate(self, name: str, raw_arguments: str, allowed: tuple[str, ...]) -> tuple[Tool, BaseModel]:
+        """The tool and its parsed arguments, or ToolRejected worded for the LLM."""
+        tool = self.get(name)
+        if name not in allowed:
+            raise ToolRejected(
+                f"tool {name!r} is not allowed for this agent; allowed: {', '.join(allowed) or 'none'}"
+            )
+        try:
+            data = json.loads(raw_arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise ToolRejected(f"arguments for {name!r} are not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ToolRejected(f"arguments for {name!r} must be a JSON object")
+        try:
+            return tool, tool.args.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ToolRejected(f"invalid arguments for {name!r}: {problems}") from None
+
+    async def execute(self, tool: Tool, args: BaseModel, ctx: ToolContext) -> str:
+        self.executions[tool.name] += 1
+        result = await tool.handler(args, ctx)
+        return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def tool(
+    registry: ToolRegistry,
+    *,
+    name: str,
+    description: str,
+    args: type[BaseModel],
+    timeout_secs: float = 10.0,
+    requires_approval: bool = False,
+    side_effect: bool = False,
+) -> Callable[[Handler], Handler]:
+    """Decorator: register the decorated async function as a tool."""
+
+    def wrap(fn: Handler) -> Handler:
+        registry.register(
+            Tool(name, description, args, fn, timeout_secs, requires_approval, side_effect)
+        )
+        return fn
+
+    return wrap
+
+
+REGISTRY = ToolRegistry()
+"""The process-wide registry; `tools/__init__.py` imports the built-ins, which register here."""

@@ -1,0 +1,38 @@
+"""write_note: keep a note in the task's short-term memory for later steps."""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import BaseModel, Field
+
+from durable_orchestrator.tools.registry import REGISTRY, ToolContext, ToolError, tool
+from memory import short_term
+
+
+class WriteNoteArgs(BaseModel):
+    note: str = Field(min_length=1, max_length=4000, description="What later steps should know.")
+
+
+@tool(
+    REGISTRY,
+    name="write_note",
+    description="Save a short note to this task's memory; later steps see it in their prompt.",
+    args=WriteNoteArgs,
+    timeout_secs=5.0,
+)
+async def write_note(args: WriteNoteArgs, ctx: ToolContext) -> str:
+    if ctx.engine is None:
+        raise ToolError("short-term memory is not available")
+    digest = hashlib.sha256(args.note.encode()).hexdigest()[:16]
+    async with ctx.engine.begin() as conn:
+        await short_term.add_entry(
+            conn,
+            task_id=ctx.task_id,
+            step_index=ctx.step_index,
+            kind="note",
+            content=args.note,
+            ttl_hours=ctx.settings.short_term_ttl_hours,
+            dedupe_key=f"note:{ctx.step_index}:{digest}",
+        )
+    return "noted"

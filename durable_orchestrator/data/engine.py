@@ -1,4 +1,4 @@
-"""Database engine and migrations."""
+"""The database engine, connections for reads, and migrations."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def _ping_idle(engine: AsyncEngine) -> None:
             raise exc.DisconnectionError("connection was closed while idle in the pool")
 
 
-def _alembic_config(url: str):  # type: ignore[no-untyped-def]
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
     from alembic.config import Config
 
     cfg = Config()
@@ -97,4 +97,4 @@ def migrate(url: str, revision: str = "head") -> None:
     (or from a thread), because alembic's env runs its own loop."""
     from alembic import command
 
-    command.upgrade(_alembic_config(url), revision)
+    command.upgrade(alembic_config(url), revision)

@@ -1,259 +1,338 @@
-"""Postgres tables (SQLAlchemy Core). Migrations in core/migrations mirror this file."""
+"""Every PostgreSQL table, as SQLModel models. The migrations are generated from these
+(`alembic revision --autogenerate`), and a test fails when the two disagree.
+
+Queries live beside them, one module per aggregate (tasks.py, conversation.py, ledger.py, ...),
+written as SQLAlchemy statements over these models; nothing outside this package writes SQL.
+
+Two attribute names differ from their column: SQLAlchemy reserves `metadata` on a model, so the
+`metadata` JSONB columns are the `meta` attribute.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.types import UserDefinedType
+from sqlmodel import Field, SQLModel
 
-metadata = sa.MetaData()
+metadata = SQLModel.metadata
 
-_now = sa.text("now()")
+_EMPTY_JSON = sa.text("'{}'::jsonb")
 
 
-def _ts(name: str, *, nullable: bool = True, default: bool = False) -> sa.Column:
-    return sa.Column(
-        name, sa.DateTime(timezone=True), nullable=nullable, server_default=_now if default else None
+def _text(**kw: Any) -> Any:
+    return Field(sa_type=sa.Text, **kw)
+
+
+def _json(name: str | None = None, *, nullable: bool = False) -> Any:
+    """A JSONB column (empty object by default); `name` when the attribute is not the column."""
+    if name:
+        return Field(
+            default_factory=dict,
+            sa_column=sa.Column(name, JSONB, nullable=nullable, server_default=_EMPTY_JSON),
+        )
+    return Field(default_factory=dict, sa_type=JSONB, nullable=nullable,
+                 sa_column_kwargs={"server_default": _EMPTY_JSON})
+
+
+def _when(*, default_now: bool = False, nullable: bool = True) -> Any:
+    """A timestamptz column, set by the database clock (`now()`) when `default_now`."""
+    return Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        nullable=nullable,
+        sa_column_kwargs={"server_default": sa.func.now()} if default_now else {},
     )
 
 
-users = sa.Table(
-    "users",
-    metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    _ts("created_at", nullable=False, default=True),
-)
+def _created() -> Any:
+    return _when(default_now=True, nullable=False)
 
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("user_id", sa.Text, sa.ForeignKey("users.id"), nullable=False, index=True),
-    sa.Column("prefix", sa.Text, nullable=False),
-    sa.Column("key_hash", sa.Text, nullable=False, unique=True),
-    sa.Column("name", sa.Text),
-    sa.Column("scopes", ARRAY(sa.Text), nullable=False),
-    _ts("created_at", nullable=False, default=True),
-    _ts("expires_at"),
-    _ts("revoked_at"),
-)
 
-tasks = sa.Table(
-    "tasks",
-    metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("user_id", sa.Text, sa.ForeignKey("users.id"), nullable=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("workflow_id", sa.Text, nullable=False, unique=True),
-    sa.Column("result", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("plan_fallback", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("plan_errors", JSONB),
-    sa.Column("idempotency_key", sa.Text),
-    sa.Column("request_hash", sa.Text),
-    sa.Column("options", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    _ts("created_at", nullable=False, default=True),
-    _ts("updated_at", nullable=False, default=True),
-    sa.UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency"),
-    sa.Index("ix_tasks_user_created", "user_id", sa.text("created_at DESC"), sa.text("id DESC")),
-)
+def _task_fk(*, primary_key: bool = False) -> Any:
+    return Field(sa_type=sa.Text, foreign_key="tasks.id", ondelete="CASCADE", primary_key=primary_key)
 
-steps = sa.Table(
-    "steps",
-    metadata,
-    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("index", sa.Integer, primary_key=True),
-    sa.Column("agent", sa.Text, nullable=False),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("instructions", sa.Text, nullable=False),
-    sa.Column("depends_on", ARRAY(sa.Integer), nullable=False, server_default=sa.text("'{}'")),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("output", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("model", sa.Text),
-    _ts("started_at"),
-    _ts("finished_at"),
-)
 
-llm_calls = sa.Table(
-    "llm_calls",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("step_index", sa.Integer),
-    sa.Column("purpose", sa.Text, nullable=False),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("prompt_tokens", sa.Integer, nullable=False),
-    sa.Column("completion_tokens", sa.Integer, nullable=False),
-    sa.Column("cost_usd", sa.Numeric(18, 8), nullable=False, server_default="0"),
-    sa.Column("priced", sa.Boolean, nullable=False, server_default=sa.true()),
-    sa.Column("latency_ms", sa.Integer, nullable=False),
-    # Activities run at least once: one row per (workflow, activity, attempt) no matter what.
-    sa.Column("call_key", sa.Text, nullable=False, unique=True),
-    _ts("created_at", nullable=False, default=True),
-    sa.Index("ix_llm_calls_task", "task_id"),
-)
-
-events = sa.Table(
-    "events",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("type", sa.Text, nullable=False),
-    sa.Column("data", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    # Same event written by a retried activity collapses onto the first one.
-    sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
-    _ts("created_at", nullable=False, default=True),
-    sa.Index("ix_events_task_id", "task_id", "id"),
-)
-
-# --- agents and tools (issue 5) ---------------------------------------------------------------
-
-tool_calls = sa.Table(
-    "tool_calls",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("step_index", sa.Integer, nullable=False),
-    sa.Column("turn", sa.Integer, nullable=False),
-    sa.Column("seq", sa.Integer, nullable=False),  # position within the LLM's reply
-    sa.Column("call_id", sa.Text, nullable=False),  # the provider's tool_call id
-    sa.Column("tool", sa.Text, nullable=False),
-    sa.Column("arguments", sa.Text, nullable=False),  # raw JSON as the model produced it
-    # validated | rejected | awaiting_approval | succeeded | failed
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("result", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("latency_ms", sa.Integer),
-    sa.Column("requires_approval", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("approval_id", sa.Text, unique=True),
-    sa.Column("decision", sa.Text),  # approve | reject | timeout
-    sa.Column("decision_comment", sa.Text),
-    sa.Column("decided_by", sa.Text),
-    _ts("decided_at"),
-    _ts("created_at", nullable=False, default=True),
-    _ts("finished_at"),
-    sa.UniqueConstraint("task_id", "step_index", "turn", "seq", name="uq_tool_calls_turn_seq"),
-    sa.Index("ix_tool_calls_task_status", "task_id", "status"),
-)
-
-# The tool-calling conversation of a step, one row per stored message (system, user,
-# assistant-with-tool-calls); tool results are read from tool_calls. Only steps that call
-# tools store anything here.
-step_messages = sa.Table(
-    "step_messages",
-    metadata,
-    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("step_index", sa.Integer, primary_key=True),
-    sa.Column("turn", sa.Integer, primary_key=True),
-    sa.Column("seq", sa.Integer, primary_key=True),
-    sa.Column("message", JSONB, nullable=False),
-    _ts("created_at", nullable=False, default=True),
-)
-
-short_term_memory = sa.Table(
-    "short_term_memory",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("step_index", sa.Integer),
-    sa.Column("kind", sa.Text, nullable=False),  # output | tool_result | note
-    sa.Column("content", sa.Text, nullable=False),
-    sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
-    _ts("created_at", nullable=False, default=True),
-    _ts("expires_at", nullable=False),
-    sa.Index("ix_short_term_memory_task", "task_id", "id"),
-    sa.Index("ix_short_term_memory_expires", "expires_at"),
-)
-
-# Usage reports and daily budgets scan the ledger by time.
-sa.Index("ix_llm_calls_created_at", llm_calls.c.created_at)
-
-# --- issue 7: API security and streaming (migration 0003) ---------------------------------------
+def _identity() -> Any:
+    return Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
 
 
 class XID8(UserDefinedType):  # type: ignore[type-arg]
+    """PostgreSQL's 64-bit transaction id (pg_current_xact_id())."""
+
     cache_ok = True
 
     def get_col_spec(self, **_: object) -> str:
         return "xid8"
 
 
-# Which transaction wrote the event: the SSE poller reads only events whose writer is older
-# than every transaction still running, so ids that commit out of order are never skipped.
-events.append_column(
-    sa.Column("writer_xid", XID8(), nullable=False, server_default=sa.text("pg_current_xact_id()"))
-)
+# --- users and their credentials --------------------------------------------------------------
 
-revoked_tokens = sa.Table(
-    "revoked_tokens",
-    metadata,
-    sa.Column("jti", sa.Text, primary_key=True),
-    sa.Column("revoked_by", sa.Text),
-    sa.Column("reason", sa.Text),
-    _ts("revoked_at", nullable=False, default=True),
-)
 
-audit_log = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    _ts("at", nullable=False, default=True),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),
-    sa.Column("outcome", sa.Text, nullable=False),
-    sa.Column("request_id", sa.Text),
-    sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    sa.Index("ix_audit_log_at", "at"),
-    sa.Index("ix_audit_log_actor_at", "actor", "at"),
-)
+class User(SQLModel, table=True):
+    __tablename__ = "users"
 
-# --- issue 4: resilience state shared by all workers ------------------------------------------
+    id: str = _text(primary_key=True)
+    created_at: datetime | None = _created()
 
-circuit_breakers = sa.Table(
-    "circuit_breakers",
-    metadata,
-    # "<provider>:<model>"; one row per breaker, transitions under SELECT ... FOR UPDATE.
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("state", sa.Text, nullable=False, server_default="closed"),  # closed|open|half_open
-    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # consecutive
-    _ts("open_until"),
-    _ts("probe_started_at"),
-    sa.Column("last_error", sa.Text),
-    _ts("updated_at", nullable=False, default=True),
-)
 
-llm_rate_buckets = sa.Table(
-    "llm_rate_buckets",
-    metadata,
-    # "<rpm|tpm>:<model>"; a token bucket refilled continuously, may go negative (token debt).
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("tokens", sa.Float, nullable=False),
-    _ts("updated_at", nullable=False, default=True),
-)
+class ApiKey(SQLModel, table=True):
+    """Shown once, stored as a SHA-256 hash, known by its short public prefix."""
 
-# --- long-term memory (issue 6): the truth behind the per-process FAISS cache ----------------
+    __tablename__ = "api_keys"
 
-memories = sa.Table(
-    "memories",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("user_id", sa.Text, nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    sa.Column("task_id", sa.Text),
-    sa.Column("step_index", sa.Integer),
-    # float32 little-endian, L2-normalised, `embedding_dim` values.
-    sa.Column("embedding", sa.LargeBinary, nullable=False),
-    # Idempotency for activity writes (workflow id + what was remembered); NULL for API writes.
-    sa.Column("source_key", sa.Text),
-    _ts("created_at", nullable=False, default=True),
-    _ts("deleted_at"),
-    sa.UniqueConstraint("source_key", name="uq_memories_source_key"),
-    sa.Index("ix_memories_user_live", "user_id", "id", postgresql_where=sa.text("deleted_at IS NULL")),
-    sa.Index("ix_memories_deleted_at", "deleted_at", postgresql_where=sa.text("deleted_at IS NOT NULL")),
-    sa.Index("ix_memories_metadata", "metadata", postgresql_using="gin",
-             postgresql_ops={"metadata": "jsonb_path_ops"}),
-)
+    id: str = _text(primary_key=True)
+    user_id: str = Field(sa_type=sa.Text, foreign_key="users.id", index=True)
+    prefix: str = _text()
+    key_hash: str = _text(unique=True)
+    name: str | None = _text(default=None, nullable=True)
+    scopes: list[str] = Field(sa_type=ARRAY(sa.Text))
+    created_at: datetime | None = _created()
+    expires_at: datetime | None = _when()
+    revoked_at: datetime | None = _when()
+
+
+class RevokedToken(SQLModel, table=True):
+    """Bearer JWTs refused by `jti` (the tokens themselves are never stored)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: str = _text(primary_key=True)
+    revoked_by: str | None = _text(default=None, nullable=True)
+    reason: str | None = _text(default=None, nullable=True)
+    revoked_at: datetime | None = _created()
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_log_at", "at"),
+        sa.Index("ix_audit_log_actor_at", "actor", "at"),
+    )
+
+    id: int | None = _identity()
+    at: datetime | None = _created()
+    actor: str = _text()
+    action: str = _text()
+    outcome: str = _text()
+    request_id: str | None = _text(default=None, nullable=True)
+    details: dict[str, Any] = _json()
+
+
+# --- tasks, their steps, events and the LLM ledger --------------------------------------------
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency"),
+        sa.Index("ix_tasks_user_created", "user_id", sa.text("created_at DESC"), sa.text("id DESC")),
+    )
+
+    id: str = _text(primary_key=True)
+    user_id: str = Field(sa_type=sa.Text, foreign_key="users.id")
+    description: str = _text()
+    meta: dict[str, Any] = _json("metadata")
+    status: str = _text()
+    workflow_id: str = _text(unique=True)
+    result: str | None = _text(default=None, nullable=True)
+    error: str | None = _text(default=None, nullable=True)
+    plan_fallback: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    plan_errors: list[str] | None = Field(default=None, sa_type=JSONB, nullable=True)
+    idempotency_key: str | None = _text(default=None, nullable=True)
+    request_hash: str | None = _text(default=None, nullable=True)
+    # budget and webhook_url, as accepted at submission
+    options: dict[str, Any] = _json()
+    created_at: datetime | None = _created()
+    updated_at: datetime | None = _created()
+
+
+class Step(SQLModel, table=True):
+    __tablename__ = "steps"
+
+    task_id: str = _task_fk(primary_key=True)
+    index: int = Field(primary_key=True)
+    agent: str = _text()
+    title: str = _text()
+    instructions: str = _text()
+    depends_on: list[int] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Integer), sa_column_kwargs={"server_default": "{}"}
+    )
+    status: str = _text()
+    output: str | None = _text(default=None, nullable=True)
+    error: str | None = _text(default=None, nullable=True)
+    model: str | None = _text(default=None, nullable=True)
+    started_at: datetime | None = _when()
+    finished_at: datetime | None = _when()
+
+
+class LLMCall(SQLModel, table=True):
+    """The ledger: one row per LLM call that was answered."""
+
+    __tablename__ = "llm_calls"
+    __table_args__ = (
+        sa.Index("ix_llm_calls_task", "task_id"),
+        # usage reports and daily budgets scan the ledger by time
+        sa.Index("ix_llm_calls_created_at", "created_at"),
+    )
+
+    id: int | None = _identity()
+    task_id: str = _task_fk()
+    step_index: int | None = None
+    purpose: str = _text()  # plan | step
+    model: str = _text()
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal = Field(
+        default=Decimal(0), sa_type=sa.Numeric(18, 8), sa_column_kwargs={"server_default": "0"}
+    )
+    priced: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    latency_ms: int
+    # Activities run at least once: one row per (workflow, activity, attempt) no matter what.
+    call_key: str = _text(unique=True)
+    created_at: datetime | None = _created()
+
+
+class Event(SQLModel, table=True):
+    """What the SSE stream sends, in id order."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_task_id", "task_id", "id"),)
+
+    id: int | None = _identity()
+    task_id: str = _task_fk()
+    type: str = _text()
+    data: dict[str, Any] = _json()
+    # The same event written by a retried activity collapses onto the first one.
+    dedupe_key: str = _text(unique=True)
+    created_at: datetime | None = _created()
+    # Which transaction wrote it: the stream reads only events whose writer is older than
+    # every transaction still running, so ids that commit out of order are never skipped.
+    writer_xid: int | None = Field(
+        default=None, sa_type=XID8, nullable=False,
+        sa_column_kwargs={"server_default": sa.text("pg_current_xact_id()")},
+    )
+
+
+# --- tool calls and the conversation of a step --------------------------------------------------
+
+
+class ToolCall(SQLModel, table=True):
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        sa.UniqueConstraint("task_id", "step_index", "turn", "seq", name="uq_tool_calls_turn_seq"),
+        sa.Index("ix_tool_calls_task_status", "task_id", "status"),
+    )
+
+    id: int | None = _identity()
+    task_id: str = _task_fk()
+    step_index: int
+    turn: int
+    seq: int  # position within the LLM's reply
+    call_id: str = _text()  # the provider's tool_call id
+    tool: str = _text()
+    arguments: str = _text()  # raw JSON as the model produced it
+    status: str = _text()  # validated | rejected | awaiting_approval | succeeded | failed
+    result: str | None = _text(default=None, nullable=True)
+    error: str | None = _text(default=None, nullable=True)
+    latency_ms: int | None = None
+    requires_approval: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    approval_id: str | None = _text(default=None, nullable=True, unique=True)
+    decision: str | None = _text(default=None, nullable=True)  # approve | reject | timeout
+    decision_comment: str | None = _text(default=None, nullable=True)
+    decided_by: str | None = _text(default=None, nullable=True)
+    decided_at: datetime | None = _when()
+    created_at: datetime | None = _created()
+    finished_at: datetime | None = _when()
+
+
+class StepMessage(SQLModel, table=True):
+    """The tool-calling conversation of a step, one row per stored message (system, user,
+    assistant-with-tool-calls); tool results are read from tool_calls. Steps answered in one
+    call store nothing here."""
+
+    __tablename__ = "step_messages"
+
+    task_id: str = _task_fk(primary_key=True)
+    step_index: int = Field(primary_key=True)
+    turn: int = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    message: dict[str, Any] = Field(sa_type=JSONB)
+    created_at: datetime | None = _created()
+
+
+class ShortTermEntry(SQLModel, table=True):
+    """A task's short-term memory: step outputs, tool results and notes later steps read."""
+
+    __tablename__ = "short_term_memory"
+    __table_args__ = (
+        sa.Index("ix_short_term_memory_task", "task_id", "id"),
+        sa.Index("ix_short_term_memory_expires", "expires_at"),
+    )
+
+    id: int | None = _identity()
+    task_id: str = _task_fk()
+    step_index: int | None = None
+    kind: str = _text()  # output | tool_result | note
+    content: str = _text()
+    dedupe_key: str = _text(unique=True)
+    created_at: datetime | None = _created()
+    expires_at: datetime | None = _when(nullable=False)
+
+
+# --- state of the LLM gateway, shared by every worker -------------------------------------------
+
+
+class CircuitBreakerState(SQLModel, table=True):
+    """One row per "<provider>:<model>" breaker; transitions under SELECT ... FOR UPDATE."""
+
+    __tablename__ = "circuit_breakers"
+
+    key: str = _text(primary_key=True)
+    state: str = _text(default="closed", sa_column_kwargs={"server_default": "closed"})
+    failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # consecutive
+    open_until: datetime | None = _when()
+    probe_started_at: datetime | None = _when()
+    last_error: str | None = _text(default=None, nullable=True)
+    updated_at: datetime | None = _created()
+
+
+class RateBucket(SQLModel, table=True):
+    """A token bucket per "<rpm|tpm>:<model>", refilled continuously; may go negative (debt)."""
+
+    __tablename__ = "llm_rate_buckets"
+
+    key: str = _text(primary_key=True)
+    tokens: float = Field(sa_type=sa.Float)
+    updated_at: datetime | None = _created()
+
+
+# --- long-term memory: the truth behind each process's FAISS cache ------------------------------
+
+
+class Memory(SQLModel, table=True):
+    __tablename__ = "memories"
+    __table_args__ = (
+        sa.UniqueConstraint("source_key", name="uq_memories_source_key"),
+        sa.Index("ix_memories_user_live", "user_id", "id", postgresql_where=sa.text("deleted_at IS NULL")),
+        sa.Index("ix_memories_deleted_at", "deleted_at", postgresql_where=sa.text("deleted_at IS NOT NULL")),
+        sa.Index("ix_memories_metadata", "metadata", postgresql_using="gin",
+                 postgresql_ops={"metadata": "jsonb_path_ops"}),
+    )
+
+    id: int | None = _identity()
+    user_id: str = _text()
+    text: str = _text()
+    meta: dict[str, Any] = _json("metadata")
+    task_id: str | None = _text(default=None, nullable=True)
+    step_index: int | None = None
+    # float32 little-endian, L2-normalised
+    embedding: bytes = Field(sa_type=sa.LargeBinary)
+    # Idempotency of activity writes (workflow id + what was remembered); NULL for API writes.
+    source_key: str | None = _text(default=None, nullable=True)
+    created_at: datetime | None = _created()
+    deleted_at: datetime | None = _when()

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from durable_orchestrator.data.engine import create_engine, migrate, plain_url
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
 from durable_orchestrator.settings import Settings
-from fake_openai.server import FakeOpenAI
+from fake_openai import FakeOpenAI
 from tests.utils import Stack, running_stack, service_dir
 
 

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from api.app import create_app
 from durable_orchestrator.auth.api_keys import create_key
 from durable_orchestrator.settings import Settings
-from fake_openai.server import FakeOpenAI
+from fake_openai import FakeOpenAI
 from worker import build_worker
 
 TERMINAL = {"completed", "failed", "cancelled"}

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 
-from fake_openai.server import Reply
+from fake_openai import Reply
 from tests.utils import Stack
 
 

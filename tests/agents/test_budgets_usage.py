@@ -9,7 +9,7 @@ from temporalio.client import Client
 
 from durable_orchestrator.llm.budget import estimate_prompt_tokens
 from durable_orchestrator.settings import Settings
-from fake_openai.server import FakeOpenAI, Reply
+from fake_openai import FakeOpenAI, Reply
 from planner.planner import system_prompt, user_prompt
 from tests.agents.helpers import ledger, plan_reply
 from tests.utils import Stack, running_stack

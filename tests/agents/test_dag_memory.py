@@ -7,7 +7,7 @@ import re
 import sqlalchemy as sa
 
 from durable_orchestrator.data import tasks
-from fake_openai.server import Reply
+from fake_openai import Reply
 from memory import short_term
 from tests.agents.helpers import activity_runs, plan_reply, user_text
 from tests.utils import Stack

@@ -6,7 +6,7 @@ from temporalio.client import Client
 
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.tools import REGISTRY
-from fake_openai.server import FakeOpenAI, Reply
+from fake_openai import FakeOpenAI, Reply
 from tests.agents.helpers import (
     activity_runs,
     ledger,

@@ -22,7 +22,7 @@ from temporalio.client import Client
 
 from durable_orchestrator.auth.api_keys import create_key, revoke_key
 from durable_orchestrator.settings import Settings
-from fake_openai.server import FakeOpenAI
+from fake_openai import FakeOpenAI
 from tests.api.helpers import hs256
 from tests.utils import running_stack
 

@@ -6,7 +6,7 @@ import httpx
 from temporalio.client import Client
 
 from durable_orchestrator.settings import Settings
-from fake_openai.server import FakeOpenAI
+from fake_openai import FakeOpenAI
 from tests.utils import Stack, running_stack
 
 

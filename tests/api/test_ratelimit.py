@@ -14,7 +14,7 @@ from api.app import create_app
 from api.rate_limits import get_rate_limits, rate_limited
 from durable_orchestrator.auth.api_keys import authenticate
 from durable_orchestrator.settings import Settings
-from fake_openai.server import FakeOpenAI
+from fake_openai import FakeOpenAI
 from tests.utils import Stack, running_stack
 
 

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 from temporalio.client import Client
 
 from durable_orchestrator.settings import Settings
-from fake_openai.server import FakeOpenAI
+from fake_openai import FakeOpenAI
 from tests.api.helpers import serve
 from tests.utils import running_stack
 

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from activities.webhook_activities import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import workflow_id_for
-from fake_openai.server import FakeOpenAI
+from fake_openai import FakeOpenAI
 from tests.utils import running_stack
 
 SECRET = "whsec-test-" + "z" * 24

@@ -13,45 +13,22 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from openai.lib._pydantic import to_strict_json_schema
-from pydantic import BaseModel, Field
 
-from fake_openai.server import (
-    PLAN_MARKER,
-    FakeOpenAI,
-    Faults,
-    Reply,
-    default_reply,
-    plan_shape,
-)
+from fake_openai import FakeOpenAI, Faults, Reply
+from fake_openai.plans import build_plan
+from planner.agents import AGENTS
+from planner.models import Plan, response_format, validate_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Summarise the quarterly report for the board."},
 ]
-
-
-class AgentName(StrEnum):
-    researcher = "researcher"
-    writer = "writer"
-
-
-class Step(BaseModel):
-    agent: AgentName
-    title: str
-    instructions: str
-    depends_on: list[int] = Field(default_factory=list)
-
-
-class Plan(BaseModel):
-    steps: list[Step] = Field(min_length=1, max_length=8)
 
 
 @pytest.fixture(scope="module")
@@ -122,89 +99,42 @@ async def test_tool_calls_are_parsed(fake: FakeOpenAI) -> None:
     assert resp.usage.completion_tokens >= 1
 
 
-async def test_plan_via_strict_response_format(fake: FakeOpenAI) -> None:
+async def test_plan_request_gets_a_valid_planner_plan(fake: FakeOpenAI) -> None:
+    resp = await ask(fake, model="planner", response_format=response_format(8))
+    plan = validate_plan(json.loads(resp.choices[0].message.content), max_steps=8)
+    assert [s.agent for s in plan.steps] == list(AGENTS)[:3]
+    assert [s.title.split(":")[0] for s in plan.steps] == ["Step 1", "Step 2", "Step 3"]
+    assert [s.depends_on for s in plan.steps] == [[], [0], [1]]
+    assert all("quarterly report" in s.instructions for s in plan.steps)
+    assert fake.requests[0].body["response_format"] == response_format(8)
+
+
+async def test_plan_via_sdk_parse_of_the_planner_model(fake: FakeOpenAI) -> None:
     async with client(fake) as c:
         resp = await c.chat.completions.parse(
             model="planner", messages=MESSAGES, response_format=Plan
         )
     plan = resp.choices[0].message.parsed
-    assert isinstance(plan, Plan)
-    assert [s.agent for s in plan.steps] == [
-        AgentName.researcher,
-        AgentName.writer,
-        AgentName.researcher,
-    ]
-    assert [s.title.split(":")[0] for s in plan.steps] == ["Step 1", "Step 2", "Step 3"]
-    assert [s.depends_on for s in plan.steps] == [[], [0], [1]]
-    assert all("quarterly report" in s.instructions for s in plan.steps)
-    assert fake.requests[0].body["response_format"]["json_schema"]["schema"] == (
-        to_strict_json_schema(Plan)
-    )
+    assert isinstance(plan, Plan) and len(plan.steps) == 3
 
 
-async def test_plan_via_plain_json_schema(fake: FakeOpenAI) -> None:
-    fmt = {
-        "type": "json_schema",
-        "json_schema": {"name": "anything", "schema": Plan.model_json_schema()},
-    }
-    resp = await ask(fake, response_format=fmt)
-    plan = Plan.model_validate_json(resp.choices[0].message.content)
-    assert len(plan.steps) == 3 and plan.steps[2].depends_on == [1]
+async def test_plan_respects_max_steps(fake: FakeOpenAI) -> None:
+    resp = await ask(fake, response_format=response_format(2))
+    plan = validate_plan(json.loads(resp.choices[0].message.content), max_steps=2)
+    assert [s.depends_on for s in plan.steps] == [[], [0]]
+    assert build_plan("x", steps=1).steps[0].depends_on == []
 
 
-async def test_plan_marker_without_response_format_is_fenced(fake: FakeOpenAI) -> None:
-    messages = [
-        {"role": "system", "content": f"Plan the task. Agents: coder, tester. {PLAN_MARKER}."},
-        {"role": "user", "content": "Fix the login bug"},
-    ]
-    text = (await ask(fake, messages=messages)).choices[0].message.content
-    assert text.startswith("```json\n") and text.endswith("\n```")
-    steps = json.loads(text.removeprefix("```json\n").removesuffix("```"))["steps"]
-    assert [s["agent"] for s in steps] == ["coder", "tester", "coder"]
-    assert [s["depends_on"] for s in steps] == [[], [0], [1]]
-    assert steps[0]["instructions"].endswith("Fix the login bug")
-
-
-def test_plan_shape_is_tolerant() -> None:
-    schema = {
-        "type": "object",
-        "properties": {
-            "plan": {"type": "object", "properties": {"steps": {"type": "array"}}},
-            "steps": {
-                "anyOf": [
-                    {"type": "array", "items": {"allOf": [{"$ref": "#/$defs/S"}]}},
-                    {"type": "null"},
-                ]
-            },
-            "rationale": {"type": "string"},
-        },
-        "required": ["steps", "rationale"],
-        "$defs": {
-            "S": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "agent": {"anyOf": [{"const": "a"}, {"const": "b"}]},
-                    "title": {"type": "string"},
-                    "instructions": {"type": "string"},
-                    "depends_on": {"type": "array", "items": {"type": "string"}},
-                    "priority": {"type": "integer"},
-                },
-                "required": ["id", "agent", "title", "instructions", "depends_on", "priority"],
-            }
-        },
-    }
-    shape = plan_shape(schema)
-    assert shape is not None and shape.agents == ("a", "b") and shape.depends_on == "str"
-    body = {
-        "messages": [{"role": "user", "content": "go"}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
-    }
-    plan = json.loads(default_reply(body).content)
-    assert plan["rationale"] == "n/a"
-    assert [s["depends_on"] for s in plan["steps"]] == [[], ["step_1"], ["step_2"]]
-    assert [s["priority"] for s in plan["steps"]] == [0, 1, 2]
-    assert plan_shape({"type": "object", "properties": {"answer": {"type": "string"}}}) is None
+async def test_invalid_plan_only_when_scripted(fake: FakeOpenAI) -> None:
+    bad = '{"steps": [{"title": "t", "agent": "nobody", "instructions": "i", "depends_on": []}]}'
+    fake.script(Reply(content=bad))
+    first = await ask(fake, response_format=response_format(8))
+    assert first.choices[0].message.content == bad
+    second = await ask(fake, response_format=response_format(8))
+    assert len(validate_plan(json.loads(second.choices[0].message.content), max_steps=8).steps) == 3
+    # Without the plan format a request mentioning plans gets the plain answer.
+    third = await ask(fake, messages=[{"role": "user", "content": "Return the plan as JSON"}])
+    assert third.choices[0].message.content == "fake answer: Return the plan as JSON"
 
 
 async def test_model_specific_script_and_responder(fake: FakeOpenAI) -> None:

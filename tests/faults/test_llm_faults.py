@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
 from durable_orchestrator.devstack import temporal_binary
-from fake_openai.server import Faults, Reply
+from fake_openai import Faults, Reply
 from tests.utils import Stack, running_stack
 
 

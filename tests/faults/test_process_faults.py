@@ -24,7 +24,7 @@ from durable_orchestrator.auth.api_keys import create_key
 from durable_orchestrator.data.engine import migrate
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
 from durable_orchestrator.settings import Settings
-from fake_openai.server import FakeOpenAI, Reply
+from fake_openai import FakeOpenAI, Reply
 from tests.utils import Stack, running_stack
 
 REPO = Path(__file__).resolve().parents[2]

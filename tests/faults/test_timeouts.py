@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fake_openai.server import Reply
+from fake_openai import Reply
 from tests.utils import running_stack
 
 

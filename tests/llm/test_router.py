@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from durable_orchestrator.llm.client import OpenAIClient
 from durable_orchestrator.llm.router import CIRCUIT_OPEN, LLMRouter
-from fake_openai.server import Faults, Reply
+from fake_openai import Faults, Reply
 
 MSGS = [{"role": "user", "content": "hello"}]
 

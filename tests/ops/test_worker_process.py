@@ -27,7 +27,7 @@ from durable_orchestrator.auth.api_keys import create_key
 from durable_orchestrator.devstack import free_port
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.schedules import JOBS
-from fake_openai.server import FakeOpenAI
+from fake_openai import FakeOpenAI
 from tests.utils import Stack
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from temporalio.api.enums.v1 import EventType
 
-from fake_openai.server import Reply
+from fake_openai import Reply
 from tests.utils import Stack
 
 

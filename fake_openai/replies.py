@@ -1,0 +1,136 @@
+"""What the fake answers: scripted replies, the default answer, and the requests it recorded."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fake_openai import plans
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class Reply:
+    """One scripted response.
+
+    A 200 reply with neither ``content`` nor ``tool_calls`` takes its content from
+    :func:`default_reply`, so ``Reply(delay=3)`` means "the normal answer, but slowly".
+    For non-200 replies ``content`` (if given) becomes the error message. A scripted
+    ``content`` is sent as it is, which is how a test gets an invalid plan.
+    """
+
+    content: str | None = None
+    tool_calls: list[tuple[str, dict[str, Any]]] | None = None
+    status: int = 200
+    headers: dict[str, str] | None = None
+    delay: float = 0.0
+    drop: bool = False
+    malformed: bool = False
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class RecordedRequest:
+    """A chat completion request as the server saw it, and what it answered.
+
+    ``status`` is None while the request is in flight and stays None when the connection
+    was dropped (or the client went away first). ``usage`` is set only for valid 200
+    responses. ``fault`` names the injected fault ("429", "500", "503", "drop",
+    "malformed", "slow") or is None.
+    """
+
+    body: JSON | None
+    model: str | None
+    received_monotonic: float
+    received_at: float
+    headers: dict[str, str]
+    status: int | None = None
+    usage: dict[str, int] | None = None
+    fault: str | None = None
+    responded_monotonic: float | None = None
+
+
+Responder = Callable[[JSON], Reply | None]
+
+
+class Script:
+    """Scripted replies, consumed FIFO: a request takes the next reply queued for its model,
+    else the next model-agnostic one, else asks ``responder``, else gets :func:`default_reply`.
+
+    Locked because the server thread pops while the test thread queues."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str | None, deque[Reply]] = {}
+        self.responder: Responder | None = None
+
+    def add(self, replies: tuple[Reply, ...], model: str | None) -> None:
+        with self._lock:
+            self._queues.setdefault(model, deque()).extend(replies)
+
+    def pending(self, model: str | None) -> int:
+        with self._lock:
+            return len(self._queues.get(model, ()))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queues.clear()
+            self.responder = None
+
+    def next(self, body: JSON, model: str | None) -> Reply:
+        with self._lock:
+            for key in (model, None) if model is not None else (None,):
+                queue = self._queues.get(key)
+                if queue:
+                    return queue.popleft()
+        responder = self.responder
+        if responder is not None:
+            reply = responder(body)
+            if reply is not None:
+                return reply
+        return default_reply(body)
+
+
+def text(content: Any) -> str:
+    """Message content as plain text (string content or the text parts of a list)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def messages(body: JSON) -> list[JSON]:
+    found = body.get("messages")
+    return [m for m in found if isinstance(m, dict)] if isinstance(found, list) else []
+
+
+def last_text(body: JSON, role: str) -> str:
+    for message in reversed(messages(body)):
+        if message.get("role") == role:
+            return text(message.get("content"))
+    return ""
+
+
+def default_reply(body: JSON) -> Reply:
+    """The deterministic answer used when nothing is scripted: a valid planner plan for a
+    plan request (see :mod:`fake_openai.plans`), otherwise
+    ``"fake answer: " + the first 80 characters of the last user message``."""
+    if plans.is_plan_request(body):
+        goal = " ".join(last_text(body, "user").split())
+        return Reply(content=plans.plan_for(body, goal).model_dump_json())
+    return Reply(content="fake answer: " + last_text(body, "user")[:80])
+
+
+def prompt_tokens(body: JSON) -> int:
+    """A rough token count (4 characters a token), the same for every request of a body."""
+    return max(1, sum(len(text(m.get("content"))) for m in messages(body)) // 4)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import sys
 import time
 import uuid
@@ -17,9 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks import product_cli
 from benchmarks.procs import Procs, child_env, read_ready_line, wait_http
-from durable_orchestrator.auth import api_keys
-from durable_orchestrator.data.engine import create_engine, migrate
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer, free_port
 
 
@@ -54,21 +54,13 @@ class BenchEnv:
     def start(self) -> None:
         self._pg = EmbeddedPostgres(self.workdir / "pg")
         self.db_url = self._pg.start()
-        migrate(self.db_url)
+        product_cli.migrate(self.db_url)
         self._temporal = TemporalDevServer(
             self.workdir / "temporal.db", ui=False, log_file=self.workdir / "logs" / "temporal.log"
         )
         self.temporal_address = self._temporal.start()
         self.temporal_pid = self._temporal.pid
-        self.key = asyncio.run(self._make_key())
-
-    async def _make_key(self) -> str:
-        engine = create_engine(self.db_url, pool_size=1)
-        try:
-            key, _ = await api_keys.create_key(engine, "bench", name="benchmarks")
-        finally:
-            await engine.dispose()
-        return key
+        self.key = product_cli.create_key(self.db_url, "bench")
 
     def close(self) -> None:
         self.procs.stop_all()
@@ -113,16 +105,8 @@ class BenchEnv:
             if worker:
                 wproc = self.procs.python("worker", ["-m", "worker"], env)
                 started.append(wproc)
-            port = free_port()
-            aproc = self.procs.python(
-                "api",
-                ["-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-                 "--no-access-log", "--log-level", "warning"],
-                env,
-            )
+            url, aproc = self.start_api(env)
             started.append(aproc)
-            url = f"http://127.0.0.1:{port}"
-            wait_http(f"{url}/healthz", aproc, 60)
             prod = Product(url, self.key, tq, wproc.pid if wproc else None, aproc.pid)
             if worker:
                 for _ in range(1 if self.quick else 3):
@@ -131,6 +115,24 @@ class BenchEnv:
         finally:
             for proc in reversed(started):
                 self.procs.stop(proc, 35)
+
+    def start_api(self, env: dict[str, str], name: str = "api") -> tuple[str, subprocess.Popen[bytes]]:
+        """`uvicorn api.main:app` on a free port, as `up` runs it; (base URL, process) once it
+        answers /healthz. The caller stops the process (`self.procs.stop`)."""
+        port = free_port()
+        proc = self.procs.python(
+            name,
+            ["-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+             "--no-access-log", "--log-level", "warning"],
+            env,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/healthz", proc, 60)
+        except BaseException:
+            self.procs.stop(proc, 15)
+            raise
+        return url, proc
 
     # --- the raw Temporal SDK baseline -------------------------------------------------------
 

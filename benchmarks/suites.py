@@ -6,7 +6,6 @@ Every load loop is bounded in count and in time and only targets 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import importlib.util
 import os
@@ -21,14 +20,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psutil
-import sqlalchemy as sa
 from temporalio.client import Client
 
 from benchmarks.baselines.raw_workflow import RAW_WORKFLOW, STEPS
+from benchmarks.db import DoneWatcher
 from benchmarks.env import BenchEnv, Product, submit, wait_done
 from benchmarks.procs import Procs, child_env, read_ready_line
+from benchmarks.product_cli import ORCHESTRATOR
 from benchmarks.report import median_run, ratio, summary_ms
-from durable_orchestrator.data.engine import create_engine
 from durable_orchestrator.devstack import free_port
 
 Rows = list[tuple[str, str, str, str]]
@@ -63,59 +62,6 @@ async def _product_task(prod: Product, http: httpx.AsyncClient, poll: float, lim
     task_id = await submit(http, PROMPT)
     await wait_done(http, task_id, limit_s=limit_s, poll=poll)
     return time.perf_counter() - t0
-
-
-class DoneWatcher:
-    """Completion times of many tasks from Postgres (tasks.updated_at of the terminal write), one
-    query per `interval` for all tasks in flight: polling each task over HTTP would load the
-    API and the machine with hundreds of GETs per second and measure the poller, not the product."""
-
-    def __init__(self, db_url: str, interval: float = 0.05) -> None:
-        self.engine = create_engine(db_url, pool_size=1)
-        self.interval = interval
-        self.waiting: dict[str, asyncio.Future[float]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> DoneWatcher:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        await self.engine.dispose()
-
-    def done_at(self, task_id: str) -> asyncio.Future[float]:
-        """Resolves to the epoch time at which the task was marked completed."""
-        fut = asyncio.get_running_loop().create_future()
-        self.waiting[task_id] = fut
-        return fut
-
-    async def _run(self) -> None:
-        q = sa.text("SELECT id, status, extract(epoch FROM updated_at) AS done_epoch FROM tasks "
-                    "WHERE id = ANY(:ids) AND status IN ('completed', 'failed', 'cancelled')")
-        while True:
-            if self.waiting:
-                try:
-                    async with self.engine.connect() as conn:
-                        rows = (await conn.execute(q, {"ids": list(self.waiting)})).all()
-                except Exception as err:  # fail the waiters instead of leaving them hanging
-                    for fut in self.waiting.values():
-                        if not fut.done():
-                            fut.set_exception(err)
-                    self.waiting.clear()
-                    raise
-                for row in rows:
-                    fut = self.waiting.pop(row.id)
-                    if fut.done():
-                        continue
-                    if row.status == "completed":
-                        fut.set_result(float(row.done_epoch))
-                    else:
-                        fut.set_exception(RuntimeError(f"task {row.id} ended {row.status}"))
-            await asyncio.sleep(self.interval)
 
 
 async def _product_task_watched(http: httpx.AsyncClient, watcher: DoneWatcher) -> float:
@@ -480,13 +426,13 @@ def api(env: BenchEnv, quick: bool) -> Result:
 # --- 4. memory -------------------------------------------------------------------------------
 
 
-def memory(env: BenchEnv | None, quick: bool) -> Result:
+def memory(env: BenchEnv, quick: bool) -> Result:
     try:
         mod = importlib.import_module("benchmarks.memory_bench")
     except ImportError as err:
         msg = f"not available (benchmarks.memory_bench: {err})"
         return {"available": False, "reason": msg}, [("long-term memory", "not available", msg, "")]
-    out = mod.run(quick)
+    out = mod.run(env, quick)
     rows: Rows = []
     for k, v in (out.get("summary") or out).items():
         if isinstance(v, (int, float, str)):
@@ -501,10 +447,10 @@ def _up_once(procs: Procs, data_dir: Path, timeout: float) -> float:
     env = child_env({"COLUMNS": "200"})
     for name in ("DATABASE_URL", "TEMPORAL_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
         env.pop(name, None)
-    args = ["-m", "durable_orchestrator.cli", "up", "--data-dir", str(data_dir), "--api-port", str(free_port()),
+    args = [*ORCHESTRATOR, "up", "--data-dir", str(data_dir), "--api-port", str(free_port()),
             "--temporal-port", str(free_port()), "--ui-port", str(free_port()), "--no-ui"]
     t0 = time.perf_counter()
-    proc = procs.python("up", args, env, stdout_pipe=True)
+    proc = procs.spawn("up", args, env, stdout_pipe=True)
     try:
         read_ready_line(proc, "Press Ctrl-C to stop", timeout)
         return time.perf_counter() - t0
@@ -548,4 +494,4 @@ SUITES: dict[str, Callable[[Any, bool], Result]] = {
     "memory": memory,
     "startup": startup,
 }
-NEEDS_ENV = {"overhead", "throughput", "api"}
+NEEDS_ENV = {"overhead", "throughput", "api", "memory"}

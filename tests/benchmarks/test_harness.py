@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +28,7 @@ def _processes_using(path: str) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(660)
 def test_quick_overhead_and_memory_write_valid_json(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     for name in ("DATABASE_URL", "TEMPORAL_ADDRESS"):
@@ -34,7 +36,9 @@ def test_quick_overhead_and_memory_write_valid_json(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "overhead", "memory", "--quick",
          "--results-dir", str(tmp_path), "--keep-workdir"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+        # A hang guard, not a speed check: the memory suite loads the embedding model in the
+        # harness and again in its API process, each ~11 s idle and minutes on a loaded machine.
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "overhead" in proc.stdout and "raw SDK" in proc.stdout
@@ -60,7 +64,13 @@ def test_quick_overhead_and_memory_write_valid_json(tmp_path: Path) -> None:
     assert set(overhead["per_step_overhead"]) == {"product_ms", "raw_sdk_ms", "extra_ms"}
 
     memory = json.loads((tmp_path / "memory.json").read_text())
-    assert memory["suite"] == "memory" and "available" in memory
+    assert memory["suite"] == "memory" and memory["available"] is True, memory.get("error")
+    # Searched over HTTP on a real API process, every request answered with 10 hits.
+    search = memory["http_search"]["500"]
+    assert search["requests"] == 20 and search["index"] == "flat"
+    assert 0 < search["p50_ms"] <= search["p99_ms"]
+    assert memory["embedding"]["sentences_per_s"] > 0
+    assert memory["faiss_vs_pgvector"]["faiss_over_pgvector_qps"] > 0
 
 
 def test_startup_quick_measures_cold_and_warm(tmp_path: Path) -> None:

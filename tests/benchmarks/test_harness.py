@@ -19,6 +19,26 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_harness(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m benchmarks ARGS`; past `timeout` it gets SIGTERM first, on which it stops every
+    server it started (PostgreSQL, Temporal run in their own sessions: a SIGKILL would orphan them)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", *args], cwd=REPO_ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"the harness ran longer than {timeout:g}s: {(out + err)[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def _processes_using(path: str) -> list[str]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
@@ -33,12 +53,11 @@ def test_quick_overhead_and_memory_write_valid_json(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     for name in ("DATABASE_URL", "TEMPORAL_ADDRESS"):
         env.pop(name, None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "overhead", "memory", "--quick",
-         "--results-dir", str(tmp_path), "--keep-workdir"],
+    proc = run_harness(
+        ["overhead", "memory", "--quick", "--results-dir", str(tmp_path), "--keep-workdir"],
         # A hang guard, not a speed check: the memory suite loads the embedding model in the
         # harness and again in its API process, each ~11 s idle and minutes on a loaded machine.
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        env, timeout=540,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "overhead" in proc.stdout and "raw SDK" in proc.stdout
@@ -73,12 +92,10 @@ def test_quick_overhead_and_memory_write_valid_json(tmp_path: Path) -> None:
     assert memory["faiss_vs_pgvector"]["faiss_over_pgvector_qps"] > 0
 
 
+@pytest.mark.timeout(360)
 def test_startup_quick_measures_cold_and_warm(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "startup", "--quick", "--results-dir", str(tmp_path)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )
+    proc = run_harness(["startup", "--quick", "--results-dir", str(tmp_path)], env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     startup = json.loads((tmp_path / "startup.json").read_text())
     for kind in ("cold", "warm"):

@@ -111,7 +111,7 @@ class TaskWorkflow:
     async def _execute(self, inp: TaskInput) -> None:
         p = inp.policy
         workflow.set_current_details("planning")
-        plan = await workflow.execute_activity(
+        plan: PlanResult = await workflow.execute_activity(
             PLAN_TASK,
             PlanInput(task_id=inp.task_id),
             result_type=PlanResult,

@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
 from durable_orchestrator.settings import Settings
-from durable_orchestrator.temporal.contracts import MaintenanceInput, MaintenanceResult
+from durable_orchestrator.temporal.contracts import (
+    ARCHIVE_AUDIT_LOG_ACTIVITY,
+    EXPIRE_SHORT_TERM_MEMORY_ACTIVITY,
+    PURGE_API_KEYS_ACTIVITY,
+    MaintenanceInput,
+    MaintenanceResult,
+)
 
 log = structlog.get_logger(__name__)
 DAY = 86_400.0
@@ -54,7 +60,7 @@ class MaintenanceActivities:
     engine: AsyncEngine
     settings: Settings
 
-    @activity.defn(name="expire_short_term_memory")
+    @activity.defn(name=EXPIRE_SHORT_TERM_MEMORY_ACTIVITY)
     async def expire_short_term_memory(self, inp: MaintenanceInput) -> MaintenanceResult:
         ttl = inp.older_than_secs if inp.older_than_secs is not None else self.settings.short_term_ttl_hours * 3600
         async with self.engine.begin() as conn:
@@ -71,7 +77,7 @@ class MaintenanceActivities:
         log.info("short_term_memory_expired", deleted=res.rowcount)
         return MaintenanceResult(deleted=res.rowcount or 0)
 
-    @activity.defn(name="archive_audit_log")
+    @activity.defn(name=ARCHIVE_AUDIT_LOG_ACTIVITY)
     async def archive_audit_log(self, inp: MaintenanceInput) -> MaintenanceResult:
         age = inp.older_than_secs if inp.older_than_secs is not None else self.settings.audit_retention_days * DAY
         info = activity.info()
@@ -111,7 +117,7 @@ class MaintenanceActivities:
         log.info("audit_log_archived", archived=archived, file=str(out) if archived else None)
         return MaintenanceResult(archived=archived, deleted=deleted, archive_file=str(out) if archived else "")
 
-    @activity.defn(name="purge_api_keys")
+    @activity.defn(name=PURGE_API_KEYS_ACTIVITY)
     async def purge_api_keys(self, inp: MaintenanceInput) -> MaintenanceResult:
         grace = inp.older_than_secs if inp.older_than_secs is not None else self.settings.key_purge_grace_days * DAY
         async with self.engine.begin() as conn:

@@ -13,7 +13,7 @@ from temporalio import activity
 
 from durable_orchestrator.data.engine import read
 from durable_orchestrator.settings import Settings
-from durable_orchestrator.temporal.contracts import RememberInput
+from durable_orchestrator.temporal.contracts import REMEMBER_RESULT, RememberInput
 from memory.service import MemoryService
 
 log = structlog.get_logger(__name__)
@@ -29,7 +29,7 @@ class MemoryActivities:
     memory: MemoryService
     settings: Settings
 
-    @activity.defn(name="remember_result")
+    @activity.defn(name=REMEMBER_RESULT)
     async def remember_result(self, inp: RememberInput) -> int:
         """Store the task's final result as a memory of its user; returns the memory id (0 when
         there is nothing to remember). Idempotent: a retry lands on the same row."""

@@ -22,6 +22,9 @@ from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.telemetry.logs import activity_log_context
 from durable_orchestrator.temporal.contracts import (
+    FINISH_TASK,
+    PLAN_TASK,
+    RUN_STEP,
     FinishInput,
     PlanInput,
     PlannedStep,
@@ -56,7 +59,7 @@ class TaskActivities:
     tools: ToolRegistry = field(default_factory=lambda: REGISTRY)
     memory: MemoryService | None = None  # long-term memory for the planner (issue 6)
 
-    @activity.defn(name="plan_task")
+    @activity.defn(name=PLAN_TASK)
     async def plan_task(self, inp: PlanInput) -> PlanResult:
         with activity_log_context(inp.task_id):
             return await self._plan_task(inp)
@@ -113,7 +116,7 @@ class TaskActivities:
             return []
         return [h.text[:1000] for h in hits]
 
-    @activity.defn(name="run_step")
+    @activity.defn(name=RUN_STEP)
     async def run_step(self, inp: StepInput) -> StepResult:
         """One LLM turn of a step. The model answers (step completed) or asks for tools: the
         calls are validated and stored, and the valid ones returned for the workflow to run."""
@@ -227,7 +230,7 @@ class TaskActivities:
         ]
         return StepResult(index=inp.index, done=False, model=model, turn=inp.turn, tool_calls=refs)
 
-    @activity.defn(name="finish_task")
+    @activity.defn(name=FINISH_TASK)
     async def finish_task(self, inp: FinishInput) -> str:
         with activity_log_context(inp.task_id):
             return await self._finish_task(inp)

@@ -20,7 +20,7 @@ from activities.heartbeat import heartbeating
 from durable_orchestrator.data import conversation
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
-from durable_orchestrator.temporal.contracts import ToolInput, ToolResult
+from durable_orchestrator.temporal.contracts import RUN_TOOL, ToolInput, ToolResult
 from durable_orchestrator.tools import REGISTRY, ToolContext, ToolError, ToolRegistry, ToolRejected
 from durable_orchestrator.tools.registry import MemorySearch
 from memory import short_term
@@ -47,7 +47,7 @@ class ToolActivities:
     tools: ToolRegistry = field(default_factory=lambda: REGISTRY)
     memory_search: MemorySearch | None = None  # long-term memory, injected by the worker
 
-    @activity.defn(name="run_tool")
+    @activity.defn(name=RUN_TOOL)
     async def run_tool(self, inp: ToolInput) -> ToolResult:
         row = await conversation.load_call(self.engine, inp.task_id, inp.index, inp.turn, inp.seq)
         if row.status in conversation.FINAL:  # an earlier attempt finished it

@@ -23,7 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from durable_orchestrator.settings import Settings
-from durable_orchestrator.temporal.contracts import WebhookInput
+from durable_orchestrator.temporal.contracts import SEND_WEBHOOK, WebhookInput
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,7 @@ class WebhookActivities:
     settings: Settings
     http: httpx.AsyncClient
 
-    @activity.defn(name="send_webhook")
+    @activity.defn(name=SEND_WEBHOOK)
     async def send_webhook(self, inp: WebhookInput) -> int:
         async with self.engine.connect() as conn:
             row = (

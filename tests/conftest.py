@@ -18,7 +18,7 @@ from durable_orchestrator.data.engine import create_engine, migrate, plain_url
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI
-from tests.utils import Stack, running_stack, service_dir
+from tests.utils import Stack, running_stack, service_dir, settings_for_tests
 
 
 @pytest.fixture(scope="session")
@@ -86,21 +86,7 @@ def fake_llm(fake_llm_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
 def base_settings(
     pg_url: str, temporal_server: TemporalDevServer, fake_llm_server: FakeOpenAI
 ) -> Settings:
-    return Settings(
-        database_url=pg_url,
-        temporal_address=temporal_server.address,
-        openai_base_url=fake_llm_server.base_url,
-        openai_api_key="test-key",
-        model="gpt-4o-mini",
-        retry_initial_interval_secs=0.2,
-        retry_max_interval_secs=1.0,
-        retry_max_attempts=3,
-        step_timeout_secs=20,
-        log_json=True,
-        # Breaker state is shared through the session database; tests that fault a model must
-        # not trip it for every later test. Breaker tests turn it on with their own model names.
-        circuit_breaker_threshold=0,
-    )
+    return settings_for_tests(pg_url, temporal_server.address, fake_llm_server.base_url)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,26 @@ def service_dir(prefix: str = "orch-test-") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def settings_for_tests(database_url: str, temporal_address: str, llm_base_url: str) -> Settings:
+    """The settings every test stack starts from (the `base_settings` fixture, and
+    tests/workflows/record_histories.py): fast retries, short step timeout, the fake LLM."""
+    return Settings(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        openai_base_url=llm_base_url,
+        openai_api_key="test-key",
+        model="gpt-4o-mini",
+        retry_initial_interval_secs=0.2,
+        retry_max_interval_secs=1.0,
+        retry_max_attempts=3,
+        step_timeout_secs=20,
+        log_json=True,
+        # Breaker state is shared through the session database; tests that fault a model must
+        # not trip it for every later test. Breaker tests turn it on with their own model names.
+        circuit_breaker_threshold=0,
+    )
+
+
 @dataclass
 class Stack:
     """A running slice of the system: worker on its own task queue + the API app in-process."""

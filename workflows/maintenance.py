@@ -16,8 +16,11 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from durable_orchestrator.temporal.contracts import (
         ARCHIVE_AUDIT_LOG,
+        ARCHIVE_AUDIT_LOG_ACTIVITY,
         EXPIRE_SHORT_TERM_MEMORY,
+        EXPIRE_SHORT_TERM_MEMORY_ACTIVITY,
         PURGE_API_KEYS,
+        PURGE_API_KEYS_ACTIVITY,
         MaintenanceInput,
         MaintenanceResult,
     )
@@ -43,21 +46,21 @@ async def _run(activity_name: str, inp: MaintenanceInput, summary: str) -> Maint
 class ExpireShortTermMemory:
     @workflow.run
     async def run(self, inp: MaintenanceInput) -> MaintenanceResult:
-        return await _run("expire_short_term_memory", inp, "expire short-term memory")
+        return await _run(EXPIRE_SHORT_TERM_MEMORY_ACTIVITY, inp, "expire short-term memory")
 
 
 @workflow.defn(name=ARCHIVE_AUDIT_LOG)
 class ArchiveAuditLog:
     @workflow.run
     async def run(self, inp: MaintenanceInput) -> MaintenanceResult:
-        return await _run("archive_audit_log", inp, "archive audit log")
+        return await _run(ARCHIVE_AUDIT_LOG_ACTIVITY, inp, "archive audit log")
 
 
 @workflow.defn(name=PURGE_API_KEYS)
 class PurgeApiKeys:
     @workflow.run
     async def run(self, inp: MaintenanceInput) -> MaintenanceResult:
-        return await _run("purge_api_keys", inp, "purge api keys")
+        return await _run(PURGE_API_KEYS_ACTIVITY, inp, "purge api keys")
 
 
 MAINTENANCE_WORKFLOWS = [ExpireShortTermMemory, ArchiveAuditLog, PurgeApiKeys]

@@ -1,24 +1,28 @@
-"""TaskWorkflow: plan → run the plan's steps as a DAG → finish.
+"""TaskWorkflow: plan → run the plan's steps as a DAG → finish → remember.
 
 Deterministic and small: it decides what runs next and passes ids; the activities do all I/O
-and write every status change to Postgres themselves.
+and write every status change to Postgres themselves. One shape, no `workflow.patched()`, until
+the first tagged release (docs/design.md, "Workflow versioning").
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from durable_orchestrator.temporal.contracts import (
         APPROVAL_UPDATE,
+        FINISH_TASK,
+        PLAN_TASK,
+        REMEMBER_RESULT,
+        RUN_STEP,
+        RUN_TOOL,
+        SEND_WEBHOOK,
         TASK_WORKFLOW,
         ApprovalDecision,
-        ExecutionPolicy,
         FinishInput,
         PlanInput,
         PlannedStep,
@@ -35,10 +39,19 @@ with workflow.unsafe.imports_passed_through():
     )
     from durable_orchestrator.temporal.search_attributes import TASK_STATUS, USER_ID
 
-BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
-WEBHOOK_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60), maximum_attempts=10
+from workflows.activity_options import (
+    BOOKKEEPING_TIMEOUT,
+    FINISH_RETRY,
+    REMEMBER_RETRY,
+    REMEMBER_TIMEOUT,
+    WEBHOOK_RETRY,
+    heartbeat_timeout,
+    retry_policy,
+    step_timeout,
+    tool_retry,
+    tool_timeout,
 )
+from workflows.approvals import Approvals
 
 
 class StepFailed(Exception):
@@ -56,44 +69,21 @@ def failure_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def retry_policy(p: ExecutionPolicy) -> RetryPolicy:
-    return RetryPolicy(
-        initial_interval=timedelta(seconds=p.initial_interval_secs),
-        backoff_coefficient=p.backoff,
-        maximum_interval=timedelta(seconds=p.max_interval_secs),
-        maximum_attempts=p.max_attempts,
-    )
-
-
 @workflow.defn(name=TASK_WORKFLOW)
 class TaskWorkflow:
     def __init__(self) -> None:
         self._done: dict[int, StepResult] = {}
-        self._awaiting: set[str] = set()  # approval ids a tool call is waiting on
-        self._decisions: dict[str, ApprovalDecision] = {}
-        self._local_bookkeeping = False  # set in _finish (workflow.patched "local-bookkeeping")
+        self._approvals = Approvals()
 
     # POST /tasks/{id}/approvals/{approval_id} (api/routes/approvals.py) sends this update.
     @workflow.update(name=APPROVAL_UPDATE)
     async def decide_approval(self, decision: ApprovalDecision) -> str:
-        self._decisions[decision.approval_id] = decision
+        self._approvals.record(decision)
         return decision.decision
 
     @decide_approval.validator
     def _validate_approval(self, decision: ApprovalDecision) -> None:
-        if decision.decision not in ("approve", "reject"):
-            raise ApplicationError(
-                f"decision must be 'approve' or 'reject', not {decision.decision!r}",
-                type="InvalidDecision",
-            )
-        if decision.approval_id in self._decisions:
-            raise ApplicationError(
-                f"approval {decision.approval_id} was already decided", type="ApprovalAlreadyDecided"
-            )
-        if decision.approval_id not in self._awaiting:
-            raise ApplicationError(
-                f"approval {decision.approval_id} is not pending", type="ApprovalNotFound"
-            )
+        self._approvals.validate(decision)
 
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskOutcome:
@@ -115,45 +105,18 @@ class TaskWorkflow:
             await self._finish(inp, "cancelled", "cancelled by request")
             raise
         outcome = await self._finish(inp, "completed")
-        if workflow.patched("remember-result"):
-            await self._remember(inp)
+        await self._remember(inp)
         return outcome
-
-    async def _remember(self, inp: TaskInput) -> None:
-        """Write the completed task's result to long-term memory. The task has already
-        completed: a memory that cannot be written is logged, never a task failure."""
-        retry = RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5)
-        try:
-            if self._local_bookkeeping:
-                await workflow.execute_local_activity(
-                    "remember_result",
-                    RememberInput(task_id=inp.task_id),
-                    result_type=int,
-                    start_to_close_timeout=timedelta(seconds=60),
-                    retry_policy=retry,
-                    summary="remember result",
-                )
-            else:
-                await workflow.execute_activity(
-                    "remember_result",
-                    RememberInput(task_id=inp.task_id),
-                    result_type=int,
-                    start_to_close_timeout=timedelta(seconds=60),
-                    retry_policy=retry,
-                    summary="remember result",
-                )
-        except ActivityError as err:
-            workflow.logger.warning("remember_result failed: %s", failure_message(err))
 
     async def _execute(self, inp: TaskInput) -> None:
         p = inp.policy
         workflow.set_current_details("planning")
         plan: PlanResult = await workflow.execute_activity(
-            "plan_task",
+            PLAN_TASK,
             PlanInput(task_id=inp.task_id),
             result_type=PlanResult,
-            start_to_close_timeout=timedelta(seconds=p.step_timeout_secs),
-            heartbeat_timeout=timedelta(seconds=max(5.0, p.step_timeout_secs / 4)),
+            start_to_close_timeout=step_timeout(p),
+            heartbeat_timeout=heartbeat_timeout(p),
             retry_policy=retry_policy(p),
             summary="plan",
         )
@@ -179,9 +142,7 @@ class TaskWorkflow:
                         self._done[index] = fut.result()
                     except ActivityError as err:
                         raise StepFailed(index, failure_message(err)) from err
-                workflow.set_current_details(
-                    f"{len(self._done)}/{len(steps)} steps done"
-                )
+                workflow.set_current_details(f"{len(self._done)}/{len(steps)} steps done")
         finally:
             for fut in running:
                 fut.cancel()
@@ -194,14 +155,14 @@ class TaskWorkflow:
         turn = 0
         while True:
             result = await workflow.execute_activity(
-                "run_step",
+                RUN_STEP,
                 StepInput(
                     task_id=inp.task_id, index=step.index, agent=step.agent,
                     depends_on=step.depends_on, turn=turn, max_turns=p.max_turns,
                 ),
                 result_type=StepResult,
-                start_to_close_timeout=timedelta(seconds=p.step_timeout_secs),
-                heartbeat_timeout=timedelta(seconds=max(5.0, p.step_timeout_secs / 4)),
+                start_to_close_timeout=step_timeout(p),
+                heartbeat_timeout=heartbeat_timeout(p),
                 retry_policy=retry_policy(p),
                 summary=f"step {step.index} · {step.agent}" + (f" · turn {turn}" if turn else ""),
             )
@@ -212,45 +173,27 @@ class TaskWorkflow:
             turn += 1
 
     async def _run_tool(self, inp: TaskInput, step: PlannedStep, turn: int, call: ToolCallRef) -> ToolResult:
-        p = inp.policy
         tool_input = ToolInput(task_id=inp.task_id, index=step.index, turn=turn, seq=call.seq)
         if call.approval_id:
-            aid = call.approval_id
-            self._awaiting.add(aid)
             self._set_status(inp, "waiting_approval")
             workflow.set_current_details(f"step {step.index} waiting for approval of {call.tool}")
             try:
-                await workflow.wait_condition(
-                    lambda: aid in self._decisions,
-                    timeout=timedelta(seconds=p.approval_timeout_secs),
-                )
-            except TimeoutError:
-                self._decisions[aid] = ApprovalDecision(
-                    approval_id=aid, decision="timeout",
-                    comment=f"no decision within {p.approval_timeout_secs:g}s",
-                )
+                d = await self._approvals.wait(call.approval_id, inp.policy.approval_timeout_secs)
             finally:
-                self._awaiting.discard(aid)
                 self._set_status(inp, "running")
-            d = self._decisions[aid]
             tool_input.decision, tool_input.comment, tool_input.decided_by = d.decision, d.comment, d.user_id
         return await workflow.execute_activity(
-            "run_tool",
+            RUN_TOOL,
             tool_input,
             result_type=ToolResult,
-            start_to_close_timeout=timedelta(seconds=call.timeout_secs + 10),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=p.initial_interval_secs),
-                backoff_coefficient=p.backoff,
-                maximum_interval=timedelta(seconds=p.max_interval_secs),
-                maximum_attempts=max(1, p.tool_max_attempts),
-            ),
+            start_to_close_timeout=tool_timeout(call),
+            retry_policy=tool_retry(inp.policy),
             summary=f"tool {call.tool}",
         )
 
     def _set_status(self, inp: TaskInput, status: str, *, user: bool = False) -> None:
         """TaskStatus (and UserId) search attributes for the Web UI / `temporal workflow list`."""
-        if not inp.search_attributes or not workflow.patched("search-attributes"):
+        if not inp.search_attributes:
             return
         updates = [TASK_STATUS.value_set(status)]
         if user:
@@ -260,36 +203,45 @@ class TaskWorkflow:
     async def _finish(
         self, inp: TaskInput, status: str, error: str | None = None, failed_step: int | None = None
     ) -> TaskOutcome:
+        """Record the end in Postgres, tell the webhook, and end the workflow the same way."""
         self._set_status(inp, status)
-        finish = FinishInput(task_id=inp.task_id, status=status, error=error, failed_step=failed_step)
-        retry = RetryPolicy(maximum_interval=timedelta(seconds=10))
-        # Bookkeeping (finish_task, remember_result) runs as local activities: one Postgres
-        # transaction each, no round trips through the Temporal server's task queue.
-        self._local_bookkeeping = workflow.patched("local-bookkeeping")
-        if self._local_bookkeeping:
-            preview = await workflow.execute_local_activity(
-                "finish_task", finish, result_type=str,
-                start_to_close_timeout=BOOKKEEPING_TIMEOUT, retry_policy=retry,
-                summary=f"finish · {status}",
-            )
-        else:
-            preview = await workflow.execute_activity(
-                "finish_task", finish, result_type=str,
-                start_to_close_timeout=BOOKKEEPING_TIMEOUT, retry_policy=retry,
-                summary=f"finish · {status}",
-            )
-        if inp.webhook and workflow.patched("webhook"):
+        # Bookkeeping runs as local activities: one Postgres transaction each, no round trip
+        # through the Temporal server's task queue.
+        preview = await workflow.execute_local_activity(
+            FINISH_TASK,
+            FinishInput(task_id=inp.task_id, status=status, error=error, failed_step=failed_step),
+            result_type=str,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=FINISH_RETRY,
+            summary=f"finish · {status}",
+        )
+        if inp.webhook:
             await self._send_webhook(inp)
         if status == "failed":
             raise ApplicationError(error or "task failed", type="TaskFailed", non_retryable=True)
         return TaskOutcome(task_id=inp.task_id, status=status, result_preview=preview)
+
+    async def _remember(self, inp: TaskInput) -> None:
+        """Write the completed task's result to long-term memory. The task has already
+        completed: a memory that cannot be written is logged, never a task failure."""
+        try:
+            await workflow.execute_local_activity(
+                REMEMBER_RESULT,
+                RememberInput(task_id=inp.task_id),
+                result_type=int,
+                start_to_close_timeout=REMEMBER_TIMEOUT,
+                retry_policy=REMEMBER_RETRY,
+                summary="remember result",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("remember_result failed: %s", failure_message(err))
 
     async def _send_webhook(self, inp: TaskInput) -> None:
         """Tell the task's webhook it ended. Non-2xx answers are retried by Temporal; a hook
         that never accepts it does not change the task's outcome."""
         try:
             await workflow.execute_activity(
-                "send_webhook",
+                SEND_WEBHOOK,
                 WebhookInput(task_id=inp.task_id),
                 start_to_close_timeout=BOOKKEEPING_TIMEOUT,
                 retry_policy=WEBHOOK_RETRY,

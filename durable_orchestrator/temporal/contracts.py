@@ -7,8 +7,30 @@ ids and short strings; step outputs, prompts and plans live in Postgres.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
-TASK_WORKFLOW = "TaskWorkflow"
+# --- names on the wire ------------------------------------------------------------------------
+# Workflows schedule activities by these names and the activities register under them
+# (`@activity.defn(name=PLAN_TASK)`), so a rename cannot leave one side behind. Names, not
+# method references: workflow code must not import the activity modules (they pull in openai
+# and sqlalchemy, which fail in the workflow sandbox).
+TASK_WORKFLOW: Final = "TaskWorkflow"
+APPROVAL_UPDATE: Final = "decide_approval"  # sent by POST /tasks/{id}/approvals/{approval_id}
+
+PLAN_TASK: Final = "plan_task"
+RUN_STEP: Final = "run_step"
+RUN_TOOL: Final = "run_tool"
+FINISH_TASK: Final = "finish_task"  # local activity
+REMEMBER_RESULT: Final = "remember_result"  # local activity
+SEND_WEBHOOK: Final = "send_webhook"
+
+# Maintenance: the bare names are the workflow types the schedules start; each runs one activity.
+EXPIRE_SHORT_TERM_MEMORY: Final = "ExpireShortTermMemory"
+ARCHIVE_AUDIT_LOG: Final = "ArchiveAuditLog"
+PURGE_API_KEYS: Final = "PurgeApiKeys"
+EXPIRE_SHORT_TERM_MEMORY_ACTIVITY: Final = "expire_short_term_memory"
+ARCHIVE_AUDIT_LOG_ACTIVITY: Final = "archive_audit_log"
+PURGE_API_KEYS_ACTIVITY: Final = "purge_api_keys"
 
 
 def workflow_id_for(task_id: str) -> str:
@@ -38,8 +60,7 @@ class TaskInput:
     policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)
     # Keep the UserId/TaskStatus search attributes current (off where they are not registered).
     search_attributes: bool = False
-    # The task has a webhook_url (in tasks.options): send it when the task ends. Defaulted so
-    # histories recorded before it existed still decode.
+    # The task has a webhook_url (in tasks.options): send it when the task ends.
     webhook: bool = False
 
 
@@ -121,9 +142,6 @@ class ToolResult:
     preview: str = ""
 
 
-APPROVAL_UPDATE = "decide_approval"
-
-
 @dataclass
 class ApprovalDecision:
     """Sent by POST /tasks/{id}/approvals/{approval_id} as a Temporal update."""
@@ -143,9 +161,6 @@ class FinishInput:
 
 
 # --- maintenance (workflows/maintenance.py, started by Temporal Schedules) --------------------
-EXPIRE_SHORT_TERM_MEMORY = "ExpireShortTermMemory"
-ARCHIVE_AUDIT_LOG = "ArchiveAuditLog"
-PURGE_API_KEYS = "PurgeApiKeys"
 
 
 @dataclass

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from temporalio.api.enums.v1 import EventType
 
+from durable_orchestrator.temporal.contracts import FINISH_TASK, REMEMBER_RESULT
 from fake_openai import Reply
 from tests.utils import Stack
 
@@ -55,6 +58,30 @@ async def test_task_runs_plan_and_steps_end_to_end(stack: Stack) -> None:
             completed.append(scheduled[event.activity_task_completed_event_attributes.scheduled_event_id])
     assert completed.count("run_step") == len(steps)
     assert completed.count("plan_task") == 1
+
+
+async def test_history_has_no_patch_markers(stack: Stack) -> None:
+    """The Web UI draws every MarkerRecorded event on the task's timeline: `workflow.patched()`
+    adds a `core_patch` marker (and a TemporalChangeVersion search attribute) per patch. Before
+    the first release the workflow has one shape, so the only markers are the two local
+    activities' results (finish_task, remember_result), which Temporal records as markers too."""
+    task_id = await stack.submit("Compare green and black tea for a short report")
+    task = await stack.wait(task_id)
+    assert task["status"] == "completed", task
+    handle = stack.client.get_workflow_handle(task["workflow_id"])
+    await handle.result()  # remember_result runs after Postgres already says completed
+
+    markers: list[tuple[str, str]] = []
+    upserted: set[str] = set()
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            attrs = event.marker_recorded_event_attributes
+            data = json.loads(attrs.details["data"].payloads[0].data) if "data" in attrs.details else {}
+            markers.append((attrs.marker_name, data.get("activity_type", "")))
+        elif event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            upserted |= set(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+    assert markers == [("core_local_activity", FINISH_TASK), ("core_local_activity", REMEMBER_RESULT)]
+    assert upserted == {"TaskStatus", "UserId"}
 
 
 async def test_bad_plan_twice_falls_back_to_one_step(stack: Stack) -> None:

@@ -21,7 +21,8 @@ from durable_orchestrator.data.tables import RateBucket
 
 
 class Draw(NamedTuple):
-    """Take `cost` tokens from the bucket `key`, whose capacity is `cap` per minute."""
+    """Take `cost` tokens from the bucket `key`, which holds at most `cap` and refills `cap`
+    per minute."""
 
     key: str
     cap: float
@@ -34,11 +35,12 @@ _RATE = sa.bindparam("rate", type_=sa.Float)  # tokens per second
 _COST = sa.bindparam("cost", type_=sa.Float)
 
 # The bucket's level now: what it held at updated_at plus the refill since, at most `cap`.
-# (GREATEST: a clock that stepped back must not drain the bucket.)
-_elapsed = sa.cast(
+# GREATEST: a statement that waited on the row lock has an older now() than the writer
+# before it, and a negative elapsed time must not drain the bucket.
+_ELAPSED = sa.cast(
     sa.func.greatest(0, sa.extract("epoch", sa.func.now() - RateBucket.updated_at)), sa.Float
 )
-_LEVEL = sa.func.least(_CAP, RateBucket.tokens + _elapsed * _RATE)
+_LEVEL = sa.func.least(_CAP, RateBucket.tokens + _ELAPSED * _RATE)
 
 # Refill, check and take in one statement; a new bucket starts full. No row back = too few.
 _TAKE = (

@@ -5,7 +5,8 @@ it is durable across restarts, and a row lock (`SELECT ... FOR UPDATE`) makes ea
 atomic across workers without a second moving part. The hot path (breaker closed) is one
 primary-key read without a lock; only calls that meet a non-closed breaker or record a
 failure take the row lock. Times come from the database clock, so workers with skewed clocks
-agree on when an open breaker may be probed.
+agree on when an open breaker may be probed. The statements are in
+`durable_orchestrator.data.breakers`; this module decides which one runs when.
 
 States: closed → (CIRCUIT_BREAKER_THRESHOLD consecutive retryable failures) → open for
 CIRCUIT_BREAKER_TIMEOUT_SECS → half_open: exactly one caller gets the probe; its success

@@ -4,7 +4,8 @@ A token bucket per (kind, model) in the `llm_rate_buckets` table: capacity = the
 cap, refilled continuously at cap/60 per second, updated under a row lock so all workers draw
 from the same bucket. Before a call we take 1 request and the prompt's estimated tokens; after
 it we settle the difference with the real usage (the bucket may go negative: that debt delays
-later callers instead of letting a burst through).
+later callers instead of letting a burst through). The statements are in
+`durable_orchestrator.data.rate_buckets`.
 
 When a bucket is short, the caller either waits in the activity (short waits, heartbeating, so
 cancellation still works and no Temporal attempt is spent) or raises a retryable

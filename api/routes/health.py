@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api import readiness
+from durable_orchestrator.data.engine import ping
 from durable_orchestrator.llm.breaker import breaker_states
 
 router = APIRouter(tags=["health"])
@@ -39,10 +39,6 @@ async def readyz(request: Request) -> JSONResponse:
             msg = str(exc) if isinstance(exc, readiness.NotReady) else f"{type(exc).__name__}: {exc}"
             checks[name] = {"ok": False, "error": msg[:300]}
 
-    async def postgres() -> None:
-        async with state.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-
     async def temporal() -> None:
         await state.temporal.service_client.check_health()
 
@@ -62,7 +58,7 @@ async def readyz(request: Request) -> JSONResponse:
         return {"open": sum(s["state"] != "closed" for s in states), "breakers": states}
 
     jobs = [
-        check("postgres", postgres()), check("temporal", temporal()), check("worker", worker()),
+        check("postgres", ping(state.engine)), check("temporal", temporal()), check("worker", worker()),
         check("breakers", breakers()),
     ]
     if getattr(state, "embedder", None) is not None:

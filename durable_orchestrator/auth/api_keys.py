@@ -8,11 +8,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from durable_orchestrator.data import audit
-from durable_orchestrator.data.engine import read
+from durable_orchestrator.data import audit, keys
 
 ALL_SCOPES = ("tasks:write", "tasks:read", "memory:read", "memory:write", "admin")
 DEFAULT_SCOPES = ("tasks:write", "tasks:read", "memory:read", "memory:write")
@@ -65,53 +63,28 @@ async def create_key(
     key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(24)}"
     key_id = f"key_{secrets.token_hex(6)}"
     async with engine.begin() as conn:
-        await conn.execute(
-            sa.text("INSERT INTO users (id) VALUES (:u) ON CONFLICT DO NOTHING"), {"u": user_id}
+        await keys.add_user(conn, user_id)
+        created_at = await keys.add_key(
+            conn, key_id=key_id, user_id=user_id, prefix=prefix, key_hash=hash_key(key),
+            name=name, scopes=scopes, expires_at=expires_at,
         )
-        row = (
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO api_keys (id, user_id, prefix, key_hash, name, scopes, expires_at) "
-                    "VALUES (:id, :u, :p, :h, :n, :s, :e) RETURNING created_at"
-                ),
-                {"id": key_id, "u": user_id, "p": prefix, "h": hash_key(key), "n": name,
-                 "s": list(scopes), "e": expires_at},
-            )
-        ).one()
         await audit.record(
             conn, actor, "key.create", "success", request_id,
             {"key_id": key_id, "prefix": prefix, "user_id": user_id, "scopes": list(scopes),
              "expires_at": expires_at.isoformat() if expires_at else None},
         )
-    return key, KeyInfo(key_id, user_id, prefix, name, list(scopes), row.created_at, expires_at, None)
-
-
-_LOOKUP = sa.text(
-    "SELECT id, user_id, scopes FROM api_keys WHERE key_hash=:h AND revoked_at IS NULL "
-    "AND (expires_at IS NULL OR expires_at > now())"
-)
+    return key, KeyInfo(key_id, user_id, prefix, name, list(scopes), created_at, expires_at, None)
 
 
 async def authenticate(engine: AsyncEngine, key: str) -> Principal | None:
-    async with read(engine) as conn:
-        row = (await conn.execute(_LOOKUP, {"h": hash_key(key)})).first()
+    row = await keys.live_key(engine, hash_key(key))
     if row is None:
         return None
     return Principal(user_id=row.user_id, key_id=row.id, scopes=frozenset(row.scopes))
 
 
 async def list_keys(engine: AsyncEngine, user_id: str | None = None) -> list[KeyInfo]:
-    query = (
-        "SELECT id, user_id, prefix, name, scopes, created_at, expires_at, revoked_at "
-        "FROM api_keys"
-    )
-    params = {}
-    if user_id:
-        query += " WHERE user_id=:u"
-        params["u"] = user_id
-    async with engine.connect() as conn:
-        rows = await conn.execute(sa.text(query + " ORDER BY created_at"), params)
-        return [KeyInfo(*r) for r in rows]
+    return [KeyInfo(**row._mapping) for row in await keys.list_keys(engine, user_id)]
 
 
 async def revoke_key(
@@ -123,14 +96,9 @@ async def revoke_key(
 ) -> bool:
 
     async with engine.begin() as conn:
-        res = await conn.execute(
-            sa.text(
-                "UPDATE api_keys SET revoked_at=now() WHERE (id=:k OR prefix=:k) "
-                "AND revoked_at IS NULL RETURNING id, user_id"
-            ),
-            {"k": key_id_or_prefix},
-        )
-        revoked = [{"key_id": r.id, "user_id": r.user_id} for r in res]
+        revoked = [
+            {"key_id": r.id, "user_id": r.user_id} for r in await keys.revoke_key(conn, key_id_or_prefix)
+        ]
         await audit.record(
             conn, actor, "key.revoke", "success" if revoked else "not_found", request_id,
             {"key": key_id_or_prefix, "revoked": revoked},

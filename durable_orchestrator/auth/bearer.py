@@ -6,12 +6,10 @@ Tokens are never stored, logged or echoed; only their `jti` is kept when revoked
 from __future__ import annotations
 
 import jwt
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from durable_orchestrator.auth.api_keys import ALL_SCOPES, Principal
-from durable_orchestrator.data import audit
-from durable_orchestrator.data.engine import read
+from durable_orchestrator.data import audit, keys
 from durable_orchestrator.settings import Settings
 
 
@@ -77,9 +75,7 @@ async def authenticate(engine: AsyncEngine, settings: Settings, token: str) -> P
 
 
 async def is_revoked(engine: AsyncEngine, jti: str) -> bool:
-    async with read(engine) as conn:
-        row = await conn.execute(sa.text("SELECT 1 FROM revoked_tokens WHERE jti=:j"), {"j": jti})
-        return row.first() is not None
+    return await keys.is_token_revoked(engine, jti)
 
 
 async def revoke(
@@ -92,14 +88,7 @@ async def revoke(
 ) -> bool:
     """Refuse every token carrying this `jti` from now on. True if newly revoked."""
     async with engine.begin() as conn:
-        res = await conn.execute(
-            sa.text(
-                "INSERT INTO revoked_tokens (jti, revoked_by, reason) VALUES (:j, :a, :r) "
-                "ON CONFLICT (jti) DO NOTHING"
-            ),
-            {"j": jti, "a": actor, "r": reason},
-        )
-        created = res.rowcount > 0
+        created = await keys.revoke_token(conn, jti, revoked_by=actor, reason=reason)
         await audit.record(
             conn, actor, "token.revoke", "success" if created else "already_revoked",
             request_id, {"jti": jti, "reason": reason},

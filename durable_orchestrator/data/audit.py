@@ -10,11 +10,15 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-_INSERT = sa.text(
-    "INSERT INTO audit_log (actor, action, outcome, request_id, details) "
-    "VALUES (:a, :act, :o, :r, CAST(:d AS jsonb))"
+from durable_orchestrator.data.tables import AuditEntry
+
+# `details` is serialised here, with default=str, rather than by the JSONB type: a datetime or
+# other odd value in it must not make the action it describes fail.
+_INSERT = sa.insert(AuditEntry).values(
+    details=sa.cast(sa.bindparam("details_json", type_=sa.Text), JSONB)
 )
 
 
@@ -30,11 +34,11 @@ async def record(
     `key.create`, `key.revoke`, `token.revoke`, `auth.failure`, `approval.decide`,
     `task.cancel`, `task.delete`; outcome: `success`, `denied`, `failure` or `not_found`."""
     params = {
-        "a": actor,
-        "act": action,
-        "o": outcome,
-        "r": request_id,
-        "d": json.dumps(details or {}, default=str),
+        "actor": actor,
+        "action": action,
+        "outcome": outcome,
+        "request_id": request_id,
+        "details_json": json.dumps(details or {}, default=str),
     }
     if isinstance(conn_or_engine, AsyncConnection):
         await conn_or_engine.execute(_INSERT, params)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -98,3 +99,9 @@ def migrate(url: str, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database; raises when it cannot be reached."""
+    async with read(engine) as conn:
+        await conn.execute(sa.select(sa.true()))

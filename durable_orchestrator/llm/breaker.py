@@ -5,7 +5,8 @@ it is durable across restarts, and a row lock (`SELECT ... FOR UPDATE`) makes ea
 atomic across workers without a second moving part. The hot path (breaker closed) is one
 primary-key read without a lock; only calls that meet a non-closed breaker or record a
 failure take the row lock. Times come from the database clock, so workers with skewed clocks
-agree on when an open breaker may be probed.
+agree on when an open breaker may be probed. The statements are in
+`durable_orchestrator.data.breakers`; this module decides which one runs when.
 
 States: closed → (CIRCUIT_BREAKER_THRESHOLD consecutive retryable failures) → open for
 CIRCUIT_BREAKER_TIMEOUT_SECS → half_open: exactly one caller gets the probe; its success
@@ -18,10 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-import sqlalchemy as sa
 import structlog
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from durable_orchestrator.data import breakers
 
 log = structlog.get_logger(__name__)
 
@@ -61,13 +63,6 @@ def _set_gauge(key: str, state: str) -> None:
     BREAKER_STATE.labels(model=model_of(key)).set(STATE_VALUES.get(state, 0))
 
 
-_ENSURE = sa.text("INSERT INTO circuit_breakers (key) VALUES (:k) ON CONFLICT (key) DO NOTHING")
-_LOCK = sa.text(
-    "SELECT state, failures, open_until, probe_started_at, now() AS now "
-    "FROM circuit_breakers WHERE key=:k FOR UPDATE"
-)
-
-
 class CircuitBreakers:
     """All breakers of one process; the state itself lives in the `circuit_breakers` table."""
 
@@ -92,19 +87,13 @@ class CircuitBreakers:
         """Permit a call, or raise CircuitOpen."""
         if not self.enabled:
             return Permit(key)
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")  # one round trip
-            row = (
-                await conn.execute(
-                    sa.text("SELECT state, failures FROM circuit_breakers WHERE key=:k"), {"k": key}
-                )
-            ).first()
+        row = await breakers.state(self.engine, key)
         if row is None or row.state == "closed":
             return Permit(key, failures_seen=row.failures if row else 0)
         async with self.engine.begin() as conn:
-            row = (await conn.execute(_LOCK, {"k": key})).first()
-            if row.state == "closed":
-                return Permit(key, failures_seen=row.failures)
+            row = await breakers.lock(conn, key)
+            if row is None or row.state == "closed":
+                return Permit(key, failures_seen=row.failures if row else 0)
             if row.state == "open" and row.open_until is not None and row.now < row.open_until:
                 _set_gauge(key, "open")
                 raise CircuitOpen(key, row.open_until - row.now, "open")
@@ -114,13 +103,7 @@ class CircuitBreakers:
                 wait = self.probe_stale - (row.now - row.probe_started_at)
                 raise CircuitOpen(key, min(max(wait, timedelta(seconds=1)), timedelta(seconds=5)), "half_open")
             # open and its time is up, or a half-open probe that never reported back: probe now.
-            await conn.execute(
-                sa.text(
-                    "UPDATE circuit_breakers SET state='half_open', probe_started_at=now(), "
-                    "updated_at=now() WHERE key=:k"
-                ),
-                {"k": key},
-            )
+            await breakers.start_probe(conn, key)
         _set_gauge(key, "half_open")
         log.info("circuit_half_open", breaker=key)
         return Permit(key, probe=True, failures_seen=row.failures)
@@ -129,14 +112,8 @@ class CircuitBreakers:
         if not self.enabled or (not permit.probe and permit.failures_seen == 0):
             return  # nothing to reset: the common case costs no write
         async with self.engine.begin() as conn:
-            before = (await conn.execute(_LOCK, {"k": permit.key})).first()
-            await conn.execute(
-                sa.text(
-                    "UPDATE circuit_breakers SET state='closed', failures=0, open_until=NULL, "
-                    "probe_started_at=NULL, updated_at=now() WHERE key=:k"
-                ),
-                {"k": permit.key},
-            )
+            before = await breakers.lock(conn, permit.key)
+            await breakers.close(conn, permit.key)
         _set_gauge(permit.key, "closed")
         if before is not None and before.state != "closed":
             log.info("circuit_closed", breaker=permit.key)
@@ -146,30 +123,20 @@ class CircuitBreakers:
         if not self.enabled:
             return False
         async with self.engine.begin() as conn:
-            await conn.execute(_ENSURE, {"k": permit.key})
-            row = (await conn.execute(_LOCK, {"k": permit.key})).first()
+            await breakers.ensure(conn, permit.key)
+            row = await breakers.lock(conn, permit.key)
+            assert row is not None  # ensured just above, in this transaction
             failures = row.failures + 1
             opens = row.state == "half_open" or (
                 row.state == "closed" and failures >= self.threshold
             )
             if opens:
-                await conn.execute(
-                    sa.text(
-                        "UPDATE circuit_breakers SET state='open', failures=:f, "
-                        "open_until=now() + make_interval(secs => :secs), probe_started_at=NULL, "
-                        "last_error=:e, updated_at=now() WHERE key=:k"
-                    ),
-                    {"k": permit.key, "f": failures, "secs": self.open_for.total_seconds(), "e": error[:500]},
+                await breakers.open_(
+                    conn, permit.key, failures=failures, open_for=self.open_for, error=error[:500]
                 )
                 state = "open"
             else:
-                await conn.execute(
-                    sa.text(
-                        "UPDATE circuit_breakers SET failures=:f, last_error=:e, updated_at=now() "
-                        "WHERE key=:k"
-                    ),
-                    {"k": permit.key, "f": failures, "e": error[:500]},
-                )
+                await breakers.count_failure(conn, permit.key, failures=failures, error=error[:500])
                 state = row.state
         _set_gauge(permit.key, state)
         if opens:
@@ -181,29 +148,14 @@ class CircuitBreakers:
         """The call ended without a verdict (cancelled): let another caller probe."""
         if not self.enabled or not permit.probe:
             return
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.text(
-                    "UPDATE circuit_breakers SET probe_started_at=NULL, updated_at=now() "
-                    "WHERE key=:k AND state='half_open'"
-                ),
-                {"k": permit.key},
-            )
+        await breakers.release_probe(self.engine, permit.key)
 
 
 async def breaker_states(engine: AsyncEngine) -> list[dict[str, object]]:
     """Every breaker as readiness and metrics show it; also refreshes the gauge in this process.
 
     An open breaker whose time is up is reported as half_open: the next call will probe."""
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                sa.text(
-                    "SELECT key, state, failures, open_until, last_error, now() AS now "
-                    "FROM circuit_breakers ORDER BY key"
-                )
-            )
-        ).all()
+    rows = await breakers.all_states(engine)
     out: list[dict[str, object]] = []
     for r in rows:
         state = r.state

@@ -4,7 +4,8 @@ A token bucket per (kind, model) in the `llm_rate_buckets` table: capacity = the
 cap, refilled continuously at cap/60 per second, updated under a row lock so all workers draw
 from the same bucket. Before a call we take 1 request and the prompt's estimated tokens; after
 it we settle the difference with the real usage (the bucket may go negative: that debt delays
-later callers instead of letting a burst through).
+later callers instead of letting a burst through). The statements are in
+`durable_orchestrator.data.rate_buckets`.
 
 When a bucket is short, the caller either waits in the activity (short waits, heartbeating, so
 cancellation still works and no Temporal attempt is spent) or raises a retryable
@@ -22,10 +23,11 @@ import math
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
+
+from durable_orchestrator.data import rate_buckets
 
 log = structlog.get_logger(__name__)
 
@@ -35,25 +37,6 @@ RATE_LIMITED = "LLMRateLimited"
 def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     """About four characters per token; good enough to reserve capacity before the call."""
     return max(1, sum(len(str(m.get("content") or "")) for m in messages) // 4)
-
-
-_F = "double precision"
-_LEVEL = (
-    f"LEAST(CAST(:cap AS {_F}), b.tokens + "
-    f"CAST(GREATEST(0, EXTRACT(EPOCH FROM now() - b.updated_at)) AS {_F}) * CAST(:rate AS {_F}))"
-)
-_TAKE = sa.text(
-    f"INSERT INTO llm_rate_buckets AS b (key, tokens, updated_at) VALUES (:k, CAST(:cap AS {_F}) - CAST(:cost AS {_F}), now()) "
-    f"ON CONFLICT (key) DO UPDATE SET tokens = {_LEVEL} - CAST(:cost AS {_F}), updated_at = now() "
-    f"WHERE {_LEVEL} >= CAST(:cost AS {_F}) RETURNING b.tokens"
-)
-_WAIT = sa.text(
-    f"SELECT (CAST(:cost AS {_F}) - {_LEVEL}) / CAST(:rate AS {_F}) "
-    "FROM llm_rate_buckets b WHERE b.key = :k"
-)
-_GIVE_BACK = sa.text(
-    f"UPDATE llm_rate_buckets SET tokens = tokens + CAST(:cost AS {_F}) WHERE key = :k"
-)
 
 
 class _WaitOrRetry:
@@ -120,36 +103,23 @@ class LLMRateLimiter(_WaitOrRetry):
 
         One statement per bucket, in autocommit: the conditional upsert refills, checks and
         takes under the row lock Postgres holds for the statement, so concurrent workers never
-        both take the last token, and the lock is held for microseconds, not a transaction."""
-        taken: list[tuple[str, float]] = []
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            for key, cap in self._caps(model).items():
-                cost = 1.0 if key.startswith("rpm:") else min(float(prompt_tokens), cap)
-                params = {"k": key, "cap": cap, "rate": cap / 60.0, "cost": cost}
-                row = (await conn.execute(_TAKE, params)).first()
-                if row is None:
-                    wait = (await conn.execute(_WAIT, params)).scalar_one()
-                    for done_key, done_cost in taken:  # all or nothing: give back what we took
-                        await conn.execute(_GIVE_BACK, {"k": done_key, "cost": done_cost})
-                    return max(float(wait), 0.01)
-                taken.append((key, cost))
-        return 0.0
+        both take the last token, and the lock is held for microseconds, not a transaction.
+        A call wanting more tokens than the cap reserves the cap: it could never be granted."""
+        draws = [
+            rate_buckets.Draw(key, cap, 1.0 if key.startswith("rpm:") else min(float(prompt_tokens), cap))
+            for key, cap in self._caps(model).items()
+        ]
+        wait = await rate_buckets.take(self.engine, draws)
+        return 0.0 if wait is None else max(wait, 0.01)
 
     async def settle(self, model: str, reserved_tokens: int, used_tokens: int) -> None:
         """Charge the real token usage against the TPM bucket (refunds over-estimates)."""
         if not self.tpm or used_tokens == reserved_tokens:
             return
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(
-                sa.text(
-                    f"UPDATE llm_rate_buckets SET tokens = LEAST(CAST(:cap AS {_F}), "
-                    f"tokens - CAST(:d AS {_F})) WHERE key=:k"
-                ),
-                {"k": f"tpm:{model}", "d": float(used_tokens - min(reserved_tokens, self.tpm)),
-                 "cap": float(self.tpm)},
-            )
+        await rate_buckets.charge(
+            self.engine, f"tpm:{model}", cap=float(self.tpm),
+            tokens=float(used_tokens - min(reserved_tokens, self.tpm)),
+        )
 
 
 class RedisRateLimiter(_WaitOrRetry):

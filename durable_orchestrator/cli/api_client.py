@@ -1,9 +1,18 @@
-"""How CLI commands reach the API: URL and key from the environment, the saved config, or the
-key a local `orchestrator up` wrote; every failure becomes one readable line.
+"""How CLI commands reach the API: URL and key from the environment, a running `orchestrator up`,
+or the saved config; every failure becomes one readable line.
 
-Resolution order — URL: ORCH_API_URL, config, http://127.0.0.1:8000. Key: ORCH_API_KEY, config,
-`<data-dir>/demo-api-key`. The config is `$XDG_CONFIG_HOME/orchestrator/cli.json`
-(`~/.config/orchestrator/cli.json`), written by `orchestrator keys create --save`."""
+Resolution order, first found wins:
+
+- URL: `ORCH_API_URL`; then `<data-dir>/api-url`, which `up` writes once its API answers and
+  removes when it stops cleanly; then the saved config's `api_url`; then http://127.0.0.1:8000.
+  A record left by an `up` that crashed is not skipped: its URL does not answer, and the
+  command says that no running `up` was found in that data dir.
+- Key: `ORCH_API_KEY`; then the saved config's `api_key`; then `<data-dir>/demo-api-key`
+  (written by `up`).
+
+The data dir is `--data-dir` (or `ORCH_DATA_DIR`, default `.orchestrator`), as for `up`. The
+config is `$XDG_CONFIG_HOME/orchestrator/cli.json` (`~/.config/orchestrator/cli.json`),
+written by `orchestrator keys create --save`."""
 
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ import httpx
 from durable_orchestrator.cli.common import DEFAULT_DATA_DIR, fail
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+API_URL_FILE = "api-url"
 
 
 def config_path() -> Path:
@@ -45,8 +55,34 @@ def save_config(**values: str) -> Path:
     return path
 
 
-def api_url() -> str:
-    return (os.environ.get("ORCH_API_URL") or load_config().get("api_url") or DEFAULT_API_URL).rstrip("/")
+def record_api_url(data_dir: Path, url: str) -> Path:
+    """Tell later CLI commands where this data dir's `up` serves its API."""
+    path = data_dir / API_URL_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(url + "\n")
+    tmp.replace(path)  # atomic: a command started meanwhile reads the whole URL or none
+    return path
+
+
+def recorded_api_url(data_dir: Path) -> str | None:
+    path = data_dir / API_URL_FILE
+    try:
+        return path.read_text().strip().rstrip("/") or None
+    except FileNotFoundError:
+        return None
+
+
+def _resolve_url(data_dir: Path) -> tuple[str, bool]:
+    """The API URL, and whether it came from the data dir's record."""
+    if url := os.environ.get("ORCH_API_URL"):
+        return url.rstrip("/"), False
+    if url := recorded_api_url(data_dir):
+        return url, True
+    return str(load_config().get("api_url") or DEFAULT_API_URL).rstrip("/"), False
+
+
+def api_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    return _resolve_url(data_dir)[0]
 
 
 def api_key(data_dir: Path = DEFAULT_DATA_DIR) -> str:
@@ -63,7 +99,8 @@ def api_key(data_dir: Path = DEFAULT_DATA_DIR) -> str:
 
 class Api:
     def __init__(self, data_dir: Path = DEFAULT_DATA_DIR, timeout: float = 30.0) -> None:
-        self.url = api_url()
+        self.url, self._recorded = _resolve_url(data_dir)
+        self._data_dir = data_dir
         self._http = httpx.Client(
             base_url=self.url, headers={"X-API-Key": api_key(data_dir)}, timeout=timeout
         )
@@ -72,6 +109,11 @@ class Api:
         try:
             resp = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
+            if self._recorded:
+                # The record outlived its `up` (a crash or kill -9 skips the cleanup).
+                raise fail(f"no running `orchestrator up` found in {self._data_dir}: the API it "
+                           f"recorded ({self.url}) does not answer ({type(exc).__name__}); start "
+                           "one with `orchestrator up`, or set ORCH_API_URL") from None
             raise fail(f"cannot reach the API at {self.url} ({type(exc).__name__}); is it running? "
                        "(`orchestrator up`, or set ORCH_API_URL)") from None
         if resp.status_code == 404 and ok_404:

@@ -25,7 +25,8 @@ DataDirOption = typer.Option(
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
+    # soft_wrap: one line however long (paths, URLs), so it greps and pastes whole.
+    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code)
 
 

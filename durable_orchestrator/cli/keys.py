@@ -41,7 +41,7 @@ def create(
     if save:
         from durable_orchestrator.cli.api_client import api_url, save_config
 
-        path = save_config(api_key=key, api_url=api_url())
+        path = save_config(api_key=key, api_url=api_url(data_dir))
         console.print(f"saved to {path}; `orchestrator submit` and friends will use it", style="dim")
     console.print("store it now, it is not shown again:", style="dim")
     typer.echo(key)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from durable_orchestrator.cli.common import console, fail
+from pathlib import Path
+
+from durable_orchestrator.cli.common import DataDirOption, console, database_url, fail
 from durable_orchestrator.data.engine import migrate as run_migrations
-from durable_orchestrator.settings import get_settings
 
 
-def migrate() -> None:
-    """Upgrade DATABASE_URL's schema to the latest revision."""
-    url = get_settings().database_url
-    if not url:
-        raise fail("DATABASE_URL is not set")
+def migrate(data_dir: Path = DataDirOption) -> None:
+    """Upgrade the schema to the latest revision: DATABASE_URL's, or else the embedded
+    PostgreSQL of the `orchestrator up` running in the data dir."""
+    url = database_url(data_dir)
     try:
         run_migrations(url)
     except Exception as exc:

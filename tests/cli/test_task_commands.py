@@ -1,11 +1,13 @@
 """Task CLI against a running `orchestrator up` (subprocesses, free ports, temp data dir,
-offline model): keys create --save, submit --wait, submit + watch, status, list, errors."""
+offline model): keys create --save, submit --wait, submit + watch, status, list, errors, and
+finding the API through the data dir."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from durable_orchestrator.cli.api_client import DEFAULT_API_URL
 from durable_orchestrator.devstack import free_port
 from tests.cli.test_up import REPO, _cli, _start_up, _stop, _wait_ready
 
@@ -24,8 +27,9 @@ class Up:
     env: dict[str, str]
     banner: str
 
-    def cli(self, *args: str, **extra_env: str):  # type: ignore[no-untyped-def]
-        return _cli(*args, "--data-dir", str(self.data_dir), env={**self.env, **extra_env})
+    def cli(self, *args: str, unset: tuple[str, ...] = (), **extra_env: str):  # type: ignore[no-untyped-def]
+        env = {k: v for k, v in {**self.env, **extra_env}.items() if k not in unset}
+        return _cli(*args, "--data-dir", str(self.data_dir), env=env)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,20 @@ def test_up_prints_every_metrics_address(up: Up) -> None:
     urls = re.findall(r"http://127\.0\.0\.1:\d+/metrics", up.banner)
     assert f"{up.url}/metrics" in urls and len(set(urls)) == 3, up.banner
     for u in set(urls):
-        assert httpx.get(u, timeout=5).status_code == 200, u
+        assert _status_once_listening(u) == 200, u
+
+
+def _status_once_listening(url: str, within: float = 60) -> int:
+    # The banner waits for the API only; the worker binds its metrics ports after its imports,
+    # which on a loaded machine can come seconds later.
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return httpx.get(url, timeout=5).status_code
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def test_keys_create_save_then_submit_wait(up: Up) -> None:
@@ -112,3 +129,42 @@ def test_errors_are_one_readable_line(up: Up) -> None:
     down = up.cli("status", "x", ORCH_API_KEY=key, ORCH_API_URL=f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 1 and "cannot reach the API" in down.stderr
     _no_traceback(down)
+
+
+def test_submit_and_status_find_the_api_through_the_data_dir(up: Up, tmp_path: Path) -> None:
+    assert up.url != DEFAULT_API_URL
+    assert (up.data_dir / "api-url").read_text().strip() == up.url
+    # A saved config naming another URL: the data dir's record comes first.
+    config = tmp_path / "config" / "orchestrator" / "cli.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"api_url": f"http://127.0.0.1:{free_port()}"}))
+    # No ORCH_API_URL and no ORCH_API_KEY: URL and demo key both come from the data dir.
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    unset = ("ORCH_API_URL", "ORCH_API_KEY")
+
+    submitted = up.cli("submit", "Name three teas", unset=unset, **env)
+    _no_traceback(submitted)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    task_id = submitted.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"[0-9a-f]{32}", task_id), submitted.stdout
+
+    status = up.cli("status", task_id, unset=unset, **env)
+    _no_traceback(status)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"task {task_id}" in status.stdout
+
+
+def test_a_record_left_by_a_crashed_up_says_no_up_is_running(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "api-url").write_text(f"http://127.0.0.1:{free_port()}\n")
+    (data_dir / "demo-api-key").write_text("orch_stale\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("ORCH_API_URL", "ORCH_API_KEY")}
+    env["PYTHONPATH"] = str(REPO)
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+
+    result = _cli("status", "0" * 32, "--data-dir", str(data_dir), env=env)
+    _no_traceback(result)
+    assert result.returncode == 1
+    assert f"no running `orchestrator up` found in {data_dir}" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

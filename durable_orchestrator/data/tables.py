@@ -191,7 +191,7 @@ class StepBase(SQLModel):
 
 class Step(StepBase, table=True):
     __tablename__ = "steps"
-    # named, because the inherited `index` column comes first in the model
+    # spelled out: the inherited columns come before task_id, which leads the key
     __table_args__ = (sa.PrimaryKeyConstraint("task_id", "index"),)
 
     task_id: str = _task_fk()

@@ -134,11 +134,17 @@ async def saved_turn(engine: AsyncEngine, task_id: str, step_index: int, turn: i
             return None
         rows = await conn.execute(_TURN_CALLS, params)
         return [
-            NewCall(r.seq, r.call_id, r.tool, r.arguments,
-                    "awaiting_approval" if r.approval_id else ("rejected" if r.status == "rejected" else "validated"),
+            NewCall(r.seq, r.call_id, r.tool, r.arguments, _as_requested(r.status, r.approval_id),
                     r.error, r.approval_id)
             for r in rows
         ]
+
+
+def _as_requested(status: str, approval_id: str | None) -> str:
+    """A stored call's status as its turn first returned it (before it ran or was decided)."""
+    if approval_id:
+        return "awaiting_approval"
+    return "rejected" if status == "rejected" else "validated"
 
 
 def tool_message(call_id: str, status: str, result: str | None, error: str | None) -> dict[str, Any]:

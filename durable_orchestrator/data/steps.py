@@ -26,7 +26,11 @@ _STEP = bindparam("step")
 # A step may still be (re)started or finished; any other status is an end.
 _UNFINISHED = ("pending", "running")
 
-_PLAN = select(Step.index, Step.agent, Step.title, Step.depends_on).where(Step.task_id == _TASK).order_by(Step.index)
+_PLAN = (
+    select(Step.index, Step.agent, Step.title, Step.depends_on)
+    .where(Step.task_id == _TASK)
+    .order_by(Step.index)
+)
 
 
 async def existing_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any]]:
@@ -176,7 +180,9 @@ _TOUCH_TASK = sa.update(Task).where(Task.id == _TASK).values(updated_at=func.now
 async def mark_step_finished(
     conn: AsyncConnection, task_id: str, index: int, *, output: str, model: str
 ) -> None:
-    await conn.execute(_FINISH_STEP, {"task": task_id, "step": index, "new_output": output, "new_model": model})
+    await conn.execute(
+        _FINISH_STEP, {"task": task_id, "step": index, "new_output": output, "new_model": model}
+    )
     await conn.execute(_TOUCH_TASK, {"task": task_id})
     await add_event(
         conn,

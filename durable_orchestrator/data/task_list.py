@@ -61,7 +61,8 @@ async def list_tasks(
     if cursor:
         query = query.where(sa.tuple_(Task.created_at, Task.id) < sa.tuple_(*decode_cursor(cursor)))
     async with engine.connect() as conn:
-        rows = [dict(r) for r in (await conn.execute(query, {"user": user_id, "limit": limit + 1})).mappings()]
+        result = await conn.execute(query, {"user": user_id, "limit": limit + 1})
+        rows = [dict(r) for r in result.mappings()]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -49,8 +49,8 @@ _INSERT_TASK = (
             Task.workflow_id: bindparam("workflow_id"),
             Task.idempotency_key: bindparam("idempotency_key"),
             Task.request_hash: bindparam("request_hash"),
-            # Named although it has a default: SQLAlchemy leaves Python-side column defaults
-            # out of an INSERT that carries a CTE.
+            # Given although it has a default: for an INSERT that carries a CTE, SQLAlchemy
+            # sends NULL instead of computing Python-side column defaults.
             Task.options: bindparam("options"),
         }
     )
@@ -177,7 +177,9 @@ _DROP_CALLS = (
     sa.update(ToolCall)
     .where(ToolCall.task_id == _TASK, one_of(ToolCall.status, ("validated", "awaiting_approval")))
     .values(
-        status="rejected", finished_at=func.now(), error=func.coalesce(ToolCall.error, bindparam("reason", type_=sa.Text))
+        status="rejected",
+        finished_at=func.now(),
+        error=func.coalesce(ToolCall.error, bindparam("reason", type_=sa.Text)),
     )
 )
 _FINISH = (
@@ -209,7 +211,9 @@ async def finish_task(
             result = "\n\n".join(r.output or "" for r in rows)
         else:
             if failed_step is not None:
-                await conn.execute(_FAIL_STEP, {"task": task_id, "failed_step": failed_step, "new_error": error})
+                await conn.execute(
+                    _FAIL_STEP, {"task": task_id, "failed_step": failed_step, "new_error": error}
+                )
             await conn.execute(
                 _CLOSE_STEPS,
                 {"task": task_id, "new_status": "cancelled" if status == "cancelled" else "skipped"},

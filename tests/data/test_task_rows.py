@@ -8,7 +8,15 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from durable_orchestrator.data import conversation, events, ledger, steps, task_list, task_view, tasks
+from durable_orchestrator.data import (
+    conversation,
+    events,
+    ledger,
+    steps,
+    task_list,
+    task_view,
+    tasks,
+)
 
 PLAN = [
     {"agent": "researcher", "title": "Find", "instructions": "find it", "depends_on": []},
@@ -73,7 +81,8 @@ async def test_a_task_from_submission_to_its_view(engine: AsyncEngine) -> None:
     assert view is not None
     assert (view["status"], view["result"], view["metadata"]) == ("completed", "report", {"k": 1})
     assert (view["plan_fallback"], view["plan_errors"]) == (True, ["bad json"])
-    assert [(s["status"], s["output"]) for s in view["steps"]] == [("completed", "facts"), ("completed", "report")]
+    assert [(s["status"], s["output"]) for s in view["steps"]] == [
+        ("completed", "facts"), ("completed", "report")]
     assert view["steps"][0]["cost"]["prompt_tokens"] == 10 and view["steps"][1]["cost"]["prompt_tokens"] == 0
     assert view["steps"][0]["tool_calls"] == []
     assert (view["cost"]["llm_calls"], view["cost"]["prompt_tokens"]) == (2, 15)
@@ -100,7 +109,8 @@ async def test_a_tool_call_waits_for_approval_and_ends_with_the_task(engine: Asy
         await steps.save_plan(conn, task_id, PLAN[:1], fallback=False, errors=[])
         await steps.mark_step_started(conn, task_id, 0, "researcher")
     calls = [
-        conversation.NewCall(0, "c0", "send_email", '{"to": "a"}', "awaiting_approval", approval_id=f"apr_{task_id}"),
+        conversation.NewCall(0, "c0", "send_email", '{"to": "a"}', "awaiting_approval",
+                             approval_id=f"apr_{task_id}"),
         conversation.NewCall(1, "c1", "nope", "{}", "rejected", error="unknown tool"),
         conversation.NewCall(2, "c2", "calculator", '{"expression": "1+1"}', "validated"),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from durable_orchestrator.data.tasks import StepContext
+from durable_orchestrator.data.steps import StepContext
 from planner.agents import Agent
 
 

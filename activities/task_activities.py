@@ -15,7 +15,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
-from durable_orchestrator.data import conversation, tasks
+from durable_orchestrator.data import conversation, ledger, steps, tasks
+from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.llm import budget
 from durable_orchestrator.llm.client import Completion, LLMClient
 from durable_orchestrator.settings import Settings
@@ -65,7 +66,7 @@ class TaskActivities:
             return await self._plan_task(inp)
 
     async def _plan_task(self, inp: PlanInput) -> PlanResult:
-        existing = await tasks.existing_plan(self.engine, inp.task_id)
+        existing = await steps.existing_plan(self.engine, inp.task_id)
         if existing:  # an earlier attempt planned and wrote it; never re-plan differently
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
         task = await tasks.load_task(self.engine, inp.task_id)
@@ -87,12 +88,12 @@ class TaskActivities:
                 max_tokens=self.settings.llm_max_tokens,
                 before_call=check_budget,
             )
-        steps = [s.model_dump() for s in outcome.plan.steps]
+        planned = [s.model_dump() for s in outcome.plan.steps]
         async with self.engine.begin() as conn:  # ledger + plan in one transaction
             for seq, c in enumerate(outcome.calls):
                 await self._record(conn, inp.task_id, None, "plan", c, seq)
-            saved = await tasks.save_plan(
-                conn, inp.task_id, steps, fallback=outcome.fallback, errors=outcome.errors
+            saved = await steps.save_plan(
+                conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors
             )
         if outcome.fallback:
             log.warning("plan_fallback", task_id=inp.task_id, errors=outcome.errors)
@@ -128,7 +129,7 @@ class TaskActivities:
                 metrics.STEP_DURATION.labels(inp.agent).observe(time.perf_counter() - started)
 
     async def _run_step(self, inp: StepInput) -> StepResult:
-        ctx = await tasks.step_context(self.engine, inp.task_id, inp.index)
+        ctx = await steps.step_context(self.engine, inp.task_id, inp.index)
         if ctx.status == "completed":
             return StepResult(index=inp.index, done=True, preview=(ctx.output or "")[:200], model=ctx.model or "")
         if activity.info().attempt > 1:  # an earlier attempt may have committed this turn
@@ -140,10 +141,28 @@ class TaskActivities:
         final_turn = inp.turn >= max(1, inp.max_turns) - 1
         offered = () if final_turn else tuple(t for t in agent.tools if t in self.tools.tools)
         tools = self.tools.openai_tools(offered) or None
+        prompt, messages = await self._messages(inp, ctx, agent, final_turn)
+        await budget.check(
+            self.engine, self.settings, task_id=inp.task_id, model=model, messages=messages,
+            max_tokens=self.settings.llm_max_tokens, extra=tools, options=ctx.options,
+        )
+        async with heartbeating():
+            completion = await self.llm.complete(
+                model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools
+            )
+        if completion.tool_calls and not final_turn:
+            return await self._save_tool_turn(inp, agent, prompt, completion)
+        return await self._finish_step(inp, agent, completion)
+
+    async def _messages(
+        self, inp: StepInput, ctx: steps.StepContext, agent: Agent, final_turn: bool
+    ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]:
+        """What to send this turn, and the prompt to store with it (the first turn only). The
+        first turn also marks the step started; later turns replay the stored conversation."""
         prompt: list[dict[str, Any]] | None = None
         if inp.turn == 0:
             async with self.engine.begin() as conn:  # one round of BEGIN/COMMIT for both
-                await tasks.mark_step_started(conn, inp.task_id, inp.index, agent.name)
+                await steps.mark_step_started(conn, inp.task_id, inp.index, agent.name)
                 memory = await short_term.window(
                     conn, inp.task_id, exclude_step=inp.index,
                     exclude_outputs_of=[d[0] for d in ctx.dependencies],
@@ -159,23 +178,17 @@ class TaskActivities:
         if final_turn and inp.turn > 0:
             messages.append({"role": "user", "content": "The tool-call limit is reached: answer now "
                              "with what you have, without calling tools."})
-        await budget.check(
-            self.engine, self.settings, task_id=inp.task_id, model=model, messages=messages,
-            max_tokens=self.settings.llm_max_tokens, extra=tools, options=ctx.options,
-        )
-        async with heartbeating():
-            completion = await self.llm.complete(
-                model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools
-            )
-        if completion.tool_calls and not final_turn:
-            return await self._save_tool_turn(inp, agent, prompt, completion)
+        return prompt, messages
+
+    async def _finish_step(self, inp: StepInput, agent: Agent, completion: Completion) -> StepResult:
+        """The answer is the step's output: ledger, step, event and short-term memory at once."""
         output = completion.content or ""
         if completion.tool_calls:
             log.warning("tool_calls_past_max_turns", task_id=inp.task_id, step=inp.index, turn=inp.turn)
             output = output or "(no answer: the step reached its tool-call limit)"
         async with self.engine.begin() as conn:
             await self._record(conn, inp.task_id, inp.index, "step", completion, 0)
-            await tasks.mark_step_finished(
+            await steps.mark_step_finished(
                 conn, inp.task_id, inp.index, output=output, model=completion.model
             )
             await short_term.add_entry(
@@ -236,7 +249,7 @@ class TaskActivities:
             return await self._finish_task(inp)
 
     async def _finish_task(self, inp: FinishInput) -> str:
-        if inp.status not in tasks.TERMINAL:
+        if inp.status not in TERMINAL:
             raise ApplicationError(f"not a terminal status: {inp.status}", non_retryable=True)
         result = await tasks.finish_task(
             self.engine, inp.task_id, inp.status, error=inp.error, failed_step=inp.failed_step
@@ -247,7 +260,7 @@ class TaskActivities:
         return (result or "")[:200]
 
     async def _record(self, conn, task_id, step_index, purpose, c: Completion, seq: int):  # type: ignore[no-untyped-def]
-        await tasks.record_llm_call(
+        await ledger.record_llm_call(
             conn,
             task_id=task_id,
             step_index=step_index,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlmodel import Field as ModelField
 
-TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "cancelled"]
+from durable_orchestrator.data.tables import StepBase, TaskBase, TaskOutcomeBase, TaskStatus
 
 MAX_METADATA_BYTES = 16_384
 MAX_METADATA_DEPTH = 5
@@ -136,47 +137,26 @@ class ToolCallPublic(BaseModel):
     finished_at: datetime | None = None
 
 
-class StepPublic(BaseModel):
-    index: int
-    agent: str
-    title: str
-    instructions: str
-    depends_on: list[int]
-    status: str
-    output: str | None
-    error: str | None
-    model: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
+# The views of tasks and steps share their fields with the table models (data/tables.py);
+# `meta` is the `metadata` column, and says `metadata` in the API.
+
+
+class StepPublic(StepBase):
     cost: Cost
-    tool_calls: list[ToolCallPublic] = Field(default_factory=list)
+    tool_calls: list[ToolCallPublic] = ModelField(default_factory=list)
 
 
-class TaskPublic(BaseModel):
-    id: str
-    user_id: str
-    description: str
-    metadata: dict[str, Any]
-    status: TaskStatus
+class TaskPublic(TaskOutcomeBase):
     steps: list[StepPublic]
-    result: str | None
-    error: str | None
     cost: Cost
-    plan_fallback: bool
-    plan_errors: list[str] | None
     created_at: datetime
     updated_at: datetime
-    workflow_id: str
 
 
-class TaskSummary(BaseModel):
+class TaskSummary(TaskBase):
     """One row of GET /tasks."""
 
-    id: str
-    status: TaskStatus
-    description: str = Field(description="The first 200 characters.")
-    metadata: dict[str, Any]
-    workflow_id: str
+    description: str = ModelField(description="The first 200 characters.")
     created_at: datetime
     updated_at: datetime
 

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import text
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -23,8 +22,8 @@ from temporalio.service import RPCError
 from api.deps import EngineDep, TemporalDep, request_id, require
 from api.errors import ERROR_RESPONSES, APIError
 from durable_orchestrator.auth.api_keys import Principal
-from durable_orchestrator.data import audit, conversation
-from durable_orchestrator.data.tasks import TERMINAL
+from durable_orchestrator.data import audit, conversation, tasks
+from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.temporal.contracts import (
     APPROVAL_UPDATE,
     ApprovalDecision,
@@ -90,15 +89,10 @@ def _public(row: dict[str, Any]) -> ApprovalPublic:
 
 async def _own_task(engine: EngineDep, task_id: str, user_id: str) -> str:
     """The task's status; 404 unless it exists and belongs to the caller."""
-    async with engine.connect() as conn:
-        found = (
-            await conn.execute(
-                text("SELECT status FROM tasks WHERE id=:t AND user_id=:u"), {"t": task_id, "u": user_id}
-            )
-        ).first()
-    if found is None:
+    status = await tasks.task_status(engine, task_id, user_id)
+    if status is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
-    return str(found.status)
+    return status
 
 
 @router.get("/{task_id}/approvals", response_model=ApprovalList, summary="Tool calls awaiting approval")

@@ -17,8 +17,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.deps import EngineDep, SettingsDep, require
 from api.errors import ERROR_RESPONSES, APIError
 from durable_orchestrator.auth.api_keys import Principal
-from durable_orchestrator.data import events
-from durable_orchestrator.data.tasks import TERMINAL
+from durable_orchestrator.data import events, tasks
+from durable_orchestrator.data.tables import TERMINAL
 
 router = APIRouter(prefix="/tasks", tags=["events"], responses=ERROR_RESPONSES)
 
@@ -60,7 +60,7 @@ async def task_events(
             raise APIError(422, "validation_error", "invalid request: Last-Event-ID",
                            [{"field": "Last-Event-ID", "message": "must be an event id"}])
         start = int(last_event_id)
-    if await events.task_status(engine, task_id, principal.user_id) is None:
+    if await tasks.task_status(engine, task_id, principal.user_id) is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
     interval = settings.sse_poll_interval_secs
 
@@ -75,7 +75,7 @@ async def task_events(
                     return
             if not batch:
                 # Resumed after the terminal event, or it was deleted: nothing more will come.
-                status = await events.task_status(engine, task_id, principal.user_id)
+                status = await tasks.task_status(engine, task_id, principal.user_id)
                 if status is None or (status in TERMINAL and not await events.any_after(engine, task_id, last)):
                     return
                 await asyncio.sleep(interval)

@@ -7,13 +7,13 @@ import asyncio
 import hashlib
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -22,7 +22,8 @@ from api.errors import ERROR_RESPONSES, APIError
 from api.rate_limits import rate_limited
 from api.schemas import TaskAccepted, TaskCreate, TaskList, TaskPublic, TaskStatus, TaskSummary
 from durable_orchestrator.auth.api_keys import Principal
-from durable_orchestrator.data import audit, events, task_list, tasks
+from durable_orchestrator.data import audit, task_list, task_view, tasks
+from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.llm.budget import effective_task_budget
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
@@ -135,6 +136,37 @@ async def create_task(
         Query(ge=0, description="Seconds to wait for the task to finish (max ORCH_MAX_WAIT_SECS)."),
     ] = None,
 ) -> TaskAccepted | TaskPublic:
+    _check_submission(body, principal, settings, wait)
+    task_id = tasks.new_task_id()
+    request_hash = _request_hash(body) if idempotency_key else None
+    try:
+        async with engine.begin() as conn:
+            await tasks.insert_task(
+                conn,
+                task_id=task_id,
+                user_id=principal.user_id,
+                description=body.description,
+                metadata=body.metadata,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                options=_task_options(body, settings),
+            )
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        return await _replay(request, response, engine, principal, idempotency_key, request_hash)
+    await _start_or_withdraw(request, engine, task_id, principal.user_id, body)
+    metrics.TASKS_SUBMITTED.inc()
+    if wait:
+        finished = await _wait_for_end(engine, settings, task_id, principal.user_id, wait)
+        if finished is not None:
+            response.status_code = status.HTTP_200_OK
+            return finished
+    return _accepted(request, task_id, "pending")
+
+
+def _check_submission(body: TaskCreate, principal: Principal, settings: Settings, wait: float | None) -> None:
+    """What the request schema cannot check: limits from the settings, and the caller."""
     if wait is not None and wait > settings.max_wait_secs:
         raise APIError(422, "validation_error", "invalid request: wait",
                        [{"field": "wait", "message": f"at most {settings.max_wait_secs:g} seconds"}])
@@ -149,46 +181,25 @@ async def create_task(
             f"invalid request: description (at most {settings.max_description_chars} characters)",
             [{"field": "description", "message": f"longer than {settings.max_description_chars} characters"}],
         )
-    task_id = tasks.new_task_id()
-    request_hash = _request_hash(body) if idempotency_key else None
+
+
+def _task_options(body: TaskCreate, settings: Settings) -> dict[str, Any]:
+    return {
+        "budget": effective_task_budget(body.budget.model_dump() if body.budget else None, settings),
+        **({"webhook_url": body.webhook_url} if body.webhook_url else {}),
+    }
+
+
+async def _start_or_withdraw(
+    request: Request, engine: AsyncEngine, task_id: str, user_id: str, body: TaskCreate
+) -> None:
     try:
-        async with engine.begin() as conn:
-            await tasks.insert_task(
-                conn,
-                task_id=task_id,
-                user_id=principal.user_id,
-                description=body.description,
-                metadata=body.metadata,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-                options={
-                    "budget": effective_task_budget(
-                        body.budget.model_dump() if body.budget else None, settings
-                    ),
-                    **({"webhook_url": body.webhook_url} if body.webhook_url else {}),
-                },
-            )
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        return await _replay(request, response, engine, principal, idempotency_key, request_hash)
-    try:
-        await _start_workflow(
-            request, task_id, principal.user_id, body.description, webhook=body.webhook_url is not None
-        )
+        await _start_workflow(request, task_id, user_id, body.description, webhook=body.webhook_url is not None)
     except Exception as exc:
         # Nothing half-written: without a workflow the row would sit in 'pending' forever.
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DELETE FROM tasks WHERE id=:t"), {"t": task_id})
+        await tasks.delete_task(engine, task_id)
         log.error("workflow_start_failed", task_id=task_id, error=str(exc))
         raise APIError(503, "temporal_unavailable", "could not start the task; try again") from exc
-    metrics.TASKS_SUBMITTED.inc()
-    if wait:
-        finished = await _wait_for_end(engine, settings, task_id, principal.user_id, wait)
-        if finished is not None:
-            response.status_code = status.HTTP_200_OK
-            return finished
-    return _accepted(request, task_id, "pending")
 
 
 async def _wait_for_end(
@@ -198,8 +209,8 @@ async def _wait_for_end(
     or `wait` runs out. The LLM work stays in the worker; this only watches."""
     deadline = time.monotonic() + wait
     while True:
-        if await events.task_status(engine, task_id, user_id) in tasks.TERMINAL:
-            view = await tasks.get_task_view(engine, task_id, user_id)
+        if await tasks.task_status(engine, task_id, user_id) in TERMINAL:
+            view = await task_view.get_task_view(engine, task_id, user_id)
             return TaskPublic.model_validate(view) if view else None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -208,16 +219,7 @@ async def _wait_for_end(
 
 
 async def _replay(request, response, engine, principal, key, request_hash):  # type: ignore[no-untyped-def]
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                sa.text(
-                    "SELECT id, status, request_hash, description, options FROM tasks "
-                    "WHERE user_id=:u AND idempotency_key=:k"
-                ),
-                {"u": principal.user_id, "k": key},
-            )
-        ).first()
+    row = await tasks.find_submission(engine, principal.user_id, key)
     if row is None:  # lost a race with a delete; extremely unlikely
         raise APIError(409, "conflict", "idempotency key in use; retry")
     if row.request_hash != request_hash:
@@ -225,7 +227,7 @@ async def _replay(request, response, engine, principal, key, request_hash):  # t
                        "this Idempotency-Key was used with a different request body")
     if row.status == "pending":
         await _start_workflow(request, row.id, principal.user_id, row.description,
-                              webhook=bool((row.options or {}).get("webhook_url")))
+                              webhook=bool(row.options.get("webhook_url")))
     response.status_code = status.HTTP_200_OK
     return _accepted(request, row.id, row.status)
 
@@ -250,13 +252,13 @@ async def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task with its steps")
 async def get_task(task_id: str, principal: ReadUser, engine: EngineDep) -> TaskPublic:
-    view = await tasks.get_task_view(engine, task_id, principal.user_id)
+    view = await task_view.get_task_view(engine, task_id, principal.user_id)
     if view is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
     return TaskPublic.model_validate(view)
 
 
-# --- issue 4: cancellation --------------------------------------------------------------------
+# --- cancellation -----------------------------------------------------------------------------
 
 
 @router.post(
@@ -272,17 +274,11 @@ async def get_task(task_id: str, principal: ReadUser, engine: EngineDep) -> Task
 async def cancel_task(
     task_id: str, request: Request, principal: WriteUser, engine: EngineDep, client: TemporalDep
 ) -> TaskAccepted:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                sa.text("SELECT status FROM tasks WHERE id=:t AND user_id=:u"),
-                {"t": task_id, "u": principal.user_id},
-            )
-        ).first()
-    if row is None:
+    task_status = await tasks.task_status(engine, task_id, principal.user_id)
+    if task_status is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
-    if row.status in tasks.TERMINAL:
-        raise APIError(409, "task_finished", f"task {task_id} is already {row.status}")
+    if task_status in TERMINAL:
+        raise APIError(409, "task_finished", f"task {task_id} is already {task_status}")
     try:
         await client.get_workflow_handle(workflow_id_for(task_id)).cancel()
     except RPCError as exc:
@@ -292,4 +288,4 @@ async def cancel_task(
     await audit.record(engine, principal.user_id, "task.cancel", "success", request_id(request),
                        {"task_id": task_id})
     log.info("task_cancel_requested", task_id=task_id)
-    return _accepted(request, task_id, row.status)
+    return _accepted(request, task_id, task_status)

@@ -5,24 +5,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, require
 from api.errors import ERROR_RESPONSES, APIError
 from durable_orchestrator.auth.api_keys import Principal
+from durable_orchestrator.data import ledger
 
 router = APIRouter(prefix="/usage", tags=["usage"], responses=ERROR_RESPONSES)
 
 ReadUser = Annotated[Principal, require("tasks:read")]
-
-_GROUP_EXPR = {
-    "model": "c.model",
-    "day": "to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-    "task": "c.task_id",
-}
-
 
 class UsageRow(BaseModel):
     key: str
@@ -72,22 +65,10 @@ async def usage(
     to: Annotated[str | None, Query(description="ISO date (inclusive) or datetime (exclusive)")] = None,
 ) -> UsageReport:
     start, end = _bound("from", from_, end=False), _bound("to", to, end=True)
-    key = _GROUP_EXPR[group_by]
-    sql = sa.text(
-        f"SELECT {key} AS key, count(*) AS llm_calls, "
-        "COALESCE(sum(c.prompt_tokens), 0) AS prompt_tokens, "
-        "COALESCE(sum(c.completion_tokens), 0) AS completion_tokens, "
-        "COALESCE(sum(c.cost_usd), 0) AS cost_usd, count(*) FILTER (WHERE NOT c.priced) AS unpriced_calls "
-        "FROM llm_calls c JOIN tasks t ON t.id = c.task_id WHERE t.user_id = :u "
-        "AND (CAST(:start AS timestamptz) IS NULL OR c.created_at >= :start) "
-        "AND (CAST(:end AS timestamptz) IS NULL OR c.created_at < :end) "
-        f"GROUP BY {key} ORDER BY {key}"
-    )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(sql, {"u": principal.user_id, "start": start, "end": end})).all()
+    rows = await ledger.usage(engine, principal.user_id, group_by, start=start, end=end)
     items = [
         UsageRow(
-            key=str(r.key), llm_calls=r.llm_calls, prompt_tokens=r.prompt_tokens,
+            key=r.key, llm_calls=r.llm_calls, prompt_tokens=r.prompt_tokens,
             completion_tokens=r.completion_tokens, total_tokens=r.prompt_tokens + r.completion_tokens,
             cost_usd=float(r.cost_usd), unpriced_calls=r.unpriced_calls,
         )

@@ -6,16 +6,26 @@ the conversation after the assistant message that requested them."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import bindparam, func
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import select
 
-from durable_orchestrator.data.tasks import add_event
+from durable_orchestrator.data.clauses import none_of, one_of
+from durable_orchestrator.data.events import add_event
+from durable_orchestrator.data.tables import TERMINAL, Step, StepMessage, Task, ToolCall
 
 FINAL = frozenset({"succeeded", "failed", "rejected"})
+
+# Parameters are not named like columns: SQLAlchemy reads an UPDATE's parameters named after
+# a column of its table as values to SET (the INSERTs' rows, though, are keyed by column).
+_TASK = bindparam("task")
+_STEP = bindparam("step")
+_TURN = bindparam("at_turn")
 
 
 @dataclass
@@ -41,6 +51,25 @@ def assistant_message(content: str | None, calls: list[NewCall]) -> dict[str, An
     }
 
 
+_INSERT_MESSAGE = insert(StepMessage).on_conflict_do_nothing()
+# A call refused at validation is over as soon as it is stored.
+_INSERT_CALL = (
+    insert(ToolCall)
+    .values(finished_at=sa.case((bindparam("rejected", type_=sa.Boolean), func.now())))
+    .on_conflict_do_nothing()
+)
+_AWAIT_TASK = (
+    sa.update(Task)
+    .where(Task.id == _TASK, none_of(Task.status, TERMINAL))
+    .values(status="waiting_approval", updated_at=func.now())
+)
+_AWAIT_STEP = (
+    sa.update(Step)
+    .where(Step.task_id == _TASK, Step.index == _STEP, one_of(Step.status, ("pending", "running")))
+    .values(status="waiting_approval")
+)
+
+
 async def save_turn(
     conn: AsyncConnection,
     *,
@@ -53,43 +82,27 @@ async def save_turn(
 ) -> None:
     """The assistant's tool-call message and its calls, in the caller's transaction.
     `prompt` (system + user) is stored with turn 0 so later turns replay the same prompt."""
+    step = {"task_id": task_id, "step_index": step_index, "turn": turn}  # the rows' keys
     messages = [*(prompt or []), assistant]
-    for seq, message in enumerate(messages):
+    await conn.execute(
+        _INSERT_MESSAGE, [{**step, "seq": seq, "message": m} for seq, m in enumerate(messages)]
+    )
+    if calls:
         await conn.execute(
-            sa.text(
-                "INSERT INTO step_messages (task_id, step_index, turn, seq, message) "
-                "VALUES (:t, :s, :turn, :seq, CAST(:m AS jsonb)) ON CONFLICT DO NOTHING"
-            ),
-            {"t": task_id, "s": step_index, "turn": turn, "seq": seq, "m": json.dumps(message)},
-        )
-    for c in calls:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO tool_calls (task_id, step_index, turn, seq, call_id, tool, arguments, "
-                "status, error, requires_approval, approval_id, finished_at) VALUES (:t, :s, :turn, "
-                ":seq, :cid, :tool, :args, :st, :err, :ra, :aid, "
-                "CASE WHEN :st = 'rejected' THEN now() END) ON CONFLICT DO NOTHING"
-            ),
-            {
-                "t": task_id, "s": step_index, "turn": turn, "seq": c.seq, "cid": c.call_id,
-                "tool": c.tool, "args": c.arguments, "st": c.status, "err": c.error,
-                "ra": c.approval_id is not None, "aid": c.approval_id,
-            },
+            _INSERT_CALL,
+            [
+                {
+                    **step, "seq": c.seq, "call_id": c.call_id, "tool": c.tool, "arguments": c.arguments,
+                    "status": c.status, "error": c.error, "requires_approval": c.approval_id is not None,
+                    "approval_id": c.approval_id, "rejected": c.status == "rejected",
+                }
+                for c in calls
+            ],
         )
     pending = [c for c in calls if c.status == "awaiting_approval"]
     if pending:
-        await conn.execute(
-            sa.text(
-                "UPDATE tasks SET status='waiting_approval', updated_at=now() WHERE id=:t "
-                "AND status NOT IN ('completed','failed','cancelled')"
-            ),
-            {"t": task_id},
-        )
-        await conn.execute(
-            sa.text("UPDATE steps SET status='waiting_approval' WHERE task_id=:t AND index=:i "
-                    "AND status IN ('pending','running')"),
-            {"t": task_id, "i": step_index},
-        )
+        await conn.execute(_AWAIT_TASK, {"task": task_id})
+        await conn.execute(_AWAIT_STEP, {"task": task_id, "step": step_index})
         for c in pending:
             await add_event(
                 conn, task_id, "approval.requested",
@@ -98,30 +111,40 @@ async def save_turn(
             )
 
 
+_TURN_STORED = (
+    select(StepMessage.seq)
+    .where(StepMessage.task_id == _TASK, StepMessage.step_index == _STEP, StepMessage.turn == _TURN)
+    .limit(1)
+)
+_TURN_CALLS = (
+    select(
+        ToolCall.seq, ToolCall.call_id, ToolCall.tool, ToolCall.arguments, ToolCall.status,
+        ToolCall.error, ToolCall.approval_id,
+    )
+    .where(ToolCall.task_id == _TASK, ToolCall.step_index == _STEP, ToolCall.turn == _TURN)
+    .order_by(ToolCall.seq)
+)
+
+
 async def saved_turn(engine: AsyncEngine, task_id: str, step_index: int, turn: int) -> list[NewCall] | None:
     """The calls an earlier attempt of this turn committed, or None if it committed nothing."""
+    params = {"task": task_id, "step": step_index, "at_turn": turn}
     async with engine.connect() as conn:
-        stored = (
-            await conn.execute(
-                sa.text("SELECT 1 FROM step_messages WHERE task_id=:t AND step_index=:s AND turn=:turn LIMIT 1"),
-                {"t": task_id, "s": step_index, "turn": turn},
-            )
-        ).first()
-        if stored is None:
+        if (await conn.execute(_TURN_STORED, params)).first() is None:
             return None
-        rows = await conn.execute(
-            sa.text(
-                "SELECT seq, call_id, tool, arguments, status, error, approval_id FROM tool_calls "
-                "WHERE task_id=:t AND step_index=:s AND turn=:turn ORDER BY seq"
-            ),
-            {"t": task_id, "s": step_index, "turn": turn},
-        )
+        rows = await conn.execute(_TURN_CALLS, params)
         return [
-            NewCall(r.seq, r.call_id, r.tool, r.arguments,
-                    "awaiting_approval" if r.approval_id else ("rejected" if r.status == "rejected" else "validated"),
+            NewCall(r.seq, r.call_id, r.tool, r.arguments, _as_requested(r.status, r.approval_id),
                     r.error, r.approval_id)
             for r in rows
         ]
+
+
+def _as_requested(status: str, approval_id: str | None) -> str:
+    """A stored call's status as its turn first returned it (before it ran or was decided)."""
+    if approval_id:
+        return "awaiting_approval"
+    return "rejected" if status == "rejected" else "validated"
 
 
 def tool_message(call_id: str, status: str, result: str | None, error: str | None) -> dict[str, Any]:
@@ -134,31 +157,31 @@ def tool_message(call_id: str, status: str, result: str | None, error: str | Non
     return {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
+_MESSAGES = (
+    select(StepMessage.turn, StepMessage.message)
+    .where(StepMessage.task_id == _TASK, StepMessage.step_index == _STEP)
+    .order_by(StepMessage.turn, StepMessage.seq)
+)
+_RESULTS = (
+    select(ToolCall.turn, ToolCall.call_id, ToolCall.status, ToolCall.result, ToolCall.error)
+    .where(ToolCall.task_id == _TASK, ToolCall.step_index == _STEP)
+    .order_by(ToolCall.turn, ToolCall.seq)
+)
+
+
 async def conversation(engine: AsyncEngine, task_id: str, step_index: int) -> list[dict[str, Any]]:
     """The step's conversation so far: stored messages with tool results after each turn."""
+    params = {"task": task_id, "step": step_index}
     async with engine.connect() as conn:
-        msgs = (
-            await conn.execute(
-                sa.text("SELECT turn, message FROM step_messages WHERE task_id=:t AND step_index=:s "
-                        "ORDER BY turn, seq"),
-                {"t": task_id, "s": step_index},
-            )
-        ).all()
-        calls = (
-            await conn.execute(
-                sa.text("SELECT turn, call_id, status, result, error FROM tool_calls "
-                        "WHERE task_id=:t AND step_index=:s ORDER BY turn, seq"),
-                {"t": task_id, "s": step_index},
-            )
-        ).all()
+        msgs = (await conn.execute(_MESSAGES, params)).all()
+        calls = (await conn.execute(_RESULTS, params)).all()
     by_turn: dict[int, list[dict[str, Any]]] = {}
     for c in calls:
         by_turn.setdefault(c.turn, []).append(tool_message(c.call_id, c.status, c.result, c.error))
     out: list[dict[str, Any]] = []
     turns = sorted({m.turn for m in msgs})
     for turn in turns:
-        out += [m.message if isinstance(m.message, dict) else json.loads(m.message)
-                for m in msgs if m.turn == turn]
+        out += [m.message for m in msgs if m.turn == turn]
         out += by_turn.get(turn, [])
     return out
 
@@ -178,25 +201,68 @@ class CallRow:
     result: str | None
     error: str | None
     approval_id: str | None
+    id: int  # of the tool_calls row
+
+
+_CALL = (
+    select(
+        ToolCall.task_id, Task.user_id, Step.agent, ToolCall.step_index, ToolCall.turn, ToolCall.seq,
+        ToolCall.call_id, ToolCall.tool, ToolCall.arguments, ToolCall.status, ToolCall.result,
+        ToolCall.error, ToolCall.approval_id, ToolCall.id,
+    )
+    .join_from(ToolCall, Task, Task.id == ToolCall.task_id)
+    .join(Step, (Step.task_id == ToolCall.task_id) & (Step.index == ToolCall.step_index))
+    .where(
+        ToolCall.task_id == _TASK, ToolCall.step_index == _STEP, ToolCall.turn == _TURN,
+        ToolCall.seq == bindparam("at_seq"),
+    )
+)
 
 
 async def load_call(engine: AsyncEngine, task_id: str, step_index: int, turn: int, seq: int) -> CallRow:
     async with engine.connect() as conn:
         row = (
-            await conn.execute(
-                sa.text(
-                    "SELECT c.task_id, t.user_id, s.agent, c.step_index, c.turn, c.seq, c.call_id, "
-                    "c.tool, c.arguments, c.status, c.result, c.error, c.approval_id "
-                    "FROM tool_calls c JOIN tasks t ON t.id = c.task_id "
-                    "JOIN steps s ON s.task_id = c.task_id AND s.index = c.step_index "
-                    "WHERE c.task_id=:t AND c.step_index=:s AND c.turn=:turn AND c.seq=:seq"
-                ),
-                {"t": task_id, "s": step_index, "turn": turn, "seq": seq},
-            )
+            await conn.execute(_CALL, {"task": task_id, "step": step_index, "at_turn": turn, "at_seq": seq})
         ).first()
     if row is None:
         raise LookupError(f"tool call {task_id}/{step_index}/{turn}/{seq} does not exist")
     return CallRow(*row)
+
+
+_DECISION = bindparam("new_decision", type_=sa.Text)
+_FINISH_CALL = (
+    sa.update(ToolCall)
+    .where(ToolCall.id == bindparam("call"), none_of(ToolCall.status, FINAL))
+    .values(
+        status=bindparam("new_status"), result=bindparam("new_result"), error=bindparam("new_error"),
+        latency_ms=bindparam("new_latency_ms"), finished_at=func.now(),
+        decision=func.coalesce(_DECISION, ToolCall.decision),
+        decision_comment=func.coalesce(bindparam("comment", type_=sa.Text), ToolCall.decision_comment),
+        decided_by=func.coalesce(bindparam("reviewer", type_=sa.Text), ToolCall.decided_by),
+        decided_at=sa.case(
+            (_DECISION.is_not(None), func.coalesce(ToolCall.decided_at, func.now())),
+            else_=ToolCall.decided_at,
+        ),
+    )
+)
+# Back to running once nothing in the task (the step) waits for a human any more.
+_WAITING = ToolCall.status == "awaiting_approval"
+_RESUME_TASK = (
+    sa.update(Task)
+    .where(
+        Task.id == _TASK, Task.status == "waiting_approval",
+        ~sa.exists().where(ToolCall.task_id == _TASK, _WAITING),
+    )
+    .values(status="running", updated_at=func.now())
+)
+_RESUME_STEP = (
+    sa.update(Step)
+    .where(
+        Step.task_id == _TASK, Step.index == _STEP, Step.status == "waiting_approval",
+        ~sa.exists().where(ToolCall.task_id == _TASK, ToolCall.step_index == _STEP, _WAITING),
+    )
+    .values(status="running")
+)
 
 
 async def finish_call(
@@ -212,37 +278,16 @@ async def finish_call(
     decided_by: str | None = None,
 ) -> None:
     await conn.execute(
-        sa.text(
-            "UPDATE tool_calls SET status=:st, result=:r, error=:e, latency_ms=:l, finished_at=now(), "
-            "decision=COALESCE(:d, decision), decision_comment=COALESCE(:dc, decision_comment), "
-            "decided_by=COALESCE(:db, decided_by), "
-            "decided_at=CASE WHEN :d IS NOT NULL THEN COALESCE(decided_at, now()) ELSE decided_at END "
-            "WHERE task_id=:t AND step_index=:s AND turn=:turn AND seq=:seq "
-            "AND status NOT IN ('succeeded','failed','rejected')"
-        ),
+        _FINISH_CALL,
         {
-            "st": status, "r": result, "e": error, "l": latency_ms, "d": decision, "dc": comment,
-            "db": decided_by, "t": row.task_id, "s": row.step_index, "turn": row.turn, "seq": row.seq,
+            "call": row.id, "new_status": status, "new_result": result, "new_error": error,
+            "new_latency_ms": latency_ms, "new_decision": decision, "comment": comment,
+            "reviewer": decided_by,
         },
     )
     if row.approval_id:
-        # Back to running once nothing in the task waits for a human any more.
-        await conn.execute(
-            sa.text(
-                "UPDATE tasks SET status='running', updated_at=now() WHERE id=:t "
-                "AND status='waiting_approval' AND NOT EXISTS (SELECT 1 FROM tool_calls "
-                "WHERE task_id=:t AND status='awaiting_approval')"
-            ),
-            {"t": row.task_id},
-        )
-        await conn.execute(
-            sa.text(
-                "UPDATE steps SET status='running' WHERE task_id=:t AND index=:i "
-                "AND status='waiting_approval' AND NOT EXISTS (SELECT 1 FROM tool_calls "
-                "WHERE task_id=:t AND step_index=:i AND status='awaiting_approval')"
-            ),
-            {"t": row.task_id, "i": row.step_index},
-        )
+        await conn.execute(_RESUME_TASK, {"task": row.task_id})
+        await conn.execute(_RESUME_STEP, {"task": row.task_id, "step": row.step_index})
         await add_event(
             conn, row.task_id, "approval.decided",
             {"approval_id": row.approval_id, "decision": decision, "by": decided_by},
@@ -252,35 +297,27 @@ async def finish_call(
 
 # --- API side ---------------------------------------------------------------------------------
 
-_APPROVAL_COLUMNS = (
-    "c.approval_id, c.step_index, c.turn, c.call_id, c.tool, c.arguments, c.status, c.decision, "
-    "c.decision_comment, c.decided_by, c.decided_at, c.created_at, c.result, c.error"
-)
+_APPROVALS = select(
+    ToolCall.approval_id, ToolCall.step_index, ToolCall.turn, ToolCall.call_id, ToolCall.tool,
+    ToolCall.arguments, ToolCall.status, ToolCall.decision, ToolCall.decision_comment,
+    ToolCall.decided_by, ToolCall.decided_at, ToolCall.created_at, ToolCall.result, ToolCall.error,
+).where(ToolCall.task_id == _TASK)
+_ALL_APPROVALS = _APPROVALS.where(ToolCall.approval_id.is_not(None)).order_by(ToolCall.id)
+_PENDING_APPROVALS = _ALL_APPROVALS.where(ToolCall.status == "awaiting_approval", ToolCall.decision.is_(None))
+_APPROVAL = _APPROVALS.where(ToolCall.approval_id == bindparam("approval"))
 
 
 async def list_approvals(
     engine: AsyncEngine, task_id: str, *, pending_only: bool
 ) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            sa.text(
-                f"SELECT {_APPROVAL_COLUMNS} FROM tool_calls c WHERE c.task_id=:t "
-                "AND c.approval_id IS NOT NULL "
-                + ("AND c.status='awaiting_approval' AND c.decision IS NULL " if pending_only else "")
-                + "ORDER BY c.id"
-            ),
-            {"t": task_id},
-        )
+        rows = await conn.execute(_PENDING_APPROVALS if pending_only else _ALL_APPROVALS, {"task": task_id})
         return [dict(r) for r in rows.mappings()]
 
 
 async def get_approval(engine: AsyncEngine, task_id: str, approval_id: str) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         row = (
-            await conn.execute(
-                sa.text(f"SELECT {_APPROVAL_COLUMNS} FROM tool_calls c WHERE c.task_id=:t "
-                        "AND c.approval_id=:a"),
-                {"t": task_id, "a": approval_id},
-            )
+            await conn.execute(_APPROVAL, {"task": task_id, "approval": approval_id})
         ).mappings().first()
     return dict(row) if row else None

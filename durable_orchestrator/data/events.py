@@ -1,23 +1,25 @@
-"""Reading a task's events in order, from Postgres, for the SSE stream.
+"""A task's events: written beside the change they report, read in order by the SSE stream.
 
 Events get their ids from an identity column when inserted, but become visible when their
 transaction commits, so a reader that only remembers "the last id I saw" can skip an event
 whose transaction committed after a later-numbered one. Each event row records the id of the
-transaction that wrote it (`writer_xid`, migration 0005), and `read_after` returns only events
-written by transactions older than every transaction still running: those ids are final, and
-any event that shows up later gets a larger id. (Every writer in data/tasks.py writes a task,
-step or ledger row before its event, so it owns a transaction id before the event takes an id.)"""
+transaction that wrote it (`writer_xid`), and `read_after` returns only events written by
+transactions older than every transaction still running: those ids are final, and any event
+that shows up later gets a larger id. (Every writer of events writes a task, step or ledger row
+before its event, so it owns a transaction id before the event takes an id.)"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import bindparam, func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import select
 
-from durable_orchestrator.data.tasks import TERMINAL
+from durable_orchestrator.data.tables import TERMINAL, XID8
+from durable_orchestrator.data.tables import Event as EventRow
 
 
 @dataclass
@@ -31,36 +33,44 @@ class Event:
         return self.type == "task.status" and self.data.get("status") in TERMINAL
 
 
-_READ = sa.text(
-    "SELECT id, type, data FROM events WHERE task_id = :t AND id > :after "
-    "AND writer_xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY id LIMIT :n"
+# The same event written again (a retried activity) collapses onto the first one.
+_ADD = insert(EventRow).on_conflict_do_nothing(index_elements=[EventRow.dedupe_key])
+
+
+async def add_event(
+    conn: AsyncConnection, task_id: str, type_: str, data: dict[str, Any], dedupe_key: str
+) -> None:
+    await conn.execute(
+        _ADD, {"task_id": task_id, "type": type_, "data": data, "dedupe_key": f"{task_id}:{dedupe_key}"}
+    )
+
+
+_TASK = bindparam("task")
+_AFTER = bindparam("after")
+
+_READ = (
+    select(EventRow.id, EventRow.type, EventRow.data)
+    .where(
+        EventRow.task_id == _TASK,
+        EventRow.id > _AFTER,
+        EventRow.writer_xid < func.pg_snapshot_xmin(func.pg_current_snapshot(), type_=XID8()),
+    )
+    .order_by(EventRow.id)
+    .limit(bindparam("n"))
 )
 
 
 async def read_after(engine: AsyncEngine, task_id: str, after: int, limit: int = 500) -> list[Event]:
     async with engine.connect() as conn:
-        rows = await conn.execute(_READ, {"t": task_id, "after": after, "n": limit})
-        return [
-            Event(r.id, r.type, r.data if isinstance(r.data, dict) else json.loads(r.data))
-            for r in rows
-        ]
+        rows = await conn.execute(_READ, {"task": task_id, "after": after, "n": limit})
+        return [Event(r.id, r.type, r.data) for r in rows]
 
 
-async def task_status(engine: AsyncEngine, task_id: str, user_id: str) -> str | None:
-    async with engine.connect() as conn:
-        return (
-            await conn.execute(
-                sa.text("SELECT status FROM tasks WHERE id=:t AND user_id=:u"),
-                {"t": task_id, "u": user_id},
-            )
-        ).scalar_one_or_none()
+_ANY_AFTER = select(EventRow.id).where(EventRow.task_id == _TASK, EventRow.id > _AFTER).limit(1)
 
 
 async def any_after(engine: AsyncEngine, task_id: str, after: int) -> bool:
     """Whether an event past `after` exists, committed or final or not."""
     async with engine.connect() as conn:
-        row = await conn.execute(
-            sa.text("SELECT 1 FROM events WHERE task_id=:t AND id > :a LIMIT 1"),
-            {"t": task_id, "a": after},
-        )
+        row = await conn.execute(_ANY_AFTER, {"task": task_id, "after": after})
         return row.first() is not None

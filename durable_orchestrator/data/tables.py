@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -39,10 +39,11 @@ def _json(name: str | None = None, *, nullable: bool = False) -> Any:
                  sa_column_kwargs={"server_default": _EMPTY_JSON})
 
 
-def _when(*, default_now: bool = False, nullable: bool = True) -> Any:
-    """A timestamptz column, set by the database clock (`now()`) when `default_now`."""
+def _when(*, default_now: bool = False, nullable: bool = True, required: bool = False) -> Any:
+    """A timestamptz column, set by the database clock (`now()`) when `default_now`;
+    `required`: no Python default (see the API-shared bases below)."""
     return Field(
-        default=None,
+        default=... if required else None,
         sa_type=sa.DateTime(timezone=True),
         nullable=nullable,
         sa_column_kwargs={"server_default": sa.func.now()} if default_now else {},
@@ -125,24 +126,45 @@ class AuditEntry(SQLModel, table=True):
 
 # --- tasks, their steps, events and the LLM ledger --------------------------------------------
 
+TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "cancelled"]
+TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
 
-class Task(SQLModel, table=True):
+# The bases below are shared with the API's views of tasks and steps (api/schemas.py), which
+# always send every field: so their fields carry no Python default, only the server defaults
+# (every INSERT here names its columns or lets the database fill them in).
+
+
+class TaskBase(SQLModel):
+    """A task as GET /tasks lists it (the row, less its timestamps)."""
+
+    id: str = _text(primary_key=True)
+    status: TaskStatus = _text()
+    description: str = _text()
+    meta: dict[str, Any] = Field(
+        alias="metadata",
+        sa_column=sa.Column("metadata", JSONB, nullable=False, server_default=_EMPTY_JSON),
+    )
+    workflow_id: str = _text(unique=True)
+
+
+class TaskOutcomeBase(TaskBase):
+    """A task as GET /tasks/{id} shows it, less its steps, cost and timestamps."""
+
+    user_id: str = Field(sa_type=sa.Text, foreign_key="users.id")
+    result: str | None = _text(nullable=True)
+    error: str | None = _text(nullable=True)
+    plan_fallback: bool = Field(sa_column_kwargs={"server_default": sa.false()})
+    # none_as_null: no plan errors is SQL NULL, not the JSON value null
+    plan_errors: list[str] | None = Field(sa_type=JSONB(none_as_null=True), nullable=True)
+
+
+class Task(TaskOutcomeBase, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
         sa.UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency"),
         sa.Index("ix_tasks_user_created", "user_id", sa.text("created_at DESC"), sa.text("id DESC")),
     )
 
-    id: str = _text(primary_key=True)
-    user_id: str = Field(sa_type=sa.Text, foreign_key="users.id")
-    description: str = _text()
-    meta: dict[str, Any] = _json("metadata")
-    status: str = _text()
-    workflow_id: str = _text(unique=True)
-    result: str | None = _text(default=None, nullable=True)
-    error: str | None = _text(default=None, nullable=True)
-    plan_fallback: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
-    plan_errors: list[str] | None = Field(default=None, sa_type=JSONB, nullable=True)
     idempotency_key: str | None = _text(default=None, nullable=True)
     request_hash: str | None = _text(default=None, nullable=True)
     # budget and webhook_url, as accepted at submission
@@ -151,23 +173,28 @@ class Task(SQLModel, table=True):
     updated_at: datetime | None = _created()
 
 
-class Step(SQLModel, table=True):
-    __tablename__ = "steps"
+class StepBase(SQLModel):
+    """A step as GET /tasks/{id} shows it, less its cost and tool calls."""
 
-    task_id: str = _task_fk(primary_key=True)
-    index: int = Field(primary_key=True)
+    index: int
     agent: str = _text()
     title: str = _text()
     instructions: str = _text()
-    depends_on: list[int] = Field(
-        default_factory=list, sa_type=ARRAY(sa.Integer), sa_column_kwargs={"server_default": "{}"}
-    )
-    status: str = _text()
-    output: str | None = _text(default=None, nullable=True)
-    error: str | None = _text(default=None, nullable=True)
-    model: str | None = _text(default=None, nullable=True)
-    started_at: datetime | None = _when()
-    finished_at: datetime | None = _when()
+    depends_on: list[int] = Field(sa_type=ARRAY(sa.Integer), sa_column_kwargs={"server_default": "{}"})
+    status: str = _text()  # pending | running | waiting_approval | completed | failed | skipped | cancelled
+    output: str | None = _text(nullable=True)
+    error: str | None = _text(nullable=True)
+    model: str | None = _text(nullable=True)
+    started_at: datetime | None = _when(required=True)
+    finished_at: datetime | None = _when(required=True)
+
+
+class Step(StepBase, table=True):
+    __tablename__ = "steps"
+    # spelled out: the inherited columns come before task_id, which leads the key
+    __table_args__ = (sa.PrimaryKeyConstraint("task_id", "index"),)
+
+    task_id: str = _task_fk()
 
 
 class LLMCall(SQLModel, table=True):

@@ -12,7 +12,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import bindparam, func
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+
+from durable_orchestrator.data.tables import Task
 
 
 class BadCursor(ValueError):
@@ -37,24 +41,28 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise BadCursor("cursor is not one this API returned") from exc
 
 
+_PAGE = (
+    select(
+        Task.id, Task.status, func.left(Task.description, 200).label("description"),
+        Task.meta.label("metadata"), Task.workflow_id, Task.created_at, Task.updated_at,
+    )
+    .where(Task.user_id == bindparam("user"))
+    .order_by(Task.created_at.desc(), Task.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
 async def list_tasks(
     engine: AsyncEngine, user_id: str, *, status: str | None, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    where = ["user_id = :u"]
-    params: dict[str, Any] = {"u": user_id, "n": limit + 1}
+    query = _PAGE
     if status:
-        where.append("status = :s")
-        params["s"] = status
+        query = query.where(Task.status == status)
     if cursor:
-        params["ca"], params["cid"] = decode_cursor(cursor)
-        where.append("(created_at, id) < (:ca, :cid)")
-    query = sa.text(
-        "SELECT id, status, left(description, 200) AS description, metadata, workflow_id, "
-        f"created_at, updated_at FROM tasks WHERE {' AND '.join(where)} "
-        "ORDER BY created_at DESC, id DESC LIMIT :n"
-    )
+        query = query.where(sa.tuple_(Task.created_at, Task.id) < sa.tuple_(*decode_cursor(cursor)))
     async with engine.connect() as conn:
-        rows = [dict(r) for r in (await conn.execute(query, params)).mappings()]
+        result = await conn.execute(query, {"user": user_id, "limit": limit + 1})
+        rows = [dict(r) for r in result.mappings()]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,9 +33,6 @@ log = structlog.get_logger(__name__)
 RATE_LIMITED = "LLMRateLimited"
 
 
-def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """About four characters per token; good enough to reserve capacity before the call."""
-    return max(1, sum(len(str(m.get("content") or "")) for m in messages) // 4)
 
 
 class _WaitOrRetry:

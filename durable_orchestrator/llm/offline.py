@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from durable_orchestrator.llm.client import Completion
+from durable_orchestrator.llm.token_estimate import estimate_prompt_tokens
 
 
 class OfflineClient:
@@ -28,7 +29,6 @@ class OfflineClient:
         tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
         if response_format is not None:
             content = json.dumps(
                 {
@@ -49,7 +49,7 @@ class OfflineClient:
         return Completion(
             content=content,
             model="offline",
-            prompt_tokens=max(1, prompt_chars // 4),
+            prompt_tokens=estimate_prompt_tokens(messages, tools),
             completion_tokens=max(1, len(content) // 4),
             latency_ms=0,
         )

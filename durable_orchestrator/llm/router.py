@@ -31,9 +31,9 @@ from durable_orchestrator.llm.limits import (
     RATE_LIMITED,
     LLMRateLimiter,
     RedisRateLimiter,
-    estimate_prompt_tokens,
     make_rate_limiter,
 )
+from durable_orchestrator.llm.token_estimate import estimate_prompt_tokens
 from durable_orchestrator.settings import Settings
 
 log = structlog.get_logger(__name__)

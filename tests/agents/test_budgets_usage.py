@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from temporalio.client import Client
 
-from durable_orchestrator.llm.budget import estimate_prompt_tokens
+from durable_orchestrator.llm.token_estimate import estimate_prompt_tokens
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI, Reply
 from planner.planner import system_prompt, user_prompt

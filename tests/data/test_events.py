@@ -22,11 +22,11 @@ async def test_out_of_order_commits_are_not_skipped(engine: AsyncEngine) -> None
     slow = await engine.connect()
     try:
         tx = await slow.begin()
-        # Like every writer in data/tasks.py: touch a row first, then add the event.
+        # Like every writer of events: touch a row first, then add the event.
         await slow.execute(sa.text("UPDATE tasks SET updated_at=now() WHERE id=:t"), {"t": task_id})
-        await tasks.add_event(slow, task_id, "step.started", {"index": 0}, "step:0:started")
+        await events.add_event(slow, task_id, "step.started", {"index": 0}, "step:0:started")
         async with engine.begin() as fast:
-            await tasks.add_event(fast, task_id, "step.started", {"index": 1}, "step:1:started")
+            await events.add_event(fast, task_id, "step.started", {"index": 1}, "step:1:started")
         # The later id is committed, the earlier one is not: a naive "id > last" reader would
         # hand out the later one now and never see the earlier one.
         async with engine.connect() as c:

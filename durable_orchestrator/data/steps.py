@@ -1,0 +1,193 @@
+"""A task's plan and its steps: written by the plan and run_step activities.
+
+Every write is idempotent (activities run at least once): the plan's first writer wins, and a
+step's status only moves forward from pending/running, never back over an ended step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import bindparam, func
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import select
+
+from durable_orchestrator.data.clauses import none_of, one_of
+from durable_orchestrator.data.engine import read
+from durable_orchestrator.data.events import add_event
+from durable_orchestrator.data.tables import TERMINAL, Step, Task
+
+# Parameters are not named like columns: SQLAlchemy reads an UPDATE's parameters named after
+# a column of its table as values to SET.
+_TASK = bindparam("task")
+_STEP = bindparam("step")
+# A step may still be (re)started or finished; any other status is an end.
+_UNFINISHED = ("pending", "running")
+
+_PLAN = (
+    select(Step.index, Step.agent, Step.title, Step.depends_on)
+    .where(Step.task_id == _TASK)
+    .order_by(Step.index)
+)
+
+
+async def existing_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any]]:
+    async with read(engine) as conn:
+        rows = await conn.execute(_PLAN, {"task": task_id})
+        return [dict(r) for r in rows.mappings()]
+
+
+_INSERT_STEP = insert(Step).on_conflict_do_nothing()
+_START_TASK = (
+    sa.update(Task)
+    .where(Task.id == _TASK, none_of(Task.status, TERMINAL))
+    .values(
+        status="running",
+        plan_fallback=bindparam("fallback"),
+        plan_errors=bindparam("errors"),
+        updated_at=func.now(),
+    )
+)
+
+
+async def save_plan(
+    conn: AsyncConnection,
+    task_id: str,
+    steps: list[dict[str, Any]],
+    *,
+    fallback: bool,
+    errors: list[str],
+) -> list[dict[str, Any]]:
+    """Insert the plan (in the caller's transaction) and return the steps as stored: those of
+    an earlier attempt that got there first win."""
+    if steps:
+        await conn.execute(
+            _INSERT_STEP,
+            [
+                {
+                    "task_id": task_id,
+                    "index": i,
+                    "agent": s["agent"],
+                    "title": s["title"],
+                    "instructions": s["instructions"],
+                    "depends_on": s.get("depends_on") or [],
+                    "status": "pending",
+                }
+                for i, s in enumerate(steps)
+            ],
+        )
+    await conn.execute(_START_TASK, {"task": task_id, "fallback": fallback, "errors": errors or None})
+    await add_event(conn, task_id, "task.status", {"status": "running"}, "status:running")
+    await add_event(
+        conn,
+        task_id,
+        "task.planned",
+        {"steps": [{"index": i, "agent": s["agent"], "title": s["title"]} for i, s in enumerate(steps)],
+         "fallback": fallback},
+        "planned",
+    )
+    return [dict(r) for r in (await conn.execute(_PLAN, {"task": task_id})).mappings()]
+
+
+@dataclass
+class StepContext:
+    description: str
+    agent: str
+    title: str
+    instructions: str
+    status: str
+    output: str | None
+    model: str | None
+    dependencies: list[tuple[int, str, str]]  # (index, title, output)
+    options: dict[str, Any] | None = None  # the task's options (budget), read in the same query
+
+
+_CONTEXT = (
+    select(
+        Task.description, Task.options, Step.agent, Step.title, Step.instructions, Step.status,
+        Step.output, Step.model, Step.depends_on,
+    )
+    .join_from(Step, Task, Task.id == Step.task_id)
+    .where(Step.task_id == _TASK, Step.index == _STEP)
+)
+_DEPENDENCIES = (
+    select(Step.index, Step.title, Step.output)
+    .where(Step.task_id == _TASK, Step.index == sa.any_(bindparam("steps", type_=ARRAY(sa.Integer))))
+    .order_by(Step.index)
+)
+
+
+async def step_context(engine: AsyncEngine, task_id: str, index: int) -> StepContext:
+    """Everything a step's prompt needs, plus its own state (to skip work already done)."""
+    async with read(engine) as conn:
+        row = (await conn.execute(_CONTEXT, {"task": task_id, "step": index})).first()
+        if row is None:
+            raise LookupError(f"step {index} of task {task_id} does not exist")
+        deps = []
+        if row.depends_on:
+            deps = [
+                (r.index, r.title, r.output or "")
+                for r in await conn.execute(
+                    _DEPENDENCIES, {"task": task_id, "steps": list(row.depends_on)}
+                )
+            ]
+    return StepContext(
+        description=row.description,
+        agent=row.agent,
+        title=row.title,
+        instructions=row.instructions,
+        status=row.status,
+        output=row.output,
+        model=row.model,
+        dependencies=deps,
+        options=row.options,
+    )
+
+
+_START_STEP = (
+    sa.update(Step)
+    .where(Step.task_id == _TASK, Step.index == _STEP, one_of(Step.status, _UNFINISHED))
+    .values(status="running", started_at=func.coalesce(Step.started_at, func.now()))
+)
+
+
+async def mark_step_started(conn: AsyncConnection, task_id: str, index: int, agent: str) -> None:
+    await conn.execute(_START_STEP, {"task": task_id, "step": index})
+    await add_event(
+        conn, task_id, "step.started", {"index": index, "agent": agent}, f"step:{index}:started"
+    )
+
+
+# Not over a cancelled/skipped/failed step: a call that outlived its task's cancellation must
+# not flip the step back to completed.
+_FINISH_STEP = (
+    sa.update(Step)
+    .where(Step.task_id == _TASK, Step.index == _STEP, one_of(Step.status, _UNFINISHED))
+    .values(
+        status="completed",
+        output=bindparam("new_output"),
+        model=bindparam("new_model"),
+        error=sa.null(),
+        started_at=func.coalesce(Step.started_at, func.now()),
+        finished_at=func.now(),
+    )
+)
+_TOUCH_TASK = sa.update(Task).where(Task.id == _TASK).values(updated_at=func.now())
+
+
+async def mark_step_finished(
+    conn: AsyncConnection, task_id: str, index: int, *, output: str, model: str
+) -> None:
+    await conn.execute(
+        _FINISH_STEP, {"task": task_id, "step": index, "new_output": output, "new_model": model}
+    )
+    await conn.execute(_TOUCH_TASK, {"task": task_id})
+    await add_event(
+        conn,
+        task_id,
+        "step.finished",
+        {"index": index, "status": "completed", "model": model, "preview": output[:200]},
+        f"step:{index}:finished",
+    )

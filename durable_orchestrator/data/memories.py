@@ -70,7 +70,7 @@ _ID_BY_SOURCE_KEY = sa.select(Memory.id).where(Memory.source_key == sa.bindparam
 
 _SOFT_DELETE = (
     sa.update(Memory)
-    # (names other than the columns': an UPDATE reserves those for its SET clause)
+    # bind names unlike the columns': an UPDATE reserves those for its SET clause
     .where(Memory.id == sa.bindparam("memory_id"), Memory.user_id == sa.bindparam("owner"), _live)
     .values(deleted_at=sa.func.clock_timestamp())
     .returning(Memory.id)

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 import structlog
 from temporalio import activity
 
-from durable_orchestrator.data.engine import read
+from durable_orchestrator.data.tasks import task_outcome
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import REMEMBER_RESULT, RememberInput
 from memory.service import MemoryService
@@ -35,13 +34,7 @@ class MemoryActivities:
         there is nothing to remember). Idempotent: a retry lands on the same row."""
         if not self.settings.memory_remember_results:
             return 0
-        async with read(self.memory.engine) as conn:
-            task = (
-                await conn.execute(
-                    sa.text("SELECT user_id, description, status, result FROM tasks WHERE id=:id"),
-                    {"id": inp.task_id},
-                )
-            ).first()
+        task = await task_outcome(self.memory.engine, inp.task_id)
         if task is None or task.status != "completed" or not (task.result or "").strip():
             return 0
         memory_id = await self.memory.add(

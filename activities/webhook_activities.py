@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from durable_orchestrator.data.tasks import task_outcome
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import SEND_WEBHOOK, WebhookInput
 
@@ -49,22 +49,16 @@ class WebhookActivities:
 
     @activity.defn(name=SEND_WEBHOOK)
     async def send_webhook(self, inp: WebhookInput) -> int:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.text("SELECT status, result, error, options FROM tasks WHERE id=:t"),
-                    {"t": inp.task_id},
-                )
-            ).first()
-        url = ((row.options or {}) if row else {}).get("webhook_url")
-        if row is None or not url:
+        task = await task_outcome(self.engine, inp.task_id)
+        url = task.options.get("webhook_url") if task else None
+        if task is None or not url:
             return 0  # deleted, or no hook: nothing to send
         host = (urlsplit(url).hostname or "").lower()
         if host not in {h.lower() for h in self.settings.webhook_allowed_hosts}:
             # Allowed when submitted, no longer allowed now: do not call it.
             raise ApplicationError(f"webhook host {host!r} is no longer allowed", non_retryable=True)
         body = json.dumps(
-            {"task_id": inp.task_id, "status": row.status, "result": row.result, "error": row.error},
+            {"task_id": inp.task_id, "status": task.status, "result": task.result, "error": task.error},
             separators=(",", ":"),
         ).encode()
         ts = str(int(time.time()))
@@ -81,5 +75,5 @@ class WebhookActivities:
             raise ApplicationError(f"webhook unreachable: {type(exc).__name__}") from None
         if not 200 <= resp.status_code < 300:
             raise ApplicationError(f"webhook answered {resp.status_code}")
-        log.info("webhook_sent", task_id=inp.task_id, status=row.status, http_status=resp.status_code)
+        log.info("webhook_sent", task_id=inp.task_id, status=task.status, http_status=resp.status_code)
         return resp.status_code

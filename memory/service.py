@@ -30,7 +30,6 @@ from typing import Any
 
 import faiss
 import numpy as np
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -245,22 +244,7 @@ class MemoryService:
     async def _identity(self) -> str:
         """Which database the cache was built from: a snapshot of another one is worthless."""
         if self._db_identity is None:
-            async with self.engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        sa.text(
-                            "SELECT current_database() AS db, 'memories'::regclass::oid AS rel, "
-                            "(SELECT oid FROM pg_database WHERE datname = current_database()) AS dbo"
-                        )
-                    )
-                ).one()
-                try:
-                    async with conn.begin_nested():
-                        sysid = (await conn.execute(
-                            sa.text("SELECT system_identifier FROM pg_control_system()"))).scalar()
-                except Exception:  # not allowed for this role: the names are still a good key
-                    sysid = None
-            self._db_identity = f"{sysid}:{row.db}:{row.dbo}:{row.rel}"
+            self._db_identity = await memories.database_identity(self.engine)
         return self._db_identity
 
     async def _load_or_rebuild(self) -> None:
@@ -298,7 +282,7 @@ class MemoryService:
         now_mono = time.monotonic()
         self.gaps = {g: t for g, t in self.gaps.items() if now_mono - t < GAP_TTL_SECS}
         async with self.engine.connect() as conn:
-            started_at = (await conn.execute(sa.text("SELECT clock_timestamp() AS ts"))).one().ts
+            started_at = await memories.clock(conn)
             while True:
                 rows = await memories.fetch_new(conn, self.watermark, sorted(self.gaps), PAGE)
                 if not rows:

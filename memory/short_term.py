@@ -4,13 +4,12 @@ entries; older ones are dropped first. Entries expire after ORCH_SHORT_TERM_TTL_
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
+from datetime import timedelta
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from durable_orchestrator.data.engine import read
+from durable_orchestrator.data import short_term
 
 KINDS = frozenset({"output", "tool_result", "note"})
 
@@ -32,22 +31,12 @@ async def add_entry(
     ttl_hours: float,
     dedupe_key: str,
 ) -> None:
+    """`dedupe_key` is unique within the task (e.g. "output:2"): writing it again is a no-op."""
     if kind not in KINDS:
         raise ValueError(f"unknown short-term memory kind {kind!r}")
-    await conn.execute(
-        sa.text(
-            "INSERT INTO short_term_memory (task_id, step_index, kind, content, expires_at, "
-            "dedupe_key) VALUES (:t, :s, :k, :c, now() + make_interval(secs => :ttl), :d) "
-            "ON CONFLICT (dedupe_key) DO NOTHING"
-        ),
-        {
-            "t": task_id,
-            "s": step_index,
-            "k": kind,
-            "c": content,
-            "ttl": ttl_hours * 3600.0,
-            "d": f"{task_id}:{dedupe_key}",
-        },
+    await short_term.add(
+        conn, task_id=task_id, step_index=step_index, kind=kind, content=content,
+        ttl=timedelta(hours=ttl_hours), dedupe_key=f"{task_id}:{dedupe_key}",
     )
 
 
@@ -63,19 +52,10 @@ async def window(
 
     The reading step's own entries and the outputs of its dependencies (already in its
     prompt) are left out. An entry that does not fit whole is cut from its start."""
-    async with contextlib.AsyncExitStack() as stack:
-        # An engine: a connection of its own; a connection: the caller's (and its transaction).
-        conn = engine if isinstance(engine, AsyncConnection) else await stack.enter_async_context(read(engine))
-        rows = await conn.execute(
-            sa.text(
-                "SELECT step_index, kind, content FROM short_term_memory WHERE task_id=:t "
-                "AND expires_at > now() AND step_index IS DISTINCT FROM :s "
-                "AND NOT (kind = 'output' AND step_index = ANY(:deps)) "
-                "ORDER BY id DESC LIMIT 200"
-            ),
-            {"t": task_id, "s": exclude_step, "deps": exclude_outputs_of},
-        )
-        newest_first = [Entry(r.step_index, r.kind, r.content) for r in rows]
+    rows = await short_term.newest(
+        engine, task_id, exclude_step=exclude_step, exclude_outputs_of=exclude_outputs_of
+    )
+    newest_first = [Entry(r.step_index, r.kind, r.content) for r in rows]
     kept: list[Entry] = []
     budget = max_chars
     for entry in newest_first:

@@ -8,7 +8,7 @@ A task's steps are in steps.py, its view for the API in task_view.py, the list i
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -239,3 +239,31 @@ async def task_age_secs(engine: AsyncEngine, task_id: str) -> float | None:
     async with read(engine) as conn:
         age = (await conn.execute(_AGE, {"task": task_id})).scalar()
     return float(age) if age is not None else None
+
+
+# --- how a task ended, as the activities that run after it (remember, webhook) read it ---
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    user_id: str
+    description: str
+    status: str
+    result: str | None
+    error: str | None
+    # budget and webhook_url, as accepted at submission
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_OUTCOME = sa.select(
+    Task.user_id, Task.description, Task.status, Task.result, Task.error, Task.options
+).where(Task.id == sa.bindparam("task_id"))
+
+
+async def task_outcome(engine: AsyncEngine, task_id: str) -> TaskOutcome | None:
+    """None when there is no such task (deleted since)."""
+    async with read(engine) as conn:
+        row = (await conn.execute(_OUTCOME, {"task_id": task_id})).first()
+    if row is None:
+        return None
+    return TaskOutcome(row.user_id, row.description, row.status, row.result, row.error, row.options or {})

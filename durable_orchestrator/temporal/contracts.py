@@ -165,7 +165,8 @@ class FinishInput:
 
 @dataclass
 class MaintenanceInput:
-    """`older_than_secs` is the age cut-off (TTL, retention or grace); None = from settings."""
+    """`older_than_secs` is the age cut-off (audit retention or key purge grace); None = from
+    settings. Short-term memory entries carry their own expiry and ignore it."""
 
     older_than_secs: float | None = None
 
@@ -174,7 +175,6 @@ class MaintenanceInput:
 class MaintenanceResult:
     deleted: int = 0
     archived: int = 0
-    skipped: str = ""  # why nothing was done (e.g. the table does not exist on this schema)
     archive_file: str = ""
 
 

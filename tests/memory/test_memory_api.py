@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from durable_orchestrator.data.tables import Memory
 from tests.utils import Stack
 
 
 async def _count(stack: Stack, user: str) -> int:
     async with stack.engine.connect() as conn:
         return (
-            await conn.execute(sa.text("SELECT count(*) FROM memories WHERE user_id=:u"), {"u": user})
+            await conn.execute(sa.select(sa.func.count()).select_from(Memory).where(Memory.user_id == user))
         ).scalar_one()
 
 

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from durable_orchestrator.data.tables import Memory
 from durable_orchestrator.settings import Settings
 from memory.service import MemoryService
 
@@ -213,4 +214,5 @@ async def test_uncommitted_lower_id_is_not_skipped(make_service, engine: AsyncEn
     await svc.sync(force=True)
     assert slow_id in {h.id for h in await svc.search(user, "revenue", limit=5)}
     async with engine.connect() as c:
-        assert (await c.execute(sa.text("SELECT count(*) FROM memories WHERE user_id=:u"), {"u": user})).scalar() == 2
+        count = sa.select(sa.func.count()).select_from(Memory).where(Memory.user_id == user)
+        assert (await c.execute(count)).scalar() == 2

@@ -1,32 +1,33 @@
-"""Maintenance jobs: the key purge deletes only expired/revoked keys; jobs over tables this
-schema does not have report `skipped`."""
+"""Maintenance jobs on the real tables: each deletes exactly the rows past their age (expired
+short-term memory, audit rows past retention after archiving them, keys past their grace)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.maintenance_activities import MaintenanceActivities
 from durable_orchestrator.auth.api_keys import create_key, revoke_key
-from durable_orchestrator.data.engine import async_url
+from durable_orchestrator.data.tables import ApiKey, AuditEntry, ShortTermEntry, Task, User
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import (
     ARCHIVE_AUDIT_LOG,
-    EXPIRE_SHORT_TERM_MEMORY,
     PURGE_API_KEYS,
     MaintenanceInput,
     MaintenanceResult,
 )
-from tests.utils import Stack
+from fake_openai.server import FakeOpenAI
+from memory import short_term
+from tests.utils import Stack, running_stack
 
 
 async def _run(stack: Stack, workflow: str, inp: MaintenanceInput) -> MaintenanceResult:
@@ -34,6 +35,11 @@ async def _run(stack: Stack, workflow: str, inp: MaintenanceInput) -> Maintenanc
         workflow, inp, id=f"test-{workflow}-{uuid.uuid4().hex[:8]}", task_queue=stack.settings.task_queue,
         result_type=MaintenanceResult,
     )
+
+
+async def _key_names(engine: AsyncEngine, user: str) -> set[str]:
+    async with engine.connect() as conn:
+        return set((await conn.execute(sa.select(ApiKey.name).where(ApiKey.user_id == user))).scalars())
 
 
 async def test_purge_deletes_only_expired_and_revoked_keys(stack: Stack) -> None:
@@ -49,114 +55,84 @@ async def test_purge_deletes_only_expired_and_revoked_keys(stack: Stack) -> None
 
     # grace period of one hour: nothing of ours is old enough yet
     result = await _run(stack, PURGE_API_KEYS, MaintenanceInput(older_than_secs=3600))
-    async with stack.engine.connect() as conn:
-        left = set((await conn.execute(sa.text("SELECT name FROM api_keys WHERE user_id=:u"), {"u": user})).scalars())
-    assert left == {"active", "future", "expired", "revoked", "recently revoked"}
+    assert await _key_names(stack.engine, user) == {"active", "future", "expired", "revoked", "recently revoked"}
 
     result = await _run(stack, PURGE_API_KEYS, MaintenanceInput(older_than_secs=0))
     assert result.deleted >= 3
-    async with stack.engine.connect() as conn:
-        left = set((await conn.execute(sa.text("SELECT name FROM api_keys WHERE user_id=:u"), {"u": user})).scalars())
-    assert left == {"active", "future"}
+    assert await _key_names(stack.engine, user) == {"active", "future"}
 
 
-async def test_jobs_over_missing_tables_are_skipped(stack: Stack) -> None:
-    async with stack.engine.connect() as conn:
-        tables = set(
-            (await conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))).scalars()
-        )
-    for workflow, table in ((EXPIRE_SHORT_TERM_MEMORY, "short_term_memory"), (ARCHIVE_AUDIT_LOG, "audit_log")):
-        live = "expires_at > now()" if table == "short_term_memory" else "true"
-        if table in tables:
-            async with stack.engine.connect() as conn:
-                before = (await conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {live}"))).scalar_one()
-        result = await _run(stack, workflow, MaintenanceInput(older_than_secs=10**9))
-        if table in tables:  # built by another module: a huge cut-off keeps every live row
-            assert not result.skipped
-            async with stack.engine.connect() as conn:
-                after = (await conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {live}"))).scalar_one()
-            assert after == before
-        else:
-            assert result.skipped == f"table {table} does not exist"
-
-
-# --- the TTL and archive jobs against tables of the expected shape -------------------------------
-# short_term_memory and audit_log belong to other modules; these tests create minimal tables of
-# the shape the jobs rely on in a private schema (search_path), so they run on any branch.
-
-
-@pytest.fixture
-async def private_schema(pg_url: str) -> AsyncIterator[AsyncEngine]:
-    schema = f"maint_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(async_url(pg_url))
-    async with admin.begin() as conn:
-        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    eng = create_async_engine(async_url(pg_url), connect_args={"server_settings": {"search_path": schema}})
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
-
-
-async def test_ttl_job_deletes_only_expired_short_term_memory(
-    private_schema: AsyncEngine, base_settings: Settings
-) -> None:
-    async with private_schema.begin() as conn:
-        await conn.execute(sa.text(
-            "CREATE TABLE short_term_memory (id serial PRIMARY KEY, note text, "
-            "created_at timestamptz NOT NULL DEFAULT now())"
+async def _new_task(engine: AsyncEngine) -> str:
+    task_id, user = uuid.uuid4().hex, f"maint-{uuid.uuid4().hex[:8]}"
+    async with engine.begin() as conn:
+        await conn.execute(pg_insert(User).values(id=user).on_conflict_do_nothing())
+        await conn.execute(sa.insert(Task).values(
+            id=task_id, user_id=user, description="d", status="completed", workflow_id=f"task-{task_id}",
         ))
-        await conn.execute(sa.text(
-            "INSERT INTO short_term_memory (note, created_at) VALUES "
-            "('old', now() - interval '2 hours'), ('older', now() - interval '3 days'), ('fresh', now())"
-        ))
-    acts = MaintenanceActivities(engine=private_schema, settings=base_settings)
-    result = await ActivityEnvironment().run(acts.expire_short_term_memory, MaintenanceInput(older_than_secs=3600))
-    assert result.deleted == 2 and not result.skipped
-    async with private_schema.connect() as conn:
-        left = (await conn.execute(sa.text("SELECT note FROM short_term_memory"))).scalars().all()
-    assert left == ["fresh"]
+    return task_id
 
-    # rows that carry their own expiry are judged by it
-    async with private_schema.begin() as conn:
-        await conn.execute(sa.text("ALTER TABLE short_term_memory ADD COLUMN expires_at timestamptz"))
-        await conn.execute(sa.text(
-            "INSERT INTO short_term_memory (note, expires_at) VALUES "
-            "('expired', now() - interval '1 second'), ('later', now() + interval '1 hour')"
-        ))
-    result = await ActivityEnvironment().run(acts.expire_short_term_memory, MaintenanceInput())
-    assert result.deleted == 1
-    async with private_schema.connect() as conn:
-        left = set((await conn.execute(sa.text("SELECT note FROM short_term_memory"))).scalars())
-    assert left == {"fresh", "later"}
+
+async def _short_term_contents(engine: AsyncEngine, task_id: str) -> set[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(ShortTermEntry.content).where(ShortTermEntry.task_id == task_id))
+        return set(rows.scalars())
+
+
+async def test_ttl_job_deletes_only_expired_short_term_memory(engine: AsyncEngine, base_settings: Settings) -> None:
+    acts = MaintenanceActivities(engine=engine, settings=base_settings)
+    env = ActivityEnvironment()
+    await env.run(acts.expire_short_term_memory, MaintenanceInput())  # other tests' leftovers
+    task_id = await _new_task(engine)
+    async with engine.begin() as conn:
+        for content, ttl_hours in (("expired", -2), ("long expired", -72), ("later", 1), ("much later", 48)):
+            await short_term.add_entry(
+                conn, task_id=task_id, step_index=0, kind="note", content=content,
+                ttl_hours=ttl_hours, dedupe_key=content,
+            )
+
+    result = await env.run(acts.expire_short_term_memory, MaintenanceInput())
+    assert result.deleted == 2
+    assert await _short_term_contents(engine, task_id) == {"later", "much later"}
+
+    # Rows are judged by their own expiry: an age cut-off does not reach live rows, and a
+    # second run finds nothing more to do.
+    result = await env.run(acts.expire_short_term_memory, MaintenanceInput(older_than_secs=0))
+    assert result.deleted == 0
+    assert await _short_term_contents(engine, task_id) == {"later", "much later"}
 
 
 async def test_audit_archive_writes_jsonl_then_deletes_only_old_rows(
-    private_schema: AsyncEngine, base_settings: Settings, tmp_path: Path
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI, tmp_path: Path
 ) -> None:
-    async with private_schema.begin() as conn:
-        await conn.execute(sa.text(
-            "CREATE TABLE audit_log (id bigserial PRIMARY KEY, actor text, action text, details jsonb, "
-            "created_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        await conn.execute(sa.text(
-            "INSERT INTO audit_log (actor, action, details, created_at) VALUES "
-            "('alice', 'key.create', '{\"k\": 1}', now() - interval '100 days'), "
-            "('bob', 'task.cancel', '{}', now() - interval '91 days'), "
-            "('carol', 'task.create', '{}', now() - interval '1 day')"
-        ))
-    settings = base_settings.model_copy(update={"data_dir": tmp_path / "data", "audit_retention_days": 90})
-    acts = MaintenanceActivities(engine=private_schema, settings=settings)
-    result = await ActivityEnvironment().run(acts.archive_audit_log, MaintenanceInput())
-    assert result.archived == 2 and result.deleted == 2
-    lines = (await asyncio.to_thread(Path(result.archive_file).read_text)).splitlines()
-    rows = [json.loads(line) for line in lines]
-    assert {r["actor"] for r in rows} == {"alice", "bob"}
-    assert rows[0]["details"] == {"k": 1} and "created_at" in rows[0]
-    assert Path(result.archive_file).is_relative_to(tmp_path / "data" / "archive")
-    async with private_schema.connect() as conn:
-        left = (await conn.execute(sa.text("SELECT actor FROM audit_log"))).scalars().all()
-    assert left == ["carol"]
+    tag = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    rows = [
+        {"actor": f"alice-{tag}", "action": "key.create", "outcome": "ok", "request_id": None,
+         "details": {"k": 1}, "at": now - timedelta(days=100)},
+        {"actor": f"bob-{tag}", "action": "task.cancel", "outcome": "denied", "request_id": "r-1",
+         "details": {}, "at": now - timedelta(days=91)},
+        {"actor": f"carol-{tag}", "action": "task.create", "outcome": "ok", "request_id": None,
+         "details": {}, "at": now - timedelta(days=1)},
+    ]
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, data_dir=tmp_path / "data", audit_retention_days=90
+    ) as stack:
+        async with stack.engine.begin() as conn:
+            ids = (await conn.execute(sa.insert(AuditEntry).returning(AuditEntry.id, sort_by_parameter_order=True), rows)).scalars().all()
+        old_ids = set(ids[:2])
+
+        result = await _run(stack, ARCHIVE_AUDIT_LOG, MaintenanceInput())
+
+        assert result.archived == 2 and result.deleted == 2
+        assert Path(result.archive_file).is_relative_to(tmp_path / "data" / "archive")
+        lines = (await asyncio.to_thread(Path(result.archive_file).read_text)).splitlines()
+        archived = {r["id"]: r for r in map(json.loads, lines)}
+        assert set(archived) == old_ids
+        alice = archived[ids[0]]
+        assert set(alice) == {"id", "at", "actor", "action", "outcome", "request_id", "details"}
+        assert alice["actor"] == f"alice-{tag}" and alice["details"] == {"k": 1}
+        assert datetime.fromisoformat(alice["at"]) == rows[0]["at"]
+        assert archived[ids[1]]["request_id"] == "r-1"
+        async with stack.engine.connect() as conn:
+            left = (await conn.execute(sa.select(AuditEntry.id).where(AuditEntry.id.in_(ids)))).scalars().all()
+        assert left == [ids[2]]

@@ -23,8 +23,8 @@ from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
 from durable_orchestrator.data.engine import create_engine
-from durable_orchestrator.llm.client import make_llm_client
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
+from durable_orchestrator.llm.providers import make_llm_client
 from durable_orchestrator.llm.router import LLMRouter
 from durable_orchestrator.settings import Settings, get_settings
 from durable_orchestrator.telemetry import metrics

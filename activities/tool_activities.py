@@ -22,7 +22,7 @@ from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.temporal.contracts import RUN_TOOL, ToolInput, ToolResult
 from durable_orchestrator.tools import REGISTRY, ToolContext, ToolError, ToolRegistry, ToolRejected
-from durable_orchestrator.tools.registry import MemorySearch
+from durable_orchestrator.tools.registry import MemorySearch, NoteKeeper
 from memory import short_term
 
 log = structlog.get_logger(__name__)
@@ -74,7 +74,8 @@ class ToolActivities:
             return await self._done(inp, row, "failed", None, str(exc), 0, decision)
         ctx = ToolContext(
             task_id=row.task_id, user_id=row.user_id, step_index=row.step_index,
-            settings=self.settings, engine=self.engine, memory_search=self.memory_search,
+            settings=self.settings, keep_note=self._note_keeper(row),
+            memory_search=self.memory_search,
         )
         started = time.perf_counter()
         try:
@@ -95,6 +96,17 @@ class ToolActivities:
                 raise ApplicationError(message, type="ToolError") from exc
             return await self._done(inp, row, "failed", None, message, _ms(started), decision)
         return await self._done(inp, row, "succeeded", result, None, _ms(started), decision)
+
+    def _note_keeper(self, row: conversation.CallRow) -> NoteKeeper:
+        async def keep_note(content: str, dedupe_key: str) -> None:
+            async with self.engine.begin() as conn:
+                await short_term.add_entry(
+                    conn, task_id=row.task_id, step_index=row.step_index, kind="note",
+                    content=content, ttl_hours=self.settings.short_term_ttl_hours,
+                    dedupe_key=dedupe_key,
+                )
+
+        return keep_note
 
     async def _done(
         self,

@@ -1,5 +1,5 @@
 """LLM access: one async client per process for any OpenAI-compatible endpoint, no SDK retries
-(Temporal owns retrying). Without an endpoint, `up` runs the offline provider (llm/offline.py)."""
+(Temporal owns retrying). Without an endpoint, `up` runs the offline provider (llm/offline.py); llm/providers.py picks."""
 
 from __future__ import annotations
 
@@ -107,9 +107,3 @@ class OpenAIClient:
 
     async def close(self) -> None:
         await self._client.close()
-
-
-def make_llm_client(settings: Settings) -> LLMClient:
-    from durable_orchestrator.llm.offline import OfflineClient
-
-    return OfflineClient() if settings.use_offline_llm else OpenAIClient(settings)

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from durable_orchestrator.settings import Settings
 
 MemorySearch = Callable[[str, str, int], Awaitable[list[dict[str, Any]]]]
 """(user_id, query, limit) -> [{"text": ..., "score": ..., ...}]: long-term memory lookup."""
+
+NoteKeeper = Callable[[str, str], Awaitable[None]]
+"""(content, dedupe_key) -> None: keep a note in the task's short-term memory, once per key."""
 
 
 class ToolError(Exception):
@@ -37,7 +39,8 @@ class ToolContext:
     user_id: str
     step_index: int
     settings: Settings
-    engine: AsyncEngine | None = None
+    # Injected by the tool activity, so tools need no database or memory module of their own.
+    keep_note: NoteKeeper | None = None
     memory_search: MemorySearch | None = None
 
 

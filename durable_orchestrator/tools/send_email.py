@@ -11,7 +11,6 @@ import hashlib
 from pydantic import BaseModel, Field
 
 from durable_orchestrator.tools.registry import REGISTRY, ToolContext, ToolError, tool
-from memory import short_term
 
 
 class SendEmailArgs(BaseModel):
@@ -32,18 +31,9 @@ class SendEmailArgs(BaseModel):
     side_effect=True,
 )
 async def send_email(args: SendEmailArgs, ctx: ToolContext) -> str:
-    if ctx.engine is None:
+    if ctx.keep_note is None:
         raise ToolError("the outbox is not available")
     text = f"email to {args.to} · {args.subject}\n{args.body}"
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    async with ctx.engine.begin() as conn:
-        await short_term.add_entry(
-            conn,
-            task_id=ctx.task_id,
-            step_index=ctx.step_index,
-            kind="note",
-            content=f"outbox: {text}",
-            ttl_hours=ctx.settings.short_term_ttl_hours,
-            dedupe_key=f"email:{ctx.step_index}:{digest}",
-        )
+    await ctx.keep_note(f"outbox: {text}", f"email:{ctx.step_index}:{digest}")
     return f"email to {args.to} queued"

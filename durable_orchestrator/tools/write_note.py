@@ -7,7 +7,6 @@ import hashlib
 from pydantic import BaseModel, Field
 
 from durable_orchestrator.tools.registry import REGISTRY, ToolContext, ToolError, tool
-from memory import short_term
 
 
 class WriteNoteArgs(BaseModel):
@@ -22,17 +21,8 @@ class WriteNoteArgs(BaseModel):
     timeout_secs=5.0,
 )
 async def write_note(args: WriteNoteArgs, ctx: ToolContext) -> str:
-    if ctx.engine is None:
+    if ctx.keep_note is None:
         raise ToolError("short-term memory is not available")
     digest = hashlib.sha256(args.note.encode()).hexdigest()[:16]
-    async with ctx.engine.begin() as conn:
-        await short_term.add_entry(
-            conn,
-            task_id=ctx.task_id,
-            step_index=ctx.step_index,
-            kind="note",
-            content=args.note,
-            ttl_hours=ctx.settings.short_term_ttl_hours,
-            dedupe_key=f"note:{ctx.step_index}:{digest}",
-        )
+    await ctx.keep_note(args.note, f"note:{ctx.step_index}:{digest}")
     return "noted"

@@ -52,6 +52,14 @@ def call_key(seq: int = 0) -> str:
     return f"{info.workflow_id}:{info.activity_id}:{info.attempt}:{seq}"
 
 
+def too_many_calls(seq: int, requested: int, cap: int) -> str:
+    return (
+        f"not run: this reply asked for {requested} tool calls and at most {cap} run per turn "
+        f"(ORCH_MAX_TOOL_CALLS_PER_TURN); this was call {seq + 1}. Ask for it again in your next "
+        "reply if you still need it."
+    )
+
+
 @dataclass
 class TaskActivities:
     engine: AsyncEngine
@@ -205,8 +213,14 @@ class TaskActivities:
         self, inp: StepInput, agent: Agent, prompt: list[dict[str, Any]] | None, completion: Completion
     ) -> StepResult:
         new_calls: list[conversation.NewCall] = []
+        cap = max(1, inp.max_tool_calls)
+        requested = len(completion.tool_calls)
         for seq, req in enumerate(completion.tool_calls):
             call = conversation.NewCall(seq, req.id or f"call_{inp.turn}_{seq}", req.name, req.arguments or "", "validated")
+            if seq >= cap:  # answered with the reason, so the model can ask again next turn
+                call.status, call.error = "rejected", too_many_calls(seq, requested, cap)
+                new_calls.append(call)
+                continue
             try:
                 tool, _ = self.tools.validate(req.name, req.arguments, agent.tools)
             except ToolRejected as exc:

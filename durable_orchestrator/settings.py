@@ -161,7 +161,27 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Hosts the `http_get` tool may fetch (`.example.com` allows subdomains); empty = every call refused.",
     )
-    approval_timeout_secs: float = Field(3600.0, description="Pending approvals are rejected after this.")
+    approval_timeout_secs: float | None = Field(
+        None, gt=0,
+        description="Pending approvals are rejected after this; unset = half of `ORCH_TASK_DEADLINE_SECS`. "
+        "Must be shorter than the task deadline, so a reviewer's silence ends as a rejection the "
+        "LLM can answer to rather than as a deadline failure.",
+    )
+    max_tool_calls_per_turn: int = Field(
+        8, ge=1,
+        description="Tool calls run per LLM reply; further calls in the same reply are not run and "
+        "the LLM gets an error naming this limit as their result.",
+    )
+    tool_heartbeat_timeout_secs: float = Field(
+        10.0, gt=0,
+        description="Heartbeat timeout of `run_tool`: a cancelled task stops its running tool, and a "
+        "dead worker's tool call is retried, within about this long.",
+    )
+    continue_as_new_events: int = Field(
+        0, ge=0,
+        description="A task's workflow continues as new once its history has this many events; `0` = "
+        "only when Temporal suggests it (history near the server's limits).",
+    )
     short_term_ttl_hours: float = Field(
         24.0, validation_alias=_env("ORCH_SHORT_TERM_TTL_HOURS", "short_term_ttl_hours"),
         description="Lifetime of short-term memory entries.",
@@ -273,6 +293,22 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             return "HS256"
         return None
+
+    @property
+    def approval_timeout_effective(self) -> float:
+        if self.approval_timeout_secs is not None:
+            return self.approval_timeout_secs
+        return self.task_deadline_secs / 2
+
+    @model_validator(mode="after")
+    def _approval_timeout_below_deadline(self) -> Settings:
+        if self.approval_timeout_secs is not None and self.approval_timeout_secs >= self.task_deadline_secs:
+            raise ValueError(
+                f"ORCH_APPROVAL_TIMEOUT_SECS ({self.approval_timeout_secs:g}) must be shorter than "
+                f"ORCH_TASK_DEADLINE_SECS ({self.task_deadline_secs:g}): otherwise the deadline always "
+                "ends a task waiting for approval first"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

@@ -45,6 +45,12 @@ def tool_retry(p: ExecutionPolicy) -> RetryPolicy:
     return retry_policy(p, max_attempts=max(1, p.tool_max_attempts))
 
 
+def tool_heartbeat_timeout(p: ExecutionPolicy) -> timedelta:
+    """Without one a running tool never hears of a cancel: Temporal delivers cancellation to an
+    activity only in answer to a heartbeat (activities/heartbeat.py beats while a tool runs)."""
+    return timedelta(seconds=p.tool_heartbeat_secs)
+
+
 def tool_timeout(call: ToolCallRef) -> timedelta:
     """run_tool enforces the tool's own timeout; the margin lets that readable error end the
     call rather than Temporal's start-to-close."""

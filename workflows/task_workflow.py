@@ -8,9 +8,10 @@ the first tagged release (docs/design.md, "Workflow versioning").
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from durable_orchestrator.temporal.contracts import (
@@ -28,7 +29,9 @@ with workflow.unsafe.imports_passed_through():
         PlannedStep,
         PlanResult,
         RememberInput,
+        Resume,
         StepInput,
+        StepProgress,
         StepResult,
         TaskInput,
         TaskOutcome,
@@ -48,6 +51,7 @@ from workflows.activity_options import (
     heartbeat_timeout,
     retry_policy,
     step_timeout,
+    tool_heartbeat_timeout,
     tool_retry,
     tool_timeout,
 )
@@ -58,6 +62,18 @@ class StepFailed(Exception):
     def __init__(self, index: int, message: str) -> None:
         super().__init__(message)
         self.index = index
+
+
+class HandOver(Exception):
+    """Every running step stopped at a turn boundary: the run continues as new."""
+
+
+async def _stop(execution: asyncio.Future[None]) -> None:
+    """Cancel `execution` (its running activities get cancel requests) and let it unwind."""
+    execution.cancel()
+    await workflow.wait([execution])
+    if not execution.cancelled():
+        execution.exception()  # an activity's cancellation error: the caller decides the outcome
 
 
 def failure_message(err: BaseException) -> str:
@@ -74,6 +90,9 @@ class TaskWorkflow:
     def __init__(self) -> None:
         self._done: dict[int, StepResult] = {}
         self._approvals = Approvals()
+        self._steps: list[PlannedStep] = []
+        self._paused: dict[int, int] = {}  # step index -> turn it goes on at after the hand-over
+        self._handing_over = False
 
     # POST /tasks/{id}/approvals/{approval_id} (api/routes/approvals.py) sends this update.
     @workflow.update(name=APPROVAL_UPDATE)
@@ -88,28 +107,48 @@ class TaskWorkflow:
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskOutcome:
         p = inp.policy
+        started_at = inp.resume.started_at if inp.resume else workflow.now().timestamp()
         self._set_status(inp, "running", user=True)
+        deadline = f"deadline exceeded: the task did not finish within {p.deadline_secs:g}s"
+        remaining = p.deadline_secs - (workflow.now().timestamp() - started_at)
+        if remaining <= 0:  # a continued run that starts past the first run's deadline
+            return await self._finish(inp, "failed", deadline)
+        # Its own task rather than asyncio.wait_for: from Python 3.12 on, wait_for awaits the
+        # coroutine inside this task, so a cancel arriving during an activity surfaces as that
+        # activity's ActivityError and the task would be recorded failed instead of cancelled.
+        # Here the cancel always lands on this await, whatever the Python version.
+        execution = asyncio.ensure_future(self._execute(inp))
         try:
-            await asyncio.wait_for(self._execute(inp), timeout=p.deadline_secs)
-        except TimeoutError:
-            return await self._finish(
-                inp, "failed", f"deadline exceeded: the task did not finish within {p.deadline_secs:g}s"
-            )
+            done, _ = await workflow.wait([execution], timeout=remaining)
+        except asyncio.CancelledError:
+            # Cancellation requested (API or `temporal workflow cancel`): stop the work,
+            # record it, then let the workflow end as cancelled.
+            await _stop(execution)
+            await self._finish(inp, "cancelled", "cancelled by request")
+            raise
+        if not done:
+            await _stop(execution)
+            return await self._finish(inp, "failed", deadline)
+        try:
+            execution.result()
+        except HandOver:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(replace(inp, resume=self._resume(inp, started_at)))
         except StepFailed as err:
             return await self._finish(inp, "failed", str(err), failed_step=err.index)
         except ActivityError as err:
             return await self._finish(inp, "failed", failure_message(err))
-        except (asyncio.CancelledError, CancelledError):
-            # Cancellation requested (API or `temporal workflow cancel`): record it, then
-            # let the workflow end as cancelled.
-            await self._finish(inp, "cancelled", "cancelled by request")
-            raise
         outcome = await self._finish(inp, "completed")
         await self._remember(inp)
         return outcome
 
     async def _execute(self, inp: TaskInput) -> None:
         p = inp.policy
+        if inp.resume:  # continued as new: the plan and the finished steps come with the input
+            self._steps = inp.resume.steps
+            self._done = {r.index: r for r in inp.resume.done}
+            await self._run_dag(inp, {s.index: s.turn for s in inp.resume.in_progress})
+            return
         workflow.set_current_details("planning")
         plan: PlanResult = await workflow.execute_activity(
             PLAN_TASK,
@@ -120,45 +159,82 @@ class TaskWorkflow:
             retry_policy=retry_policy(p),
             summary="plan",
         )
-        await self._run_dag(inp, plan.steps)
+        self._steps = plan.steps
+        await self._run_dag(inp, {})
 
-    async def _run_dag(self, inp: TaskInput, steps: list[PlannedStep]) -> None:
-        pending = {s.index: s for s in steps}
-        running: dict[asyncio.Task[StepResult], int] = {}
+    async def _run_dag(self, inp: TaskInput, resume_at: dict[int, int]) -> None:
+        steps = self._steps
+        pending = {s.index: s for s in steps if s.index not in self._done}
+        running: dict[asyncio.Task[StepResult | None], int] = {}
         try:
             while pending or running:
                 ready = [
                     i for i in sorted(pending) if all(d in self._done for d in pending[i].depends_on)
                 ]
+                if self._handing_over:  # no step starts; the running ones stop at their next turn
+                    ready = []
                 for i in ready[: max(1, inp.policy.max_parallel_steps) - len(running)]:
                     step = pending.pop(i)
-                    running[asyncio.ensure_future(self._run_step(inp, step))] = i
+                    turn = resume_at.get(i, 0)
+                    running[asyncio.ensure_future(self._run_step(inp, step, turn))] = i
                 if not running:
+                    if self._handing_over:
+                        raise HandOver
                     raise ApplicationError("plan has unreachable steps", non_retryable=True)
                 done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: running[f]):
                     index = running.pop(fut)
                     try:
-                        self._done[index] = fut.result()
+                        result = fut.result()
                     except ActivityError as err:
                         raise StepFailed(index, failure_message(err)) from err
+                    if result is not None:  # None: stopped for the hand-over, see _paused
+                        self._done[index] = result
                 workflow.set_current_details(f"{len(self._done)}/{len(steps)} steps done")
+            if self._paused:
+                raise HandOver
         finally:
             for fut in running:
                 fut.cancel()
 
-    async def _run_step(self, inp: TaskInput, step: PlannedStep) -> StepResult:
+    def _hand_over_due(self, inp: TaskInput) -> bool:
+        """Continue as new before history reaches the server's limits (Temporal says when) or
+        the operator's event count. Both come with the activation, so replays decide alike."""
+        if not self._handing_over:
+            info = workflow.info()
+            limit = inp.policy.continue_as_new_events
+            self._handing_over = info.is_continue_as_new_suggested() or (
+                limit > 0 and info.get_current_history_length() >= limit
+            )
+        return self._handing_over
+
+    def _resume(self, inp: TaskInput, started_at: float) -> Resume:
+        return Resume(
+            steps=self._steps,
+            done=[self._done[i] for i in sorted(self._done)],
+            in_progress=[StepProgress(index=i, turn=t) for i, t in sorted(self._paused.items())],
+            started_at=started_at,
+            runs=(inp.resume.runs if inp.resume else 1) + 1,
+        )
+
+    async def _run_step(self, inp: TaskInput, step: PlannedStep, turn: int = 0) -> StepResult | None:
         """The tool-calling loop: one run_step activity per LLM turn; each requested tool
-        call runs as its own activity; the conversation itself stays in Postgres."""
+        call runs as its own activity; the conversation itself stays in Postgres. Returns None
+        when it stopped for a hand-over (continue-as-new); the next run goes on at that turn."""
         p = inp.policy
         workflow.set_current_details(f"step {step.index} · {step.agent}: {step.title[:80]}")
-        turn = 0
+        first_turn = turn
         while True:
+            # Every run makes progress: a step stops only after one turn in this run.
+            if turn > first_turn and self._hand_over_due(inp):
+                self._paused[step.index] = turn
+                return None
             result = await workflow.execute_activity(
                 RUN_STEP,
                 StepInput(
                     task_id=inp.task_id, index=step.index, agent=step.agent,
                     depends_on=step.depends_on, turn=turn, max_turns=p.max_turns,
+                    max_tool_calls=p.max_tool_calls_per_turn,
                 ),
                 result_type=StepResult,
                 start_to_close_timeout=step_timeout(p),
@@ -187,6 +263,7 @@ class TaskWorkflow:
             tool_input,
             result_type=ToolResult,
             start_to_close_timeout=tool_timeout(call),
+            heartbeat_timeout=tool_heartbeat_timeout(inp.policy),
             retry_policy=tool_retry(inp.policy),
             summary=f"tool {call.tool}",
         )

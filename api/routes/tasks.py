@@ -52,8 +52,11 @@ def execution_policy(settings: Settings) -> ExecutionPolicy:
         deadline_secs=settings.task_deadline_secs,
         max_parallel_steps=settings.max_parallel_steps,
         max_turns=settings.max_turns,
-        approval_timeout_secs=settings.approval_timeout_secs,
+        approval_timeout_secs=settings.approval_timeout_effective,
         tool_max_attempts=settings.tool_max_attempts,
+        tool_heartbeat_secs=settings.tool_heartbeat_timeout_secs,
+        max_tool_calls_per_turn=settings.max_tool_calls_per_turn,
+        continue_as_new_events=settings.continue_as_new_events,
     )
 
 

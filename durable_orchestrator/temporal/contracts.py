@@ -49,8 +49,13 @@ class ExecutionPolicy:
     deadline_secs: float = 3600.0
     max_parallel_steps: int = 4
     max_turns: int = 6  # LLM turns per step in the tool-calling loop
-    approval_timeout_secs: float = 3600.0  # an undecided approval is rejected after this
+    approval_timeout_secs: float = 1800.0  # an undecided approval is rejected after this
     tool_max_attempts: int = 3
+    # run_tool's heartbeat timeout: how soon a cancel reaches a running tool.
+    tool_heartbeat_secs: float = 10.0
+    max_tool_calls_per_turn: int = 8  # calls beyond this in one LLM reply are refused, not run
+    # Continue-as-new once history has this many events; 0 = only when Temporal suggests it.
+    continue_as_new_events: int = 0
 
 
 @dataclass
@@ -62,6 +67,28 @@ class TaskInput:
     search_attributes: bool = False
     # The task has a webhook_url (in tasks.options): send it when the task ends.
     webhook: bool = False
+    # Set when an earlier run of this task handed over by continue-as-new.
+    resume: Resume | None = None
+
+
+@dataclass
+class StepProgress:
+    """A step that was in its tool loop at the hand-over: it goes on at `turn`."""
+
+    index: int
+    turn: int
+
+
+@dataclass
+class Resume:
+    """What a run hands to the next one at continue-as-new. The conversation itself is in
+    Postgres; this is only what the workflow decided so far."""
+
+    steps: list[PlannedStep]
+    done: list[StepResult] = field(default_factory=list)
+    in_progress: list[StepProgress] = field(default_factory=list)
+    started_at: float = 0.0  # epoch seconds of the first run: the deadline counts from there
+    runs: int = 1  # runs so far, this one included
 
 
 @dataclass
@@ -98,6 +125,7 @@ class StepInput:
     depends_on: list[int] = field(default_factory=list)
     turn: int = 0
     max_turns: int = 6
+    max_tool_calls: int = 8
 
 
 @dataclass

@@ -1,0 +1,161 @@
+"""Run TaskWorkflow on this interpreter against a Temporal server, with stand-in activities
+registered under the real names, and report how a cancel and a deadline during planning end.
+
+    python tests/workflows/cancel_probe.py 127.0.0.1:7233
+
+Needs only temporalio (plus the repository on sys.path): tests/workflows/test_python_versions.py
+runs it on every Python that `requires-python` admits, each in a small venv. Prints one JSON
+object: {"python": ..., "cancel": {...}, "deadline": {...}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from temporalio import activity  # noqa: E402
+from temporalio.client import Client, WorkflowFailureError  # noqa: E402
+from temporalio.exceptions import CancelledError  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
+
+from durable_orchestrator.temporal.contracts import (  # noqa: E402
+    FINISH_TASK,
+    PLAN_TASK,
+    REMEMBER_RESULT,
+    RUN_STEP,
+    RUN_TOOL,
+    SEND_WEBHOOK,
+    ExecutionPolicy,
+    FinishInput,
+    PlanInput,
+    PlanResult,
+    TaskInput,
+)
+from workflows.task_workflow import TaskWorkflow  # noqa: E402
+
+
+class StandIns:
+    """plan_task holds (heartbeating) until cancelled; finish_task records what it was told."""
+
+    def __init__(self) -> None:
+        self.planning: dict[str, asyncio.Event] = {}
+        self.plan_cancelled: dict[str, asyncio.Event] = {}
+        self.finished: dict[str, FinishInput] = {}
+
+    def started(self, task_id: str) -> asyncio.Event:
+        return self.planning.setdefault(task_id, asyncio.Event())
+
+    def cancelled(self, task_id: str) -> asyncio.Event:
+        return self.plan_cancelled.setdefault(task_id, asyncio.Event())
+
+    @activity.defn(name=PLAN_TASK)
+    async def plan_task(self, inp: PlanInput) -> PlanResult:
+        self.started(inp.task_id).set()
+        try:
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            self.cancelled(inp.task_id).set()
+            raise
+
+    @activity.defn(name=FINISH_TASK)
+    async def finish_task(self, inp: FinishInput) -> str:
+        self.finished[inp.task_id] = inp
+        return ""
+
+    @activity.defn(name=RUN_STEP)
+    async def run_step(self, inp: object) -> None:
+        raise AssertionError("no step may run: planning never ends")
+
+    @activity.defn(name=RUN_TOOL)
+    async def run_tool(self, inp: object) -> None:
+        raise AssertionError("no tool may run: planning never ends")
+
+    @activity.defn(name=REMEMBER_RESULT)
+    async def remember_result(self, inp: object) -> int:
+        return 0
+
+    @activity.defn(name=SEND_WEBHOOK)
+    async def send_webhook(self, inp: object) -> None:
+        return None
+
+
+async def _outcome(stand_ins: StandIns, handle, task_id: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    try:
+        await handle.result()
+        closed = "completed"
+    except WorkflowFailureError as err:
+        closed = "cancelled" if isinstance(err.cause, CancelledError) else f"failed: {err.cause}"
+    finish = stand_ins.finished.get(task_id)
+    return {
+        "recorded": finish.status if finish else None,
+        "error": finish.error if finish else None,
+        "workflow": closed,
+    }
+
+
+async def main(address: str) -> dict[str, object]:
+    client = await Client.connect(address)
+    stand_ins = StandIns()
+    queue = f"probe-{uuid.uuid4().hex[:8]}"
+    worker = Worker(
+        client,
+        task_queue=queue,
+        workflows=[TaskWorkflow],
+        activities=[
+            stand_ins.plan_task, stand_ins.finish_task, stand_ins.run_step,
+            stand_ins.run_tool, stand_ins.remember_result, stand_ins.send_webhook,
+        ],
+    )
+    report: dict[str, object] = {"python": platform.python_version()}
+    async with worker:
+        # A step timeout of 20 s gives plan_task a 5 s heartbeat timeout: the cancel is
+        # delivered on its next heartbeat.
+        cancel_id = f"cancel-{uuid.uuid4().hex[:8]}"
+        handle = await client.start_workflow(
+            TaskWorkflow.run,
+            TaskInput(task_id=cancel_id, user_id="probe", policy=ExecutionPolicy(step_timeout_secs=20)),
+            id=f"task-{cancel_id}",
+            task_queue=queue,
+            execution_timeout=timedelta(seconds=60),
+        )
+        await asyncio.wait_for(stand_ins.started(cancel_id).wait(), 30)
+        await handle.cancel()
+        cancel = await asyncio.wait_for(_outcome(stand_ins, handle, cancel_id), 30)
+        # The cancel reached the running activity itself, not only the workflow.
+        try:
+            await asyncio.wait_for(stand_ins.cancelled(cancel_id).wait(), 20)
+            cancel["plan_cancelled"] = True
+        except asyncio.TimeoutError:
+            cancel["plan_cancelled"] = False
+        report["cancel"] = cancel
+
+        deadline_id = f"deadline-{uuid.uuid4().hex[:8]}"
+        handle = await client.start_workflow(
+            TaskWorkflow.run,
+            TaskInput(
+                task_id=deadline_id, user_id="probe",
+                policy=ExecutionPolicy(step_timeout_secs=20, deadline_secs=1),
+            ),
+            id=f"task-{deadline_id}",
+            task_queue=queue,
+            execution_timeout=timedelta(seconds=60),
+        )
+        report["deadline"] = await asyncio.wait_for(_outcome(stand_ins, handle, deadline_id), 30)
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1]))), flush=True)
+    # The SDK's Rust runtime threads can abort interpreter finalisation (PyGILState_Release);
+    # the report is out, so leave without it.
+    os._exit(0)

@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from temporalio import activity  # noqa: E402
-from temporalio.client import Client, WorkflowFailureError  # noqa: E402
-from temporalio.exceptions import CancelledError  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
+from temporalio import activity
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import CancelledError
+from temporalio.worker import Worker
 
-from durable_orchestrator.temporal.contracts import (  # noqa: E402
+from durable_orchestrator.temporal.contracts import (
     FINISH_TASK,
     PLAN_TASK,
     REMEMBER_RESULT,
@@ -39,7 +39,7 @@ from durable_orchestrator.temporal.contracts import (  # noqa: E402
     PlanResult,
     TaskInput,
 )
-from workflows.task_workflow import TaskWorkflow  # noqa: E402
+from workflows.task_workflow import TaskWorkflow
 
 
 class StandIns:
@@ -112,8 +112,12 @@ async def main(address: str) -> dict[str, object]:
         task_queue=queue,
         workflows=[TaskWorkflow],
         activities=[
-            stand_ins.plan_task, stand_ins.finish_task, stand_ins.run_step,
-            stand_ins.run_tool, stand_ins.remember_result, stand_ins.send_webhook,
+            stand_ins.plan_task,
+            stand_ins.finish_task,
+            stand_ins.run_step,
+            stand_ins.run_tool,
+            stand_ins.remember_result,
+            stand_ins.send_webhook,
         ],
     )
     report: dict[str, object] = {"python": platform.python_version()}
@@ -123,7 +127,9 @@ async def main(address: str) -> dict[str, object]:
         cancel_id = f"cancel-{uuid.uuid4().hex[:8]}"
         handle = await client.start_workflow(
             TaskWorkflow.run,
-            TaskInput(task_id=cancel_id, user_id="probe", policy=ExecutionPolicy(step_timeout_secs=20)),
+            TaskInput(
+                task_id=cancel_id, user_id="probe", policy=ExecutionPolicy(step_timeout_secs=20)
+            ),
             id=f"task-{cancel_id}",
             task_queue=queue,
             execution_timeout=timedelta(seconds=60),
@@ -135,7 +141,7 @@ async def main(address: str) -> dict[str, object]:
         try:
             await asyncio.wait_for(stand_ins.cancelled(cancel_id).wait(), 20)
             cancel["plan_cancelled"] = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             cancel["plan_cancelled"] = False
         report["cancel"] = cancel
 
@@ -143,7 +149,8 @@ async def main(address: str) -> dict[str, object]:
         handle = await client.start_workflow(
             TaskWorkflow.run,
             TaskInput(
-                task_id=deadline_id, user_id="probe",
+                task_id=deadline_id,
+                user_id="probe",
                 policy=ExecutionPolicy(step_timeout_secs=20, deadline_secs=1),
             ),
             id=f"task-{deadline_id}",

@@ -68,12 +68,17 @@ class HandOver(Exception):
     """Every running step stopped at a turn boundary: the run continues as new."""
 
 
-async def _stop(execution: asyncio.Future[None]) -> None:
-    """Cancel `execution` (its running activities get cancel requests) and let it unwind."""
-    execution.cancel()
-    await workflow.wait([execution])
-    if not execution.cancelled():
-        execution.exception()  # an activity's cancellation error: the caller decides the outcome
+async def _stop(*futures: asyncio.Future) -> None:  # type: ignore[type-arg]
+    """Cancel `futures` (their running activities get cancel requests) and let them unwind.
+    What they end with is an activity's cancellation error: the caller decides the outcome."""
+    if not futures:
+        return
+    for fut in futures:
+        fut.cancel()
+    await workflow.wait(list(futures))
+    for fut in futures:
+        if not fut.cancelled():
+            fut.exception()  # retrieved, so no "exception was never retrieved" error log
 
 
 def failure_message(err: BaseException) -> str:
@@ -194,8 +199,7 @@ class TaskWorkflow:
             if self._paused:
                 raise HandOver
         finally:
-            for fut in running:
-                fut.cancel()
+            await _stop(*running)
 
     def _hand_over_due(self, inp: TaskInput) -> bool:
         """Continue as new before history reaches the server's limits (Temporal says when) or

@@ -46,10 +46,11 @@ log = structlog.get_logger(__name__)
 
 
 def call_key(seq: int = 0) -> str:
-    """Unique per (workflow, activity, attempt, call within attempt): a re-delivered activity
-    attempt lands on the same ledger row instead of adding one."""
+    """Unique per (workflow run, activity, attempt, call within attempt): a re-delivered
+    activity attempt lands on the same ledger row instead of adding one. The run is part of
+    it because activity ids start again at 1 in each run (continue-as-new, reset)."""
     info = activity.info()
-    return f"{info.workflow_id}:{info.activity_id}:{info.attempt}:{seq}"
+    return f"{info.workflow_id}:{info.workflow_run_id}:{info.activity_id}:{info.attempt}:{seq}"
 
 
 def too_many_calls(seq: int, requested: int, cap: int) -> str:

@@ -80,7 +80,10 @@ def held_current_time() -> Iterator[HeldTool]:
 
 
 async def test_cancel_reaches_a_running_tool(
-    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI, held_current_time: HeldTool
+    base_settings: Settings,
+    temporal_client: Client,
+    fake_llm: FakeOpenAI,
+    held_current_time: HeldTool,
 ) -> None:
     fake_llm.script(
         plan_reply(("analyst", "Tell the time", [])),

@@ -25,9 +25,9 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer, WorkflowReplayResult
@@ -50,6 +50,7 @@ class Scenario:
     name: str  # the history's file name, without .json
     status: str  # the task's final status in Postgres
     start: Callable[[Stack], Awaitable[str]]  # submits the task, drives it; returns its id
+    settings: dict[str, Any] = field(default_factory=dict)  # overrides for this scenario's stack
 
 
 async def _three_steps(stack: Stack) -> str:
@@ -100,11 +101,22 @@ async def _cancelled(stack: Stack) -> str:
     return task_id
 
 
+async def _long_tool_loop(stack: Stack) -> str:
+    stack.fake.script(
+        plan_reply(("analyst", "Add up the figures", [])),
+        *[Reply(tool_calls=[("calculator", {"expression": f"{t}*10"})]) for t in range(3)],
+        Reply(content="Total: 30."),
+    )
+    return await stack.submit("Add up the figures")
+
+
 SCENARIOS = [
     Scenario("task_3_steps", "completed", _three_steps),
     Scenario("task_tool_approval", "completed", _tool_approval),
     Scenario("task_step_failed", "failed", _step_fails),
     Scenario("task_cancelled", "cancelled", _cancelled),
+    # The history kept is the last run's: one that started from a hand-over (`resume`).
+    Scenario("task_continued_as_new", "completed", _long_tool_loop, {"continue_as_new_events": 25}),
 ]
 
 
@@ -140,7 +152,11 @@ async def record(stack: Stack, scenario: Scenario) -> WorkflowHistory:
     # Postgres says the task ended before the workflow closes (remember_result comes after).
     with contextlib.suppress(WorkflowFailureError):
         await handle.result()
-    return await handle.fetch_history()
+    history = await handle.fetch_history()
+    if scenario.settings.get("continue_as_new_events"):
+        started = history.events[0].workflow_execution_started_event_attributes
+        assert started.continued_execution_run_id, f"{scenario.name}: never continued as new"
+    return history
 
 
 async def replay(history: WorkflowHistory) -> WorkflowReplayResult:
@@ -174,8 +190,8 @@ def record_all(scenarios: list[Scenario]) -> None:
 
 async def _record_on(settings: Settings, fake: FakeOpenAI, scenarios: list[Scenario]) -> None:
     client = await Client.connect(settings.temporal_address)
-    async with running_stack(settings, client, fake) as stack:
-        for scenario in scenarios:
+    for scenario in scenarios:
+        async with running_stack(settings, client, fake, **scenario.settings) as stack:
             fake.reset()
             history = await record(stack, scenario)
             result = await replay(history)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHistory
+from temporalio.client import Client, WorkflowHistory
 
-from tests.utils import Stack
+from durable_orchestrator.settings import Settings
+from fake_openai import FakeOpenAI
+from tests.utils import running_stack
 from tests.workflows.record_histories import HISTORIES, SCENARIOS, Scenario, record, replay
 
 CLOSED_AS = {
@@ -23,9 +25,14 @@ CLOSED_AS = {
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
-async def test_replay_fresh_history(stack: Stack, scenario: Scenario) -> None:
+async def test_replay_fresh_history(
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI, scenario: Scenario
+) -> None:
     """A history recorded now replays without non-determinism errors."""
-    history = await record(stack, scenario)
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, **scenario.settings
+    ) as stack:
+        history = await record(stack, scenario)
     assert history.events[-1].event_type == CLOSED_AS[scenario.status]
     result = await replay(history)
     assert result.replay_failure is None

@@ -5,11 +5,15 @@ loop continues as new, carrying the plan, the finished steps and each step's tur
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
+from durable_orchestrator.devstack import TemporalDevServer
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.tools import REGISTRY
 from fake_openai import FakeOpenAI, Reply
@@ -142,3 +146,52 @@ async def test_long_tool_loop_continues_as_new_and_finishes(
             history, raise_on_replay_failure=False
         )
         assert result.replay_failure is None
+
+
+class SuggestingDevServer(TemporalDevServer):
+    """A dev server that suggests continue-as-new once a history has 30 events (the server's
+    own `limit.historyCount.suggestContinueAsNew`, 4096 by default)."""
+
+    def _command(self) -> list[str]:
+        return [
+            *super()._command(),
+            "--dynamic-config-value",
+            "limit.historyCount.suggestContinueAsNew=30",
+        ]
+
+
+@pytest.fixture
+def suggesting_server(tmp_path: Path) -> Iterator[TemporalDevServer]:
+    server = SuggestingDevServer(tmp_path / "temporal.db", ui=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_tool_loop_continues_as_new_when_temporal_suggests_it(
+    base_settings: Settings, fake_llm: FakeOpenAI, suggesting_server: TemporalDevServer
+) -> None:
+    """No threshold of ours: the hand-over follows the server's suggestion alone."""
+    tool_turns = 4
+    fake_llm.script(
+        plan_reply(("analyst", "Add them up", [])),
+        *[Reply(tool_calls=[("calculator", {"expression": f"{t}+1"})]) for t in range(tool_turns)],
+        Reply(content="Total: 10."),
+    )
+    client = await Client.connect(suggesting_server.address)
+    async with running_stack(
+        base_settings, client, fake_llm, temporal_address=suggesting_server.address, max_turns=8
+    ) as stack:
+        assert stack.settings.continue_as_new_events == 0
+        task = await stack.wait(await stack.submit("Add up the figures"))
+        assert task["status"] == "completed", task
+        await client.get_workflow_handle(task["workflow_id"]).result()
+        runs = await _runs(client, task["workflow_id"])
+
+    assert task["result"] == "Total: 10."
+    calls = task["steps"][0]["tool_calls"]
+    assert [(c["turn"], c["result"]) for c in calls] == [(t, str(t + 1)) for t in range(tool_turns)]
+    assert len(runs) >= 2, "the server's suggestion was not followed"
+    assert runs[0].events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW

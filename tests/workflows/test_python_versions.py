@@ -83,7 +83,7 @@ def _venv_python(minor: str) -> str:
 
 
 @pytest.mark.parametrize("minor", VERSIONS)
-def test_cancel_and_deadline_during_planning(
+def test_cancel_and_deadline_end_the_task_as_they_should(
     minor: str, temporal_server: TemporalDevServer
 ) -> None:
     python = _venv_python(minor)
@@ -98,11 +98,12 @@ def test_cancel_and_deadline_during_planning(
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["python"].startswith(f"{minor}."), report
 
-    cancel = report["cancel"]
-    assert cancel["recorded"] == "cancelled", report  # what finish_task wrote to Postgres
-    assert cancel["error"] == "cancelled by request"
-    assert cancel["workflow"] == "cancelled"  # and the run closed as cancelled in Temporal
-    assert cancel["plan_cancelled"] is True  # the running activity heard of it
+    for case in ("cancel", "cancel_step"):  # during planning, during a step's activity
+        cancel = report[case]
+        assert cancel["recorded"] == "cancelled", report  # what finish_task wrote to Postgres
+        assert cancel["error"] == "cancelled by request"
+        assert cancel["workflow"] == "cancelled"  # and the run closed as cancelled in Temporal
+        assert cancel["activity_cancelled"] is True  # the running activity heard of it
 
     deadline = report["deadline"]
     assert deadline["recorded"] == "failed", report

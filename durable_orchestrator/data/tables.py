@@ -128,6 +128,8 @@ class AuditEntry(SQLModel, table=True):
 
 TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
+# The same predicate in the reconciler's partial index and in its query, so the planner uses it.
+UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 
 # The bases below are shared with the API's views of tasks and steps (api/schemas.py), which
 # always send every field: so their fields carry no Python default, only the server defaults
@@ -166,7 +168,7 @@ class Task(TaskOutcomeBase, table=True):
         # What the reconciler scans: the unfinished tasks of a queue, quietest first.
         sa.Index(
             "ix_tasks_unfinished", "task_queue", "updated_at",
-            postgresql_where=sa.text("status NOT IN ('completed', 'failed', 'cancelled')"),
+            postgresql_where=sa.text(UNFINISHED),
         ),
     )
 

@@ -256,11 +256,26 @@ async def cancel_task(
         raise APIError(404, "not_found", f"task {task_id} not found")
     if task_status in TERMINAL:
         raise APIError(409, "task_finished", f"task {task_id} is already {task_status}")
+    handle = client.get_workflow_handle(workflow_id_for(task_id))
     try:
-        await client.get_workflow_handle(workflow_id_for(task_id)).cancel()
+        try:
+            await handle.cancel()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            if task_status != "pending":  # the run ended between our read and now
+                raise APIError(409, "task_finished", f"task {task_id} has already finished") from exc
+            # Accepted, but its workflow is not started yet (the reconciler would start it):
+            # start it now, so the cancel lands on a run that records `cancelled` as usual.
+            row = await tasks.load_task(engine, task_id)
+            await start_task_workflow(
+                client, request.app.state.settings, task_id=task_id, user_id=principal.user_id,
+                description=row.description, webhook=bool(row.options.get("webhook_url")),
+            )
+            await handle.cancel()
+    except WorkflowAlreadyStartedError as exc:  # its run closed meanwhile
+        raise APIError(409, "task_finished", f"task {task_id} has already finished") from exc
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:  # the run ended between our read and now
-            raise APIError(409, "task_finished", f"task {task_id} has already finished") from exc
         raise APIError(503, "temporal_unavailable", "could not cancel the task; try again") from exc
     await audit.record(engine, principal.user_id, "task.cancel", "success", request_id(request),
                        {"task_id": task_id})

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -186,6 +187,34 @@ async def test_rows_of_other_queues_and_recent_rows_are_left_alone(
         assert again.started == [] and again.closed == {}
         for task_id in (other, recent):
             assert (await s.wait(task_id, timeout=60))["status"] == "completed"
+
+
+async def test_a_workflow_that_timed_out_fails_the_row(stack: Stack) -> None:
+    task_id = await _write_row_only(stack)
+    # A run nobody works on (no worker polls its queue) that Temporal times out.
+    await stack.client.start_workflow(
+        "NoSuchWorkflow",
+        id=workflow_id_for(task_id),
+        task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
+        execution_timeout=timedelta(seconds=1),
+    )
+    task = await stack.wait(task_id, timeout=30)
+    assert (task["status"], task["error"]) == ("failed", "the workflow timed out")
+
+
+async def test_cancel_of_a_task_whose_workflow_never_started(
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI
+) -> None:
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, reconcile_interval_secs=0
+    ) as s:
+        task_id = await _write_row_only(s)
+        resp = await s.http.post(f"/tasks/{task_id}/cancel", headers=s.headers)
+        assert resp.status_code == 202, resp.text
+        task = await s.wait(task_id, timeout=30)
+        assert task["status"] == "cancelled"
+        again = await s.http.post(f"/tasks/{task_id}/cancel", headers=s.headers)
+        assert again.status_code == 409
 
 
 class _StartFails:

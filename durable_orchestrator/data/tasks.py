@@ -93,7 +93,7 @@ _DELETE = sa.delete(Task).where(Task.id == _TASK)
 
 
 async def delete_task(engine: AsyncEngine, task_id: str) -> None:
-    """Undo a submission whose workflow could not be started (its steps, events... cascade)."""
+    """Delete a task and what hangs off it (steps, events... cascade)."""
     async with engine.begin() as conn:
         await conn.execute(_DELETE, {"task": task_id})
 

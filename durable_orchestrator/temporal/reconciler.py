@@ -55,6 +55,9 @@ class PassReport:
     checked: int = 0
     started: list[str] = field(default_factory=list)
     closed: dict[str, str] = field(default_factory=dict)  # task id -> status given
+    errors: dict[str, str] = field(
+        default_factory=dict
+    )  # task id -> what went wrong; next pass retries
 
 
 @dataclass
@@ -91,7 +94,13 @@ class Reconciler:
 
             async def check(row: reconciliation.UnfinishedTask) -> None:
                 async with gate:
-                    await self._check(row, report)
+                    try:
+                        await self._check(row, report)
+                    except Exception as exc:  # one task's trouble must not stop the pass
+                        report.errors[row.id] = str(exc) or type(exc).__name__
+                        log.warning(
+                            "reconcile_task_failed", task_id=row.id, error=report.errors[row.id]
+                        )
 
             async with asyncio.TaskGroup() as group:
                 async for row in reconciliation.quiet_unfinished_tasks(
@@ -111,21 +120,20 @@ class Reconciler:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-            status = None
-        if status is None:
-            if row.status == "pending":
-                await self._start(row, report)
-            else:
-                await self._close(
-                    row,
-                    report,
-                    "failed",
-                    "its workflow no longer exists (closed and past retention)",
-                )
+            await self._without_workflow(row, report)
             return
-        closed = _close_status(status)
+        closed = _close_status(status)  # None for a status this SDK does not know (paused)
         if closed is not None:
             await self._close(row, report, closed, await _close_reason(handle, status))
+
+    async def _without_workflow(
+        self, row: reconciliation.UnfinishedTask, report: PassReport
+    ) -> None:
+        if row.status == "pending":  # never started
+            await self._start(row, report)
+        else:  # it ran (the row says so) and is gone
+            gone = "its workflow no longer exists (closed and past retention)"
+            await self._close(row, report, "failed", gone)
 
     async def _start(self, row: reconciliation.UnfinishedTask, report: PassReport) -> None:
         try:

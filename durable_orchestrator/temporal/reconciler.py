@@ -47,7 +47,7 @@ from durable_orchestrator.temporal.task_start import start_task_workflow
 log = structlog.get_logger(__name__)
 
 # How many workflows one pass asks about at once.
-_CONCURRENCY = 16
+_CONCURRENCY = 8
 
 
 @dataclass

@@ -31,6 +31,7 @@ from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.telemetry.logs import configure_logging
 from durable_orchestrator.telemetry.tracing import setup_tracing, tracing_interceptors
 from durable_orchestrator.temporal.client import connect, metrics_runtime
+from durable_orchestrator.temporal.reconciler import start_reconciler, stop_reconciler
 from durable_orchestrator.temporal.schedules import ensure_schedules
 from memory.service import MemoryService
 from workflows.maintenance import MAINTENANCE_WORKFLOWS
@@ -63,6 +64,10 @@ async def build_worker(
     tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=memory_search)
     webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_secs, follow_redirects=False)
     hooks = WebhookActivities(engine=engine, settings=settings, http=webhook_http)
+    # Rows and workflows of this queue kept in agreement (durable_orchestrator/temporal/reconciler.py).
+    reconciler = start_reconciler(
+        client, engine, settings.model_copy(update={"task_queue": task_queue}) if task_queue else settings
+    )
     try:
         yield Worker(
             client,
@@ -84,6 +89,7 @@ async def build_worker(
             default_heartbeat_throttle_interval=timedelta(seconds=2),
         )
     finally:
+        await stop_reconciler(reconciler)
         await webhook_http.aclose()
         await memory.close()
         await llm.close()

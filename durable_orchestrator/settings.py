@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     )
     task_deadline_secs: float = Field(3600.0, description="Whole-task deadline; past it the task ends `failed`.")
 
+    # --- reconciliation of task rows with their workflows -------------------------------------
+    reconcile_interval_secs: float = Field(
+        15.0, ge=0,
+        description="How often a worker compares its queue's unfinished task rows with their workflows "
+        "(starts missing ones, closes rows whose workflow ended); `0` turns the reconciler off.",
+    )
+    reconcile_grace_secs: float = Field(
+        20.0, ge=0,
+        description="The reconciler leaves a task row alone until it has been unchanged this long "
+        "(the API starts the workflow right after the row; this is its head start).",
+    )
+    reconcile_batch: int = Field(
+        200, ge=1, description="Task rows the reconciler reads per query (it pages through all of them)."
+    )
+
     # --- circuit breaker ----------------------------------------------------------------------
     circuit_breaker_threshold: int = Field(
         5, validation_alias=_env("CIRCUIT_BREAKER_THRESHOLD", "circuit_breaker_threshold"),

@@ -13,8 +13,7 @@ from urllib.parse import urlsplit
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, request_id, require
@@ -27,37 +26,14 @@ from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.llm.budget import effective_task_budget
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
-from durable_orchestrator.temporal import search_attributes
-from durable_orchestrator.temporal.contracts import (
-    TASK_WORKFLOW,
-    ExecutionPolicy,
-    TaskInput,
-    workflow_id_for,
-)
+from durable_orchestrator.temporal.contracts import workflow_id_for
+from durable_orchestrator.temporal.task_start import start_task_workflow
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 log = structlog.get_logger(__name__)
 
 WriteUser = Annotated[Principal, require("tasks:write")]
 ReadUser = Annotated[Principal, require("tasks:read")]
-
-
-def execution_policy(settings: Settings) -> ExecutionPolicy:
-    return ExecutionPolicy(
-        initial_interval_secs=settings.retry_initial_interval_secs,
-        backoff=settings.retry_backoff,
-        max_interval_secs=settings.retry_max_interval_secs,
-        max_attempts=settings.retry_max_attempts,
-        step_timeout_secs=settings.step_timeout_secs,
-        deadline_secs=settings.task_deadline_secs,
-        max_parallel_steps=settings.max_parallel_steps,
-        max_turns=settings.max_turns,
-        approval_timeout_secs=settings.approval_timeout_effective,
-        tool_max_attempts=settings.tool_max_attempts,
-        tool_heartbeat_secs=settings.tool_heartbeat_timeout_secs,
-        max_tool_calls_per_turn=settings.max_tool_calls_per_turn,
-        continue_as_new_events=settings.continue_as_new_events,
-    )
 
 
 def _request_hash(body: TaskCreate) -> str:
@@ -67,21 +43,19 @@ def _request_hash(body: TaskCreate) -> str:
 async def _start_workflow(
     request: Request, task_id: str, user_id: str, description: str, *, webhook: bool = False
 ) -> None:
-    settings: Settings = request.app.state.settings
-    await request.app.state.temporal.start_workflow(
-        TASK_WORKFLOW,
-        TaskInput(
-            task_id=task_id, user_id=user_id, policy=execution_policy(settings),
-            search_attributes=settings.search_attributes, webhook=webhook,
-        ),
-        id=workflow_id_for(task_id),
-        task_queue=settings.task_queue,
-        # A retried submission (same Idempotency-Key) after a crash between insert and start
-        # attaches to the run that exists instead of starting a second one.
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=description[:200],
-        search_attributes=search_attributes.initial(user_id) if settings.search_attributes else None,
-    )
+    """Start the task's workflow; the row is already committed. When the start fails (Temporal
+    down, or the call timed out after the server accepted it), the row stays: deleting it could
+    orphan a running workflow, and the reconciler starts (or attaches to) the workflow of every
+    quiet pending row within ORCH_RECONCILE_GRACE_SECS + ORCH_RECONCILE_INTERVAL_SECS."""
+    try:
+        await start_task_workflow(
+            request.app.state.temporal, request.app.state.settings,
+            task_id=task_id, user_id=user_id, description=description, webhook=webhook,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # its run has already closed; the reconciler records how it ended
+    except Exception as exc:
+        log.warning("workflow_start_deferred", task_id=task_id, error=str(exc) or type(exc).__name__)
 
 
 def _accepted(request: Request, task_id: str, status_: str) -> TaskAccepted:
@@ -133,13 +107,23 @@ async def create_task(
     engine: EngineDep,
     settings: SettingsDep,
     _temporal: TemporalDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=200,
+               description="Repeat a submission safely: the same key and body return the first task. "
+               "Not blank."),
+    ] = None,
     wait: Annotated[
         float | None,
         Query(ge=0, description="Seconds to wait for the task to finish (max ORCH_MAX_WAIT_SECS)."),
     ] = None,
 ) -> TaskAccepted | TaskPublic:
     _check_submission(body, principal, settings, wait)
+    if idempotency_key is not None and not idempotency_key.strip():
+        # Refused rather than treated as absent: a client that sends the header means to
+        # deduplicate, and an empty key would silently not.
+        raise APIError(422, "validation_error", "invalid request: Idempotency-Key",
+                       [{"field": "Idempotency-Key", "message": "must not be empty or blank"}])
     task_id = tasks.new_task_id()
     request_hash = _request_hash(body) if idempotency_key else None
     try:
@@ -153,12 +137,14 @@ async def create_task(
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
                 options=_task_options(body, settings),
+                task_queue=settings.task_queue,
             )
     except IntegrityError:
         if not idempotency_key:
             raise
         return await _replay(request, response, engine, principal, idempotency_key, request_hash)
-    await _start_or_withdraw(request, engine, task_id, principal.user_id, body)
+    await _start_workflow(request, task_id, principal.user_id, body.description,
+                          webhook=body.webhook_url is not None)
     metrics.TASKS_SUBMITTED.inc()
     if wait:
         finished = await _wait_for_end(engine, settings, task_id, principal.user_id, wait)
@@ -191,18 +177,6 @@ def _task_options(body: TaskCreate, settings: Settings) -> dict[str, Any]:
         "budget": effective_task_budget(body.budget.model_dump() if body.budget else None, settings),
         **({"webhook_url": body.webhook_url} if body.webhook_url else {}),
     }
-
-
-async def _start_or_withdraw(
-    request: Request, engine: AsyncEngine, task_id: str, user_id: str, body: TaskCreate
-) -> None:
-    try:
-        await _start_workflow(request, task_id, user_id, body.description, webhook=body.webhook_url is not None)
-    except Exception as exc:
-        # Nothing half-written: without a workflow the row would sit in 'pending' forever.
-        await tasks.delete_task(engine, task_id)
-        log.error("workflow_start_failed", task_id=task_id, error=str(exc))
-        raise APIError(503, "temporal_unavailable", "could not start the task; try again") from exc
 
 
 async def _wait_for_end(
@@ -282,11 +256,26 @@ async def cancel_task(
         raise APIError(404, "not_found", f"task {task_id} not found")
     if task_status in TERMINAL:
         raise APIError(409, "task_finished", f"task {task_id} is already {task_status}")
+    handle = client.get_workflow_handle(workflow_id_for(task_id))
     try:
-        await client.get_workflow_handle(workflow_id_for(task_id)).cancel()
+        try:
+            await handle.cancel()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            if task_status != "pending":  # the run ended between our read and now
+                raise APIError(409, "task_finished", f"task {task_id} has already finished") from exc
+            # Accepted, but its workflow is not started yet (the reconciler would start it):
+            # start it now, so the cancel lands on a run that records `cancelled` as usual.
+            row = await tasks.load_task(engine, task_id)
+            await start_task_workflow(
+                client, request.app.state.settings, task_id=task_id, user_id=principal.user_id,
+                description=row.description, webhook=bool(row.options.get("webhook_url")),
+            )
+            await handle.cancel()
+    except WorkflowAlreadyStartedError as exc:  # its run closed meanwhile
+        raise APIError(409, "task_finished", f"task {task_id} has already finished") from exc
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:  # the run ended between our read and now
-            raise APIError(409, "task_finished", f"task {task_id} has already finished") from exc
         raise APIError(503, "temporal_unavailable", "could not cancel the task; try again") from exc
     await audit.record(engine, principal.user_id, "task.cancel", "success", request_id(request),
                        {"task_id": task_id})

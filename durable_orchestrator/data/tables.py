@@ -128,6 +128,8 @@ class AuditEntry(SQLModel, table=True):
 
 TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
+# The same predicate in the reconciler's partial index and in its query, so the planner uses it.
+UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
 
 # The bases below are shared with the API's views of tasks and steps (api/schemas.py), which
 # always send every field: so their fields carry no Python default, only the server defaults
@@ -163,6 +165,11 @@ class Task(TaskOutcomeBase, table=True):
     __table_args__ = (
         sa.UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency"),
         sa.Index("ix_tasks_user_created", "user_id", sa.text("created_at DESC"), sa.text("id DESC")),
+        # What the reconciler scans: the unfinished tasks of a queue, quietest first.
+        sa.Index(
+            "ix_tasks_unfinished", "task_queue", "updated_at",
+            postgresql_where=sa.text(UNFINISHED),
+        ),
     )
 
     idempotency_key: str | None = _text(default=None, nullable=True)
@@ -171,6 +178,12 @@ class Task(TaskOutcomeBase, table=True):
     options: dict[str, Any] = _json()
     created_at: datetime | None = _created()
     updated_at: datetime | None = _created()
+    # The task queue its workflow runs on (NULL: submitted before the column existed); the
+    # reconciler of a queue looks after its own tasks only.
+    task_queue: str | None = _text(default=None, nullable=True)
+    # The number of the task's last event: each event takes the next one under this row's
+    # lock, so a task's events are numbered in commit order.
+    last_event_seq: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class StepBase(SQLModel):
@@ -225,10 +238,10 @@ class LLMCall(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """What the SSE stream sends, in id order."""
+    """What the SSE stream sends, in `seq` order."""
 
     __tablename__ = "events"
-    __table_args__ = (sa.Index("ix_events_task_id", "task_id", "id"),)
+    __table_args__ = (sa.UniqueConstraint("task_id", "seq", name="uq_events_task_seq"),)
 
     id: int | None = _identity()
     task_id: str = _task_fk()
@@ -237,12 +250,8 @@ class Event(SQLModel, table=True):
     # The same event written by a retried activity collapses onto the first one.
     dedupe_key: str = _text(unique=True)
     created_at: datetime | None = _created()
-    # Which transaction wrote it: the stream reads only events whose writer is older than
-    # every transaction still running, so ids that commit out of order are never skipped.
-    writer_xid: int | None = Field(
-        default=None, sa_type=XID8, nullable=False,
-        sa_column_kwargs={"server_default": sa.text("pg_current_xact_id()")},
-    )
+    # Its number within the task (the SSE id), in commit order: see data/events.py.
+    seq: int = Field(sa_type=sa.BigInteger)
 
 
 # --- tool calls and the conversation of a step --------------------------------------------------

@@ -52,6 +52,8 @@ _INSERT_TASK = (
             # Given although it has a default: for an INSERT that carries a CTE, SQLAlchemy
             # sends NULL instead of computing Python-side column defaults.
             Task.options: bindparam("options"),
+            Task.task_queue: bindparam("task_queue"),
+            Task.last_event_seq: 0,
         }
     )
     .add_cte(insert(User).values(id=_USER).on_conflict_do_nothing().cte("new_user"))
@@ -68,6 +70,7 @@ async def insert_task(
     options: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    task_queue: str | None = None,
 ) -> None:
     await conn.execute(
         _INSERT_TASK,
@@ -80,6 +83,7 @@ async def insert_task(
             "idempotency_key": idempotency_key,
             "request_hash": request_hash,
             "options": options or {},
+            "task_queue": task_queue,
         },
     )
     await add_event(conn, task_id, "task.status", {"status": "pending"}, "status:pending")
@@ -89,7 +93,7 @@ _DELETE = sa.delete(Task).where(Task.id == _TASK)
 
 
 async def delete_task(engine: AsyncEngine, task_id: str) -> None:
-    """Undo a submission whose workflow could not be started (its steps, events... cascade)."""
+    """Delete a task and what hangs off it (steps, events... cascade)."""
     async with engine.begin() as conn:
         await conn.execute(_DELETE, {"task": task_id})
 

@@ -30,6 +30,11 @@ _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 # --- tasks -------------------------------------------------------------------------------------
 TASKS_SUBMITTED = Counter("tasks_submitted", "Tasks accepted by the API (new, not idempotent replays).")
 TASKS_FINISHED = Counter("tasks_finished", "Tasks that reached a terminal status.", ["status"])
+TASKS_RECONCILED = Counter(
+    "tasks_reconciled",
+    "Disagreements of task row and workflow the reconciler repaired: started, closed_<status>.",
+    ["action"],
+)
 TASK_DURATION = Histogram(
     "task_duration_seconds", "Task wall time from submission to terminal status.", buckets=_SLOW_BUCKETS
 )

@@ -98,3 +98,16 @@ async def test_description_limit_from_settings(stack: Stack) -> None:
     )
     assert resp.status_code == 422
     assert resp.json()["error"]["details"][0]["field"] == "description"
+
+
+async def test_blank_idempotency_key_is_422_naming_the_header(stack: Stack) -> None:
+    before = await _task_count(stack)
+    for key in ("", "   ", "\t"):
+        for _ in range(2):  # a second blank submission must not collide with a first
+            resp = await stack.http.post(
+                "/tasks", json={"description": "x"}, headers={**stack.headers, "Idempotency-Key": key}
+            )
+            assert resp.status_code == 422, (repr(key), resp.text)
+            err = resp.json()["error"]
+            assert "Idempotency-Key" in err["message"] or "idempotency-key" in err["message"], err
+    assert await _task_count(stack) == before

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from api.routes.tasks import execution_policy
+from durable_orchestrator.temporal.task_start import execution_policy
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import ExecutionPolicy
 from tests.cli.test_config import _config

@@ -1,0 +1,66 @@
+"""Starting a task's workflow: the same call from the API (right after the task row commits)
+and from the reconciler (for a row whose workflow never started)."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from durable_orchestrator.settings import Settings
+from durable_orchestrator.temporal import search_attributes
+from durable_orchestrator.temporal.contracts import (
+    TASK_WORKFLOW,
+    ExecutionPolicy,
+    TaskInput,
+    workflow_id_for,
+)
+
+
+def execution_policy(settings: Settings) -> ExecutionPolicy:
+    return ExecutionPolicy(
+        initial_interval_secs=settings.retry_initial_interval_secs,
+        backoff=settings.retry_backoff,
+        max_interval_secs=settings.retry_max_interval_secs,
+        max_attempts=settings.retry_max_attempts,
+        step_timeout_secs=settings.step_timeout_secs,
+        deadline_secs=settings.task_deadline_secs,
+        max_parallel_steps=settings.max_parallel_steps,
+        max_turns=settings.max_turns,
+        approval_timeout_secs=settings.approval_timeout_effective,
+        tool_max_attempts=settings.tool_max_attempts,
+        tool_heartbeat_secs=settings.tool_heartbeat_timeout_secs,
+        max_tool_calls_per_turn=settings.max_tool_calls_per_turn,
+        continue_as_new_events=settings.continue_as_new_events,
+    )
+
+
+async def start_task_workflow(
+    client: Client,
+    settings: Settings,
+    *,
+    task_id: str,
+    user_id: str,
+    description: str,
+    webhook: bool = False,
+) -> None:
+    """Idempotent: a second start while the run exists attaches to it (USE_EXISTING), and a
+    start after the run closed raises WorkflowAlreadyStartedError (REJECT_DUPLICATE) instead of
+    running the task a second time; the reconciler then records how the first run ended."""
+    await client.start_workflow(
+        TASK_WORKFLOW,
+        TaskInput(
+            task_id=task_id,
+            user_id=user_id,
+            policy=execution_policy(settings),
+            search_attributes=settings.search_attributes,
+            webhook=webhook,
+        ),
+        id=workflow_id_for(task_id),
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        static_summary=description[:200],
+        search_attributes=search_attributes.initial(user_id)
+        if settings.search_attributes
+        else None,
+    )

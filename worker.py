@@ -24,6 +24,7 @@ from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
 from durable_orchestrator.data.engine import create_engine
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
+from durable_orchestrator.llm.pricing import prices
 from durable_orchestrator.llm.providers import make_llm_client
 from durable_orchestrator.llm.router import LLMRouter
 from durable_orchestrator.settings import Settings, get_settings
@@ -51,7 +52,9 @@ async def build_worker(
     engine = create_engine(settings.database_url, pool_size=20)
     # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4);
     # spans and metrics sit inside them, so each model actually tried is measured.
-    llm = LLMRouter.from_settings(InstrumentedLLM(make_llm_client(settings)), engine, settings)
+    prices(settings.prices_file)  # a broken ORCH_PRICES_FILE stops the worker here, not mid-task
+    instrumented = InstrumentedLLM(make_llm_client(settings), prices_file=settings.prices_file)
+    llm = LLMRouter.from_settings(instrumented, engine, settings)
     memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process
     memory.start_background()
     acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory)

@@ -51,6 +51,7 @@ class ExecutionPolicy:
     max_turns: int = 6  # LLM turns per step in the tool-calling loop
     approval_timeout_secs: float = 3600.0  # an undecided approval is rejected after this
     tool_max_attempts: int = 3
+    plan_timeout_secs: float = 0.0  # start_to_close of plan_task; 0 = step_timeout_secs
 
 
 @dataclass

@@ -85,16 +85,25 @@ def _user_today_sum(expr: Any) -> Any:
     )
 
 
-def _within(r: Reservation, caps: Caps) -> list[Any]:
+_SPEND_COLUMNS = (
+    Task.user_id.label("user_id"),
+    _task_sum(_TOKENS).label("task_tokens"),
+    _task_sum(_COST).label("task_cost"),
+    _user_today_sum(_TOKENS).label("user_tokens_today"),
+    _user_today_sum(_COST).label("user_cost_today"),
+)
+
+
+def _within(spend: Any, r: Reservation, caps: Caps) -> list[Any]:
     conditions = []
     if caps.task_tokens is not None:
-        conditions.append(_task_sum(_TOKENS) + r.tokens <= caps.task_tokens)
+        conditions.append(spend.c.task_tokens + r.tokens <= caps.task_tokens)
     if caps.task_cost is not None:
-        conditions.append(_task_sum(_COST) + r.cost <= caps.task_cost)
+        conditions.append(spend.c.task_cost + r.cost <= caps.task_cost)
     if caps.user_tokens_today is not None:
-        conditions.append(_user_today_sum(_TOKENS) + r.tokens <= caps.user_tokens_today)
+        conditions.append(spend.c.user_tokens_today + r.tokens <= caps.user_tokens_today)
     if caps.user_cost_today is not None:
-        conditions.append(_user_today_sum(_COST) + r.cost <= caps.user_cost_today)
+        conditions.append(spend.c.user_cost_today + r.cost <= caps.user_cost_today)
     return conditions
 
 
@@ -105,37 +114,52 @@ _RESERVE_COLUMNS = [
 ]
 
 # Serialises the reservations of one user (and so of each of their tasks): under READ COMMITTED
-# the sums of the next statement then see every reservation committed before it.
+# the next statement's snapshot then holds every reservation committed before it.
 _LOCK_USER = select(
     Task.user_id, func.pg_advisory_xact_lock(func.hashtextextended("ledger:" + Task.user_id, 0))
 ).where(Task.id == bindparam("task"))
 
 
+def _reserve_statement(r: Reservation, caps: Caps) -> Any:
+    """One statement: the spend so far, and the pending row inserted only if the call's worst
+    case fits every cap on top of it; returns the spend and the new row's id (NULL if not)."""
+    # Without caps there is nothing to add up: the row is written as it is.
+    columns = _SPEND_COLUMNS if caps.any() else (Task.user_id.label("user_id"),)
+    spend = select(*columns).where(Task.id == r.task_id).cte("spend")
+    values = select(
+        literal(r.task_id), spend.c.user_id, literal(r.step_index, sa.Integer), literal(r.purpose),
+        literal(r.model), literal(r.model), literal("reserved"), literal(0), literal(0),
+        literal(Decimal(0), sa.Numeric(18, 8)), literal(r.priced), literal(r.tokens),
+        literal(r.cost, sa.Numeric(18, 8)), literal(0), literal(r.call_key),
+    ).where(*_within(spend, r, caps))
+    inserted = (
+        insert(LLMCall)
+        .from_select(_RESERVE_COLUMNS, values)
+        .on_conflict_do_nothing(index_elements=[LLMCall.call_key])
+        .returning(LLMCall.id)
+        .cte("inserted")
+    )
+    return select(spend, select(inserted.c.id).scalar_subquery().label("reserved_id"))
+
+
 async def reserve(engine: AsyncEngine, r: Reservation, caps: Caps) -> Spend | None:
     """Write the pending row of a call if its worst case fits every cap: None when reserved,
-    else what has been spent (the caller says which cap it would break) and nothing written.
-    The check and the insert are one statement, under a per-user lock."""
+    else what had been spent when it was refused, and nothing is written."""
     async with engine.begin() as conn:
-        if caps.any():
-            if (await conn.execute(_LOCK_USER, {"task": r.task_id})).first() is None:
-                raise LookupError(f"task {r.task_id} does not exist")
-        values = select(
-            literal(r.task_id), Task.user_id, literal(r.step_index, sa.Integer), literal(r.purpose),
-            literal(r.model), literal(r.model), literal("reserved"), literal(0), literal(0),
-            literal(Decimal(0), sa.Numeric(18, 8)), literal(r.priced), literal(r.tokens),
-            literal(r.cost, sa.Numeric(18, 8)), literal(0), literal(r.call_key),
-        ).where(Task.id == r.task_id, *_within(r, caps))
-        statement = (
-            insert(LLMCall)
-            .from_select(_RESERVE_COLUMNS, values)
-            .on_conflict_do_nothing(index_elements=[LLMCall.call_key])
-            .returning(LLMCall.id)
-        )
-        if (await conn.execute(statement)).first() is not None:
+        if not caps.any():
+            await conn.execute(_reserve_statement(r, caps))
+            return None
+        if (await conn.execute(_LOCK_USER, {"task": r.task_id})).first() is None:
+            raise LookupError(f"task {r.task_id} does not exist")
+        row = (await conn.execute(_reserve_statement(r, caps))).one()
+        if row.reserved_id is not None:
             return None
         if await conn.scalar(select(LLMCall.id).where(LLMCall.call_key == r.call_key)) is not None:
             return None  # this very call was reserved before (a repeated delivery)
-        return await _spend(conn, r.task_id)
+        return Spend(
+            row.user_id, int(row.task_tokens), Decimal(row.task_cost),
+            int(row.user_tokens_today), Decimal(row.user_cost_today),
+        )
 
 
 _SETTLE_COLUMNS = [
@@ -198,23 +222,19 @@ async def release(engine: AsyncEngine, call_key: str) -> None:
 
 # --- spend, for budgets -------------------------------------------------------------------------
 
-_TASK_SPEND = select(
-    Task.user_id, _task_sum(_TOKENS).label("tokens"), _task_sum(_COST).label("cost"),
-    _user_today_sum(_TOKENS).label("user_tokens"), _user_today_sum(_COST).label("user_cost"),
-).where(Task.id == bindparam("task"))
-
-
-async def _spend(conn: AsyncConnection, task_id: str) -> Spend:
-    row = (await conn.execute(_TASK_SPEND, {"task": task_id})).first()
-    if row is None:
-        raise LookupError(f"task {task_id} does not exist")
-    return Spend(row.user_id, int(row.tokens), Decimal(row.cost), int(row.user_tokens), Decimal(row.user_cost))
+_TASK_SPEND = select(*_SPEND_COLUMNS).where(Task.id == bindparam("task"))
 
 
 async def spend(engine: AsyncEngine, task_id: str) -> Spend:
     """The task's spend and its user's since midnight UTC, reserved worst cases included."""
     async with read(engine) as conn:
-        return await _spend(conn, task_id)
+        row = (await conn.execute(_TASK_SPEND, {"task": task_id})).first()
+    if row is None:
+        raise LookupError(f"task {task_id} does not exist")
+    return Spend(
+        row.user_id, int(row.task_tokens), Decimal(row.task_cost),
+        int(row.user_tokens_today), Decimal(row.user_cost_today),
+    )
 
 
 # --- the usage report -------------------------------------------------------------------------

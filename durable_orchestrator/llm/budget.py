@@ -142,11 +142,16 @@ def _refusal(caps: ledger.Caps, spend: ledger.Spend, worst: WorstCase) -> Applic
             f"(spent today {spend.user_tokens_today}, next call up to {worst.tokens}; "
             "ORCH_USER_DAILY_MAX_TOKENS)"
         )
-    return _exceeded(
-        f"daily cost budget ${caps.user_cost_today} of user {spend.user_id} would be exceeded "
-        f"(spent today ${spend.user_cost_today}, next call up to ${worst.cost}; "
-        "ORCH_USER_DAILY_MAX_COST_USD)"
-    )
+    if (
+        caps.user_cost_today is not None
+        and spend.user_cost_today + worst.cost > caps.user_cost_today
+    ):
+        return _exceeded(
+            f"daily cost budget ${caps.user_cost_today} of user {spend.user_id} would be exceeded "
+            f"(spent today ${spend.user_cost_today}, next call up to ${worst.cost}; "
+            "ORCH_USER_DAILY_MAX_COST_USD)"
+        )
+    return _exceeded(f"the next call (up to {worst.tokens} tokens, ${worst.cost}) does not fit")
 
 
 async def reserve(

@@ -23,8 +23,8 @@ from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
 from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.llm.budget import warm_up
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
-from durable_orchestrator.llm.pricing import prices
 from durable_orchestrator.llm.providers import make_llm_client
 from durable_orchestrator.llm.router import LLMRouter
 from durable_orchestrator.settings import Settings, get_settings
@@ -34,6 +34,7 @@ from durable_orchestrator.telemetry.tracing import setup_tracing, tracing_interc
 from durable_orchestrator.temporal.client import connect, metrics_runtime
 from durable_orchestrator.temporal.schedules import ensure_schedules
 from memory.service import MemoryService
+from planner.agents import AGENTS
 from workflows.maintenance import MAINTENANCE_WORKFLOWS
 from workflows.task_workflow import TaskWorkflow
 
@@ -52,7 +53,9 @@ async def build_worker(
     engine = create_engine(settings.database_url, pool_size=20)
     # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4);
     # spans and metrics sit inside them, so each model actually tried is measured.
-    prices(settings.prices_file)  # a broken ORCH_PRICES_FILE stops the worker here, not mid-task
+    # Prices and tokenizers load here, off the event loop; a broken ORCH_PRICES_FILE stops the
+    # worker now rather than failing tasks.
+    await asyncio.to_thread(warm_up, settings, [a.model for a in AGENTS.values() if a.model])
     instrumented = InstrumentedLLM(make_llm_client(settings), prices_file=settings.prices_file)
     llm = LLMRouter.from_settings(instrumented, engine, settings)
     memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process

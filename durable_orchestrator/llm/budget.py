@@ -91,6 +91,15 @@ def worst_case(
     return WorstCase(tokens, cost, tuple(unpriced))
 
 
+def warm_up(settings: Settings, models: list[str] | tuple[str, ...] = ()) -> None:
+    """Load the price table and the tokenizers of these models (and the configured chain)
+    now: the first load takes a second or more of CPU, which inside an activity would stall
+    the worker's event loop past its heartbeats. Call it off the loop (a thread) at start."""
+    messages = [{"role": "user", "content": "warm up"}]
+    for model in dict.fromkeys([settings.model, *settings.model_fallbacks, *models]):
+        worst_case(settings, model, messages, 1)
+
+
 def caps_of(options: dict[str, Any] | str | None, settings: Settings) -> ledger.Caps:
     if isinstance(options, str):  # JSONB read as text by some drivers' paths
         options = json.loads(options or "{}")

@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import bpe_openai
 import pytest
 from genai_prices import Usage, calc_price
 
@@ -64,8 +65,6 @@ def test_prompt_tokens_come_from_the_model_tokenizer() -> None:
     assert encoding_name("gpt-4o-mini-2024-07-18") == encoding_name("openai/gpt-4o") == "o200k_base"
     assert encoding_name("gpt-3.5-turbo") == "cl100k_base"
     counted = count_prompt_tokens("gpt-4o-mini", messages)
-    import bpe_openai
-
     text_tokens = sum(
         len(bpe_openai.get_encoding("o200k_base").encode(m["content"])) for m in messages
     )

@@ -129,10 +129,15 @@ class Prices:
         return PricedCall(Decimal(0), False, None)
 
 
+# The offline provider (llm/offline.py) answers as "offline" and costs nothing; without this
+# its answers would be priced as the model requested.
+_BUILT_IN = {"offline": UnitPrice("offline", Decimal(0), Decimal(0))}
+
+
 @lru_cache
 def prices(overrides_file: Path | None = None) -> Prices:
     """One Prices per overrides file (a process reads its file once)."""
-    return Prices(_load_overrides(overrides_file))
+    return Prices({**_BUILT_IN, **_load_overrides(overrides_file)})
 
 
 def cost_usd(

@@ -36,6 +36,9 @@ def test_an_unknown_answer_is_priced_by_the_model_requested() -> None:
     assert not table.price("acme-7b", None, 100, 100).priced
     by_request = table.price("acme-7b-q4", "gpt-4o-mini", 100, 100)
     assert by_request.priced and by_request.priced_as == "gpt-4o-mini" and by_request.cost > 0
+    # The offline provider's answers are free, whatever model was asked for.
+    offline = table.price("offline", "gpt-4o-mini", 100, 100)
+    assert offline.priced and offline.cost == 0
 
 
 def test_operator_overrides_win_and_extend(tmp_path: Path) -> None:

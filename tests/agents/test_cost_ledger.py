@@ -17,9 +17,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowFailureError
 
+from durable_orchestrator.llm.budget import worst_case
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI, Reply
 from fake_openai.plans import is_plan_request
+from planner.models import response_format
+from planner.planner import system_prompt, user_prompt
 from tests.agents.helpers import plan_reply
 from tests.utils import Stack, running_stack
 
@@ -223,3 +226,29 @@ async def test_a_reset_workflow_records_its_new_calls_under_new_keys(stack: Stac
     assert [r.status for r in steps] == ["released", "settled"]
     assert first_run in steps[0].call_key and reset.run_id in steps[1].call_key
     assert len([r for r in rows if r.status == "settled"]) == _answered(stack.fake)
+
+
+async def test_the_planner_s_repair_call_counts_its_first_call(stack: Stack) -> None:
+    description = "Plan twice"
+    messages = [
+        {"role": "system", "content": system_prompt(stack.settings.max_plan_steps)},
+        {"role": "user", "content": user_prompt(description, [])},
+    ]
+    plan_format = response_format(stack.settings.max_plan_steps)
+    first = worst_case(
+        stack.settings,
+        stack.settings.model,
+        messages,
+        stack.settings.llm_max_tokens,
+        [None, plan_format],
+    )
+    # Room for one planner call's worst case: the first answer is not a plan, and its repair
+    # (a longer prompt, on top of what the first call used) does not fit.
+    stack.fake.script(Reply(content="no plan here"))
+    task = await stack.wait(
+        await stack.submit(description, budget={"max_tokens": first.tokens + 50})
+    )
+    assert task["status"] == "failed" and "task token budget" in task["error"], task
+    assert len(stack.fake.requests) == 1
+    rows = await _rows(stack, [task["id"]])
+    assert [(r.purpose, r.status) for r in rows] == [("plan", "settled")]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -45,7 +45,7 @@ class MeteredLLM:
     purpose: str
     options: dict[str, Any] | None
     key_prefix: str
-    _seq: int = 0
+    _seq: int = field(default=0, init=False)
 
     @property
     def provider(self) -> str:

@@ -24,7 +24,9 @@ _COUNTED_TOKENS = case(
     (LLMCall.status == "reserved", LLMCall.reserved_tokens),
     else_=LLMCall.prompt_tokens + LLMCall.completion_tokens,
 )
-_COUNTED_COST = case((LLMCall.status == "reserved", LLMCall.reserved_cost_usd), else_=LLMCall.cost_usd)
+_COUNTED_COST = case(
+    (LLMCall.status == "reserved", LLMCall.reserved_cost_usd), else_=LLMCall.cost_usd
+)
 _TOKENS = func.coalesce(func.sum(_COUNTED_TOKENS), 0)
 _COST = func.coalesce(func.sum(_COUNTED_COST), 0)
 
@@ -47,7 +49,15 @@ class Caps:
     user_cost_today: Decimal | None = None
 
     def any(self) -> bool:
-        return any(c is not None for c in (self.task_tokens, self.task_cost, self.user_tokens_today, self.user_cost_today))
+        return any(
+            c is not None
+            for c in (
+                self.task_tokens,
+                self.task_cost,
+                self.user_tokens_today,
+                self.user_cost_today,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -108,9 +118,21 @@ def _within(spend: Any, r: Reservation, caps: Caps) -> list[Any]:
 
 
 _RESERVE_COLUMNS = [
-    "task_id", "user_id", "step_index", "purpose", "model", "requested_model", "status",
-    "prompt_tokens", "completion_tokens", "cost_usd", "priced", "reserved_tokens",
-    "reserved_cost_usd", "latency_ms", "call_key",
+    "task_id",
+    "user_id",
+    "step_index",
+    "purpose",
+    "model",
+    "requested_model",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "priced",
+    "reserved_tokens",
+    "reserved_cost_usd",
+    "latency_ms",
+    "call_key",
 ]
 
 # Serialises the reservations of one user (and so of each of their tasks): under READ COMMITTED
@@ -127,10 +149,21 @@ def _reserve_statement(r: Reservation, caps: Caps) -> Any:
     columns = _SPEND_COLUMNS if caps.any() else (Task.user_id.label("user_id"),)
     spend = select(*columns).where(Task.id == r.task_id).cte("spend")
     values = select(
-        literal(r.task_id), spend.c.user_id, literal(r.step_index, sa.Integer), literal(r.purpose),
-        literal(r.model), literal(r.model), literal("reserved"), literal(0), literal(0),
-        literal(Decimal(0), sa.Numeric(18, 8)), literal(r.priced), literal(r.tokens),
-        literal(r.cost, sa.Numeric(18, 8)), literal(0), literal(r.call_key),
+        literal(r.task_id),
+        spend.c.user_id,
+        literal(r.step_index, sa.Integer),
+        literal(r.purpose),
+        literal(r.model),
+        literal(r.model),
+        literal("reserved"),
+        literal(0),
+        literal(0),
+        literal(Decimal(0), sa.Numeric(18, 8)),
+        literal(r.priced),
+        literal(r.tokens),
+        literal(r.cost, sa.Numeric(18, 8)),
+        literal(0),
+        literal(r.call_key),
     ).where(*_within(spend, r, caps))
     inserted = (
         insert(LLMCall)
@@ -157,14 +190,28 @@ async def reserve(engine: AsyncEngine, r: Reservation, caps: Caps) -> Spend | No
         if await conn.scalar(select(LLMCall.id).where(LLMCall.call_key == r.call_key)) is not None:
             return None  # this very call was reserved before (a repeated delivery)
         return Spend(
-            row.user_id, int(row.task_tokens), Decimal(row.task_cost),
-            int(row.user_tokens_today), Decimal(row.user_cost_today),
+            row.user_id,
+            int(row.task_tokens),
+            Decimal(row.task_cost),
+            int(row.user_tokens_today),
+            Decimal(row.user_cost_today),
         )
 
 
 _SETTLE_COLUMNS = [
-    "task_id", "user_id", "step_index", "purpose", "model", "requested_model", "status",
-    "prompt_tokens", "completion_tokens", "cost_usd", "priced", "latency_ms", "call_key",
+    "task_id",
+    "user_id",
+    "step_index",
+    "purpose",
+    "model",
+    "requested_model",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "priced",
+    "latency_ms",
+    "call_key",
 ]
 
 
@@ -185,18 +232,35 @@ async def record_llm_call(
     """Settle a call with its usage, priced by the model that answered (else the one asked
     for). Writes the row if no reservation was made for it."""
     cost, priced = cost_usd(
-        model, prompt_tokens, completion_tokens, requested=requested_model, overrides_file=overrides_file
+        model,
+        prompt_tokens,
+        completion_tokens,
+        requested=requested_model,
+        overrides_file=overrides_file,
     )
     settled = {
-        "model": model, "status": "settled", "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens, "cost_usd": cost, "priced": priced,
+        "model": model,
+        "status": "settled",
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": cost,
+        "priced": priced,
         "latency_ms": latency_ms,
     }
     values = select(
-        literal(task_id), Task.user_id, literal(step_index, sa.Integer), literal(purpose),
-        literal(model), literal(requested_model or model), literal("settled"),
-        literal(prompt_tokens), literal(completion_tokens), literal(cost, sa.Numeric(18, 8)),
-        literal(priced), literal(latency_ms), literal(call_key),
+        literal(task_id),
+        Task.user_id,
+        literal(step_index, sa.Integer),
+        literal(purpose),
+        literal(model),
+        literal(requested_model or model),
+        literal("settled"),
+        literal(prompt_tokens),
+        literal(completion_tokens),
+        literal(cost, sa.Numeric(18, 8)),
+        literal(priced),
+        literal(latency_ms),
+        literal(call_key),
     ).where(Task.id == task_id)
     statement = insert(LLMCall).from_select(_SETTLE_COLUMNS, values)
     statement = statement.on_conflict_do_update(
@@ -232,8 +296,11 @@ async def spend(engine: AsyncEngine, task_id: str) -> Spend:
     if row is None:
         raise LookupError(f"task {task_id} does not exist")
     return Spend(
-        row.user_id, int(row.task_tokens), Decimal(row.task_cost),
-        int(row.user_tokens_today), Decimal(row.user_cost_today),
+        row.user_id,
+        int(row.task_tokens),
+        Decimal(row.task_cost),
+        int(row.user_tokens_today),
+        Decimal(row.user_cost_today),
     )
 
 
@@ -283,7 +350,9 @@ async def usage(
             func.coalesce(func.sum(LLMCall.cost_usd), 0).label("cost_usd"),
             func.count().filter(sa.not_(LLMCall.priced), sa.not_(_PENDING)).label("unpriced_calls"),
             func.count().filter(_PENDING).label("pending_calls"),
-            func.coalesce(func.sum(LLMCall.reserved_cost_usd).filter(_PENDING), 0).label("pending_cost_usd"),
+            func.coalesce(func.sum(LLMCall.reserved_cost_usd).filter(_PENDING), 0).label(
+                "pending_cost_usd"
+            ),
         )
         .where(LLMCall.user_id == user_id, LLMCall.status != "released")
         .group_by(key)

@@ -23,10 +23,18 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]], extra: Any = None) ->
 # Tokenizers of OpenAI's model families (tiktoken's prefix table, which bpe-openai shares
 # without its snapshot names); bpe-openai ships the vocabularies, so nothing is downloaded.
 _ENCODING_BY_PREFIX = (
-    ("gpt-4o", "o200k_base"), ("chatgpt-4o", "o200k_base"), ("gpt-4.1", "o200k_base"),
-    ("gpt-4.5", "o200k_base"), ("gpt-5", "o200k_base"), ("o1", "o200k_base"), ("o3", "o200k_base"),
-    ("o4", "o200k_base"), ("gpt-oss", "o200k_base"),
-    ("gpt-4", "cl100k_base"), ("gpt-3.5", "cl100k_base"), ("text-embedding-3", "cl100k_base"),
+    ("gpt-4o", "o200k_base"),
+    ("chatgpt-4o", "o200k_base"),
+    ("gpt-4.1", "o200k_base"),
+    ("gpt-4.5", "o200k_base"),
+    ("gpt-5", "o200k_base"),
+    ("o1", "o200k_base"),
+    ("o3", "o200k_base"),
+    ("o4", "o200k_base"),
+    ("gpt-oss", "o200k_base"),
+    ("gpt-4", "cl100k_base"),
+    ("gpt-3.5", "cl100k_base"),
+    ("text-embedding-3", "cl100k_base"),
 )
 # OpenAI's documented framing: each message costs a few tokens beyond its text, and the reply
 # is primed with a few more.

@@ -23,6 +23,7 @@ from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
 from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.llm.budget import warm_up
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
 from durable_orchestrator.llm.providers import make_llm_client
 from durable_orchestrator.llm.router import LLMRouter
@@ -34,6 +35,7 @@ from durable_orchestrator.temporal.client import connect, metrics_runtime
 from durable_orchestrator.temporal.reconciler import start_reconciler, stop_reconciler
 from durable_orchestrator.temporal.schedules import ensure_schedules
 from memory.service import MemoryService
+from planner.agents import AGENTS
 from workflows.maintenance import MAINTENANCE_WORKFLOWS
 from workflows.task_workflow import TaskWorkflow
 
@@ -52,7 +54,11 @@ async def build_worker(
     engine = create_engine(settings.database_url, pool_size=20)
     # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4);
     # spans and metrics sit inside them, so each model actually tried is measured.
-    llm = LLMRouter.from_settings(InstrumentedLLM(make_llm_client(settings)), engine, settings)
+    # Prices and tokenizers load here, off the event loop; a broken ORCH_PRICES_FILE stops the
+    # worker now rather than failing tasks.
+    await asyncio.to_thread(warm_up, settings, [a.model for a in AGENTS.values() if a.model])
+    instrumented = InstrumentedLLM(make_llm_client(settings), prices_file=settings.prices_file)
+    llm = LLMRouter.from_settings(instrumented, engine, settings)
     memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process
     memory.start_background()
     acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory)

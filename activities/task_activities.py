@@ -15,10 +15,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
-from durable_orchestrator.data import conversation, ledger, steps, tasks
+from durable_orchestrator.data import conversation, steps, tasks
 from durable_orchestrator.data.tables import TERMINAL
-from durable_orchestrator.llm import budget
 from durable_orchestrator.llm.client import Completion, LLMClient
+from durable_orchestrator.llm.metered import MeteredLLM, attempt_key
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.telemetry.logs import activity_log_context
@@ -43,14 +43,6 @@ if TYPE_CHECKING:
     from memory.service import MemoryService
 
 log = structlog.get_logger(__name__)
-
-
-def call_key(seq: int = 0) -> str:
-    """Unique per (workflow run, activity, attempt, call within attempt): a re-delivered
-    activity attempt lands on the same ledger row instead of adding one. The run is part of
-    it because activity ids start again at 1 in each run (continue-as-new, reset)."""
-    info = activity.info()
-    return f"{info.workflow_id}:{info.workflow_run_id}:{info.activity_id}:{info.attempt}:{seq}"
 
 
 def too_many_calls(seq: int, requested: int, cap: int) -> str:
@@ -79,28 +71,19 @@ class TaskActivities:
         if existing:  # an earlier attempt planned and wrote it; never re-plan differently
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
         task = await tasks.load_task(self.engine, inp.task_id)
-
-        async def check_budget(messages: list[dict[str, Any]]) -> None:
-            await budget.check(
-                self.engine, self.settings, task_id=inp.task_id, model=self.settings.model,
-                messages=messages, max_tokens=self.settings.llm_max_tokens, options=task.options,
-            )
-
+        llm = self._metered(inp.task_id, None, "plan", task.options)
         async with heartbeating():
             memories = await self._memories_for(task.user_id, task.description)
             outcome = await make_plan(
-                self.llm,
+                llm,
                 model=self.settings.model,
                 description=task.description,
                 memories=memories,
                 max_steps=self.settings.max_plan_steps,
                 max_tokens=self.settings.llm_max_tokens,
-                before_call=check_budget,
             )
         planned = [s.model_dump() for s in outcome.plan.steps]
-        async with self.engine.begin() as conn:  # ledger + plan in one transaction
-            for seq, c in enumerate(outcome.calls):
-                await self._record(conn, inp.task_id, None, "plan", c, seq)
+        async with self.engine.begin() as conn:
             saved = await steps.save_plan(
                 conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors
             )
@@ -151,12 +134,9 @@ class TaskActivities:
         offered = () if final_turn else tuple(t for t in agent.tools if t in self.tools.tools)
         tools = self.tools.openai_tools(offered) or None
         prompt, messages = await self._messages(inp, ctx, agent, final_turn)
-        await budget.check(
-            self.engine, self.settings, task_id=inp.task_id, model=model, messages=messages,
-            max_tokens=self.settings.llm_max_tokens, extra=tools, options=ctx.options,
-        )
+        llm = self._metered(inp.task_id, inp.index, "step", ctx.options)
         async with heartbeating():
-            completion = await self.llm.complete(
+            completion = await llm.complete(
                 model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools
             )
         if completion.tool_calls and not final_turn:
@@ -196,7 +176,6 @@ class TaskActivities:
             log.warning("tool_calls_past_max_turns", task_id=inp.task_id, step=inp.index, turn=inp.turn)
             output = output or "(no answer: the step reached its tool-call limit)"
         async with self.engine.begin() as conn:
-            await self._record(conn, inp.task_id, inp.index, "step", completion, 0)
             await steps.mark_step_finished(
                 conn, inp.task_id, inp.index, output=output, model=completion.model
             )
@@ -236,7 +215,6 @@ class TaskActivities:
                     call.approval_id = "apr_" + hashlib.sha256(key.encode()).hexdigest()[:20]
             new_calls.append(call)
         async with self.engine.begin() as conn:
-            await self._record(conn, inp.task_id, inp.index, "step", completion, 0)
             await conversation.save_turn(
                 conn, task_id=inp.task_id, step_index=inp.index, turn=inp.turn, prompt=prompt,
                 assistant=conversation.assistant_message(completion.content, new_calls), calls=new_calls,
@@ -274,15 +252,9 @@ class TaskActivities:
             metrics.record_task_finished(inp.status, await tasks.task_age_secs(self.engine, inp.task_id))
         return (result or "")[:200]
 
-    async def _record(self, conn, task_id, step_index, purpose, c: Completion, seq: int):  # type: ignore[no-untyped-def]
-        await ledger.record_llm_call(
-            conn,
-            task_id=task_id,
-            step_index=step_index,
-            purpose=purpose,
-            model=c.model,
-            prompt_tokens=c.prompt_tokens,
-            completion_tokens=c.completion_tokens,
-            latency_ms=c.latency_ms,
-            call_key=call_key(seq),
+    def _metered(self, task_id: str, step_index: int | None, purpose: str, options: Any) -> MeteredLLM:
+        """This attempt's LLM calls, each reserved in the ledger before and settled after."""
+        return MeteredLLM(
+            self.llm, self.engine, self.settings, task_id=task_id, step_index=step_index,
+            purpose=purpose, options=options, key_prefix=attempt_key(),
         )

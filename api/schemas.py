@@ -53,12 +53,16 @@ def check_metadata(v: dict[str, Any]) -> dict[str, Any]:
 
 
 class BudgetIn(BaseModel):
-    """Caps for one task; omitted fields take ORCH_DEFAULT_TASK_MAX_TOKENS / _COST_USD."""
+    """Caps for one task. Omitted (or null) fields take ORCH_DEFAULT_TASK_MAX_TOKENS /
+    ORCH_DEFAULT_TASK_MAX_COST_USD; a value above those operator caps is refused (422)."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_tokens: int | None = Field(None, gt=0, description="Prompt + completion tokens, all calls.")
-    max_cost_usd: float | None = Field(None, gt=0, description="USD, from the price table.")
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="USD, priced by genai-prices and ORCH_PRICES_FILE; a model "
+        "without a known price is then refused before its call.",
+    )
 
 
 class TaskCreate(BaseModel):

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="Fallback models, tried in order when a model's circuit breaker is open.",
     )
     llm_timeout_secs: float = Field(60.0, description="HTTP timeout of one LLM call.")
+    prices_file: Path | None = Field(
+        None, description="JSON file of model prices (USD per million tokens, "
+        '`{"model": {"prompt": 0.15, "completion": 0.6}}`) that override and extend the '
+        "`genai-prices` library's; unset = the library's only.",
+    )
     llm_max_tokens: int = Field(
         1024, description="`max_tokens` of each LLM call; also the completion part of the worst case budgets check."
     )
@@ -205,10 +210,12 @@ class Settings(BaseSettings):
         8_000, description="Upstream outputs and short-term memory included in a step's prompt."
     )
     default_task_max_tokens: int | None = Field(
-        None, description="Per-task token budget when the request sets none; unset = unlimited."
+        None, description="Per-task token budget when the request sets none, and the most a request "
+        "may ask for (a larger one is refused with 422); unset = unlimited."
     )
     default_task_max_cost_usd: float | None = Field(
-        None, description="Per-task cost budget (USD) when the request sets none; unset = unlimited."
+        None, description="Per-task cost budget (USD) when the request sets none, and the most a "
+        "request may ask for (a larger one is refused with 422); unset = unlimited."
     )
     user_daily_max_tokens: int | None = Field(
         None, description="Per-user token budget per UTC day; unset = unlimited."

@@ -32,6 +32,9 @@ class Reply:
     malformed: bool = False
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # The model name the answer carries, as real providers answer with a snapshot name
+    # ("gpt-4o-mini-2024-07-18"); default: the model requested.
+    answer_model: str | None = None
 
 
 @dataclass

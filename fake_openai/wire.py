@@ -54,7 +54,7 @@ def completion(body: JSON, model: str, reply: Reply, *, completion_id: int, call
         "id": f"chatcmpl-fake{completion_id}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": model,
+        "model": reply.answer_model or model,
         "system_fingerprint": "fp_fake",
         "choices": [
             {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,10 +79,9 @@ async def make_plan(
     memories: list[str] | None = None,
     max_steps: int = 8,
     max_tokens: int | None = None,
-    before_call: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
 ) -> PlanOutcome:
-    """Provider errors propagate (Temporal retries them); only a bad *plan* degrades.
-    `before_call(messages)` runs before each LLM call (the budget check) and may raise."""
+    """Provider errors propagate (Temporal retries them); only a bad *plan* degrades. Each of
+    the (at most two) calls is metered by `llm` (the activity's MeteredLLM: budgets, ledger)."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system_prompt(max_steps)},
         {"role": "user", "content": user_prompt(description, memories or [])},
@@ -91,8 +89,6 @@ async def make_plan(
     calls: list[Completion] = []
     errors: list[str] = []
     for attempt in range(2):
-        if before_call is not None:
-            await before_call(messages)
         completion = await llm.complete(
             model=model,
             messages=messages,

@@ -36,6 +36,11 @@ def step_timeout(p: ExecutionPolicy) -> timedelta:
     return timedelta(seconds=p.step_timeout_secs)
 
 
+def plan_timeout(p: ExecutionPolicy) -> timedelta:
+    """start_to_close of plan_task, which covers its two LLM calls and their rate-limit waits."""
+    return timedelta(seconds=p.plan_timeout_secs or p.step_timeout_secs)
+
+
 def heartbeat_timeout(p: ExecutionPolicy) -> timedelta:
     """A worker that dies mid-call is noticed within a quarter of the step timeout (≥ 5 s)."""
     return timedelta(seconds=max(5.0, p.step_timeout_secs / 4))

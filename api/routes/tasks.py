@@ -23,7 +23,7 @@ from api.schemas import TaskAccepted, TaskCreate, TaskList, TaskPublic, TaskStat
 from durable_orchestrator.auth.api_keys import Principal
 from durable_orchestrator.data import audit, task_list, task_view, tasks
 from durable_orchestrator.data.tables import TERMINAL
-from durable_orchestrator.llm.budget import effective_task_budget
+from durable_orchestrator.llm.budget import BudgetAboveCap, effective_task_budget
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.temporal.contracts import workflow_id_for
@@ -173,10 +173,16 @@ def _check_submission(body: TaskCreate, principal: Principal, settings: Settings
 
 
 def _task_options(body: TaskCreate, settings: Settings) -> dict[str, Any]:
-    return {
-        "budget": effective_task_budget(body.budget.model_dump() if body.budget else None, settings),
-        **({"webhook_url": body.webhook_url} if body.webhook_url else {}),
-    }
+    """Raises (422) before anything is written when the budget asks for more than the operator
+    allows: a client can lower a cap, not raise it."""
+    try:
+        budget = effective_task_budget(body.budget.model_dump() if body.budget else None, settings)
+    except BudgetAboveCap as exc:
+        raise APIError(
+            422, "validation_error", f"invalid request: budget.{exc.field}",
+            [{"field": f"budget.{exc.field}", "message": str(exc)}],
+        ) from None
+    return {"budget": budget, **({"webhook_url": body.webhook_url} if body.webhook_url else {})}
 
 
 async def _wait_for_end(

@@ -24,7 +24,14 @@ class UsageRow(BaseModel):
     completion_tokens: int
     total_tokens: int
     cost_usd: float
-    unpriced_calls: int  # calls of models missing from the price table (counted at $0)
+    unpriced_calls: int = Field(
+        description="Answered calls of models without a known price (genai-prices, ORCH_PRICES_FILE), counted at $0."
+    )
+    pending_calls: int = Field(
+        0, description="Calls reserved but never settled (their worker died mid-call): the "
+        "provider may have billed them; budgets count them at their reserved worst case."
+    )
+    pending_cost_usd: float = Field(0.0, description="The reserved worst case of the pending calls.")
 
 
 class UsageReport(BaseModel):
@@ -71,6 +78,7 @@ async def usage(
             key=r.key, llm_calls=r.llm_calls, prompt_tokens=r.prompt_tokens,
             completion_tokens=r.completion_tokens, total_tokens=r.prompt_tokens + r.completion_tokens,
             cost_usd=float(r.cost_usd), unpriced_calls=r.unpriced_calls,
+            pending_calls=r.pending_calls, pending_cost_usd=float(r.pending_cost_usd),
         )
         for r in rows
     ]
@@ -82,5 +90,7 @@ async def usage(
         total_tokens=sum(i.total_tokens for i in items),
         cost_usd=float(sum(r.cost_usd for r in rows)),
         unpriced_calls=sum(i.unpriced_calls for i in items),
+        pending_calls=sum(i.pending_calls for i in items),
+        pending_cost_usd=float(sum(r.pending_cost_usd for r in rows)),
     )
     return UsageReport(user_id=principal.user_id, group_by=group_by, from_=start, to=end, items=items, total=total)

@@ -1,4 +1,6 @@
-"""The LLM ledger: one row per answered call, what budgets and the usage report add up."""
+"""The LLM ledger: one row per LLM call, written before the call as a reservation of its worst
+case and settled with its usage after (or released when it failed). Budgets and the usage
+report add it up; a row still `reserved` counts at its worst case."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy import bindparam, func
+from sqlalchemy import bindparam, case, func, literal
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import select
@@ -17,8 +19,200 @@ from durable_orchestrator.data.engine import read
 from durable_orchestrator.data.tables import LLMCall, Task
 from durable_orchestrator.llm.pricing import cost_usd
 
-# A re-delivered activity attempt lands on the row its first delivery wrote.
-_RECORD = insert(LLMCall).on_conflict_do_nothing(index_elements=[LLMCall.call_key])
+# What a row counts for: its usage once settled (0 when released), its worst case until then.
+_COUNTED_TOKENS = case(
+    (LLMCall.status == "reserved", LLMCall.reserved_tokens),
+    else_=LLMCall.prompt_tokens + LLMCall.completion_tokens,
+)
+_COUNTED_COST = case(
+    (LLMCall.status == "reserved", LLMCall.reserved_cost_usd), else_=LLMCall.cost_usd
+)
+_TOKENS = func.coalesce(func.sum(_COUNTED_TOKENS), 0)
+_COST = func.coalesce(func.sum(_COUNTED_COST), 0)
+
+
+def _utc(ts: Any) -> Any:
+    """`ts AT TIME ZONE 'UTC'`."""
+    return func.timezone("UTC", ts)
+
+
+_TODAY_UTC = _utc(func.date_trunc("day", _utc(func.now())))
+
+
+@dataclass(frozen=True)
+class Caps:
+    """The limits one reservation must stay within; None = unlimited."""
+
+    task_tokens: int | None = None
+    task_cost: Decimal | None = None
+    user_tokens_today: int | None = None
+    user_cost_today: Decimal | None = None
+
+    def any(self) -> bool:
+        return any(
+            c is not None
+            for c in (
+                self.task_tokens,
+                self.task_cost,
+                self.user_tokens_today,
+                self.user_cost_today,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    task_id: str
+    step_index: int | None
+    purpose: str
+    model: str  # the model asked for
+    call_key: str
+    tokens: int  # worst case: prompt + max_tokens
+    cost: Decimal  # worst case in USD (0 when unpriced)
+    priced: bool
+
+
+@dataclass
+class Spend:
+    """What a task (and its user, today) has spent so far, reserved worst cases included."""
+
+    user_id: str
+    task_tokens: int
+    task_cost: Decimal
+    user_tokens_today: int = 0
+    user_cost_today: Decimal = Decimal(0)
+
+
+def _task_sum(expr: Any) -> Any:
+    return select(expr).where(LLMCall.task_id == Task.id).scalar_subquery()
+
+
+def _user_today_sum(expr: Any) -> Any:
+    return (
+        select(expr)
+        .where(LLMCall.user_id == Task.user_id, LLMCall.created_at >= _TODAY_UTC)
+        .scalar_subquery()
+    )
+
+
+_SPEND_COLUMNS = (
+    Task.user_id.label("user_id"),
+    _task_sum(_TOKENS).label("task_tokens"),
+    _task_sum(_COST).label("task_cost"),
+    _user_today_sum(_TOKENS).label("user_tokens_today"),
+    _user_today_sum(_COST).label("user_cost_today"),
+)
+
+
+def _within(spend: Any, r: Reservation, caps: Caps) -> list[Any]:
+    conditions = []
+    if caps.task_tokens is not None:
+        conditions.append(spend.c.task_tokens + r.tokens <= caps.task_tokens)
+    if caps.task_cost is not None:
+        conditions.append(spend.c.task_cost + r.cost <= caps.task_cost)
+    if caps.user_tokens_today is not None:
+        conditions.append(spend.c.user_tokens_today + r.tokens <= caps.user_tokens_today)
+    if caps.user_cost_today is not None:
+        conditions.append(spend.c.user_cost_today + r.cost <= caps.user_cost_today)
+    return conditions
+
+
+_RESERVE_COLUMNS = [
+    "task_id",
+    "user_id",
+    "step_index",
+    "purpose",
+    "model",
+    "requested_model",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "priced",
+    "reserved_tokens",
+    "reserved_cost_usd",
+    "latency_ms",
+    "call_key",
+]
+
+# Serialises the reservations of one user (and so of each of their tasks): under READ COMMITTED
+# the next statement's snapshot then holds every reservation committed before it.
+_LOCK_USER = select(
+    Task.user_id, func.pg_advisory_xact_lock(func.hashtextextended("ledger:" + Task.user_id, 0))
+).where(Task.id == bindparam("task"))
+
+
+def _reserve_statement(r: Reservation, caps: Caps) -> Any:
+    """One statement: the spend so far, and the pending row inserted only if the call's worst
+    case fits every cap on top of it; returns the spend and the new row's id (NULL if not)."""
+    # Without caps there is nothing to add up: the row is written as it is.
+    columns = _SPEND_COLUMNS if caps.any() else (Task.user_id.label("user_id"),)
+    spend = select(*columns).where(Task.id == r.task_id).cte("spend")
+    values = select(
+        literal(r.task_id),
+        spend.c.user_id,
+        literal(r.step_index, sa.Integer),
+        literal(r.purpose),
+        literal(r.model),
+        literal(r.model),
+        literal("reserved"),
+        literal(0),
+        literal(0),
+        literal(Decimal(0), sa.Numeric(18, 8)),
+        literal(r.priced),
+        literal(r.tokens),
+        literal(r.cost, sa.Numeric(18, 8)),
+        literal(0),
+        literal(r.call_key),
+    ).where(*_within(spend, r, caps))
+    inserted = (
+        insert(LLMCall)
+        .from_select(_RESERVE_COLUMNS, values)
+        .on_conflict_do_nothing(index_elements=[LLMCall.call_key])
+        .returning(LLMCall.id)
+        .cte("inserted")
+    )
+    return select(spend, select(inserted.c.id).scalar_subquery().label("reserved_id"))
+
+
+async def reserve(engine: AsyncEngine, r: Reservation, caps: Caps) -> Spend | None:
+    """Write the pending row of a call if its worst case fits every cap: None when reserved,
+    else what had been spent when it was refused, and nothing is written."""
+    async with engine.begin() as conn:
+        if not caps.any():
+            await conn.execute(_reserve_statement(r, caps))
+            return None
+        if (await conn.execute(_LOCK_USER, {"task": r.task_id})).first() is None:
+            raise LookupError(f"task {r.task_id} does not exist")
+        row = (await conn.execute(_reserve_statement(r, caps))).one()
+        if row.reserved_id is not None:
+            return None
+        if await conn.scalar(select(LLMCall.id).where(LLMCall.call_key == r.call_key)) is not None:
+            return None  # this very call was reserved before (a repeated delivery)
+        return Spend(
+            row.user_id,
+            int(row.task_tokens),
+            Decimal(row.task_cost),
+            int(row.user_tokens_today),
+            Decimal(row.user_cost_today),
+        )
+
+
+_SETTLE_COLUMNS = [
+    "task_id",
+    "user_id",
+    "step_index",
+    "purpose",
+    "model",
+    "requested_model",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "priced",
+    "latency_ms",
+    "call_key",
+]
 
 
 async def record_llm_call(
@@ -32,79 +226,82 @@ async def record_llm_call(
     completion_tokens: int,
     latency_ms: int,
     call_key: str,
+    requested_model: str | None = None,
+    overrides_file: Any = None,
 ) -> Decimal:
-    cost, priced = cost_usd(model, prompt_tokens, completion_tokens)
-    await conn.execute(
-        _RECORD,
-        {
-            "task_id": task_id,
-            "step_index": step_index,
-            "purpose": purpose,
-            "model": model,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "cost_usd": cost,
-            "priced": priced,
-            "latency_ms": latency_ms,
-            "call_key": call_key,
-        },
+    """Settle a call with its usage, priced by the model that answered (else the one asked
+    for). Writes the row if no reservation was made for it."""
+    cost, priced = cost_usd(
+        model,
+        prompt_tokens,
+        completion_tokens,
+        requested=requested_model,
+        overrides_file=overrides_file,
     )
+    settled = {
+        "model": model,
+        "status": "settled",
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": cost,
+        "priced": priced,
+        "latency_ms": latency_ms,
+    }
+    values = select(
+        literal(task_id),
+        Task.user_id,
+        literal(step_index, sa.Integer),
+        literal(purpose),
+        literal(model),
+        literal(requested_model or model),
+        literal("settled"),
+        literal(prompt_tokens),
+        literal(completion_tokens),
+        literal(cost, sa.Numeric(18, 8)),
+        literal(priced),
+        literal(latency_ms),
+        literal(call_key),
+    ).where(Task.id == task_id)
+    statement = insert(LLMCall).from_select(_SETTLE_COLUMNS, values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[LLMCall.call_key],
+        set_={k: getattr(statement.excluded, k) for k in settled},
+    )
+    await conn.execute(statement)
     return cost
+
+
+_RELEASE = (
+    sa.update(LLMCall)
+    .where(LLMCall.call_key == bindparam("key"), LLMCall.status == "reserved")
+    .values(status="released")
+)
+
+
+async def release(engine: AsyncEngine, call_key: str) -> None:
+    """The call failed without an answer: its reservation no longer counts."""
+    async with engine.begin() as conn:
+        await conn.execute(_RELEASE, {"key": call_key})
 
 
 # --- spend, for budgets -------------------------------------------------------------------------
 
-
-@dataclass
-class Spend:
-    """What a task (and its user, today) has spent so far, with the task's budget options."""
-
-    user_id: str
-    options: dict[str, Any]
-    task_tokens: int
-    task_cost: Decimal
-    user_tokens_today: int = 0
-    user_cost_today: Decimal = Decimal(0)
+_TASK_SPEND = select(*_SPEND_COLUMNS).where(Task.id == bindparam("task"))
 
 
-_TOKENS = func.coalesce(func.sum(LLMCall.prompt_tokens + LLMCall.completion_tokens), 0)
-_COST = func.coalesce(func.sum(LLMCall.cost_usd), 0)
-
-_TASK_SPEND = select(
-    Task.user_id,
-    Task.options,
-    select(_TOKENS).where(LLMCall.task_id == Task.id).scalar_subquery().label("tokens"),
-    select(_COST).where(LLMCall.task_id == Task.id).scalar_subquery().label("cost"),
-).where(Task.id == bindparam("task"))
-
-
-def _utc(ts: Any) -> Any:
-    """`ts AT TIME ZONE 'UTC'`."""
-    return func.timezone("UTC", ts)
-
-
-_USER_SPEND_TODAY = (
-    select(_TOKENS, _COST)
-    .join_from(LLMCall, Task, Task.id == LLMCall.task_id)
-    .where(
-        Task.user_id == bindparam("user"),
-        LLMCall.created_at >= _utc(func.date_trunc("day", _utc(func.now()))),
-    )
-)
-
-
-async def spend(engine: AsyncEngine, task_id: str, *, user_today: bool) -> Spend:
-    """The task's spend; with `user_today`, also its user's since midnight UTC (one
-    connection, a second statement)."""
+async def spend(engine: AsyncEngine, task_id: str) -> Spend:
+    """The task's spend and its user's since midnight UTC, reserved worst cases included."""
     async with read(engine) as conn:
         row = (await conn.execute(_TASK_SPEND, {"task": task_id})).first()
-        if row is None:
-            raise LookupError(f"task {task_id} does not exist")
-        result = Spend(row.user_id, row.options, int(row.tokens), Decimal(row.cost))
-        if user_today:
-            tokens, cost = (await conn.execute(_USER_SPEND_TODAY, {"user": row.user_id})).one()
-            result.user_tokens_today, result.user_cost_today = int(tokens), Decimal(cost)
-    return result
+    if row is None:
+        raise LookupError(f"task {task_id} does not exist")
+    return Spend(
+        row.user_id,
+        int(row.task_tokens),
+        Decimal(row.task_cost),
+        int(row.user_tokens_today),
+        Decimal(row.user_cost_today),
+    )
 
 
 # --- the usage report -------------------------------------------------------------------------
@@ -125,7 +322,12 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: Decimal
-    unpriced_calls: int  # calls of models missing from the price table (counted at $0)
+    unpriced_calls: int  # calls of models without a known price (counted at $0)
+    pending_calls: int = 0  # reserved, never settled: outcome unknown (their worker died)
+    pending_cost_usd: Decimal = Decimal(0)  # those calls' reserved worst case
+
+
+_PENDING = LLMCall.status == "reserved"
 
 
 async def usage(
@@ -136,7 +338,8 @@ async def usage(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> list[UsageRow]:
-    """The user's calls in [start, end), grouped and in key order."""
+    """The user's calls in [start, end), grouped and in key order; released reservations
+    (calls that failed unanswered) are not calls."""
     key = _GROUP_KEY[group_by]
     query = (
         select(
@@ -144,11 +347,14 @@ async def usage(
             func.count().label("llm_calls"),
             func.coalesce(func.sum(LLMCall.prompt_tokens), 0).label("prompt_tokens"),
             func.coalesce(func.sum(LLMCall.completion_tokens), 0).label("completion_tokens"),
-            _COST.label("cost_usd"),
-            func.count().filter(sa.not_(LLMCall.priced)).label("unpriced_calls"),
+            func.coalesce(func.sum(LLMCall.cost_usd), 0).label("cost_usd"),
+            func.count().filter(sa.not_(LLMCall.priced), sa.not_(_PENDING)).label("unpriced_calls"),
+            func.count().filter(_PENDING).label("pending_calls"),
+            func.coalesce(func.sum(LLMCall.reserved_cost_usd).filter(_PENDING), 0).label(
+                "pending_cost_usd"
+            ),
         )
-        .join_from(LLMCall, Task, Task.id == LLMCall.task_id)
-        .where(Task.user_id == user_id)
+        .where(LLMCall.user_id == user_id, LLMCall.status != "released")
         .group_by(key)
         .order_by(key)
     )

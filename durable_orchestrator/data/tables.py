@@ -210,29 +210,42 @@ class Step(StepBase, table=True):
     task_id: str = _task_fk()
 
 
+LedgerStatus = Literal["reserved", "settled", "released"]
+
+
 class LLMCall(SQLModel, table=True):
-    """The ledger: one row per LLM call that was answered."""
+    """The ledger: one row per LLM call, written *before* the call as a reservation of its
+    worst case (`reserved`), then `settled` with the answer's usage, or `released` when the
+    call failed. A row left `reserved` (its worker died) counts at its worst case."""
 
     __tablename__ = "llm_calls"
     __table_args__ = (
         sa.Index("ix_llm_calls_task", "task_id"),
-        # usage reports and daily budgets scan the ledger by time
+        # usage reports scan the ledger by time; daily budgets by user and time
         sa.Index("ix_llm_calls_created_at", "created_at"),
+        sa.Index("ix_llm_calls_user_created", "user_id", "created_at"),
     )
 
     id: int | None = _identity()
     task_id: str = _task_fk()
+    user_id: str | None = _text(default=None, nullable=True)
     step_index: int | None = None
     purpose: str = _text()  # plan | step
-    model: str = _text()
+    model: str = _text()  # the model that answered (the requested one until settled)
+    requested_model: str | None = _text(default=None, nullable=True)
+    status: LedgerStatus = _text(default="settled", sa_column_kwargs={"server_default": "settled"})
     prompt_tokens: int
     completion_tokens: int
     cost_usd: Decimal = Field(
         default=Decimal(0), sa_type=sa.Numeric(18, 8), sa_column_kwargs={"server_default": "0"}
     )
     priced: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    reserved_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    reserved_cost_usd: Decimal = Field(
+        default=Decimal(0), sa_type=sa.Numeric(18, 8), sa_column_kwargs={"server_default": "0"}
+    )
     latency_ms: int
-    # Activities run at least once: one row per (workflow, activity, attempt) no matter what.
+    # Activities run at least once: one row per (workflow run, activity, attempt, call).
     call_key: str = _text(unique=True)
     created_at: datetime | None = _created()
 

@@ -85,7 +85,9 @@ _VIEW = select(
     Task.id, Task.user_id, Task.description, Task.meta.label("metadata"), Task.status, Task.result,
     Task.error, Task.workflow_id, Task.created_at, Task.updated_at, Task.plan_fallback, Task.plan_errors,
     _STEPS.label("steps"),
-    _cost(LLMCall.task_id == Task.id, llm_calls=func.count(LLMCall.id)).label("cost"),
+    _cost(
+        LLMCall.task_id == Task.id, llm_calls=func.count(LLMCall.id).filter(LLMCall.status != "released")
+    ).label("cost"),
 ).where(Task.id == bindparam("task"), Task.user_id == bindparam("user"))
 
 

@@ -1,7 +1,14 @@
-"""Budgets: per task (tokens, USD) and per user per UTC day. Checked before every LLM call
-with the call's worst case (prompt estimate + max_tokens); a call that would exceed a budget
-is not made. Parallel steps of one task may each pass the check at once, so the overshoot is
-at most the calls in flight for that task."""
+"""Budgets: per task (tokens, USD) and per user per UTC day, enforced as reservations.
+
+Before each LLM call its worst case (prompt tokens counted with the model's tokenizer, plus all
+of `max_tokens`, priced at the dearest model the call may fall back to) is reserved in the
+ledger; the check against every cap and the insert are one statement under a per-user lock, so
+concurrent calls of one user cannot all pass the same check. After the call the row is settled
+with the real usage, or released if the call failed. The ledger can therefore exceed a cap only
+by what a settled call used beyond its reservation (the estimation error of a call).
+
+A task's caps are fixed at submission: the request's fields, each no higher than the operator's
+(`ORCH_DEFAULT_TASK_MAX_*`), which also fill in every field the request leaves out."""
 
 from __future__ import annotations
 
@@ -14,41 +21,98 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
 from durable_orchestrator.data import ledger
-from durable_orchestrator.llm.pricing import cost_usd
-from durable_orchestrator.llm.token_estimate import estimate_prompt_tokens
+from durable_orchestrator.llm.pricing import prices
+from durable_orchestrator.llm.token_estimate import count_prompt_tokens
 from durable_orchestrator.settings import Settings
 
 BUDGET_EXCEEDED = "BudgetExceeded"
+UNPRICED_MODEL = "UnpricedModel"
+
+# request field -> the operator setting that caps it
+_TASK_CAPS = {"max_tokens": "default_task_max_tokens", "max_cost_usd": "default_task_max_cost_usd"}
 
 
-@dataclass(frozen=True)
-class Budget:
-    max_tokens: int | None = None
-    max_cost_usd: float | None = None
+class BudgetAboveCap(ValueError):
+    """A request asked for more than the operator allows."""
 
-    @classmethod
-    def from_options(cls, options: dict[str, Any] | None) -> Budget:
-        raw = (options or {}).get("budget") or {}
-        return cls(raw.get("max_tokens"), raw.get("max_cost_usd"))
+    def __init__(self, field: str, setting: str, requested: float, cap: float) -> None:
+        super().__init__(
+            f"budget.{field} {requested:g} is above the operator's cap {cap:g} "
+            f"(ORCH_{setting.upper()}); ask for at most that, or leave it out to get it"
+        )
+        self.field = field
+        self.setting = setting
 
 
 def effective_task_budget(requested: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
-    """What a new task stores in tasks.options["budget"]: the request, else the defaults."""
+    """What a new task stores in tasks.options["budget"]: each field the request sets (a field
+    set to null counts as left out), else the operator's default; a value above the operator's
+    default raises BudgetAboveCap."""
     requested = requested or {}
-    return {
-        "max_tokens": requested.get("max_tokens", settings.default_task_max_tokens),
-        "max_cost_usd": requested.get("max_cost_usd", settings.default_task_max_cost_usd),
-    }
+    budget: dict[str, Any] = {}
+    for field, setting in _TASK_CAPS.items():
+        cap = getattr(settings, setting)
+        value = requested.get(field)
+        if value is not None and cap is not None and value > cap:
+            raise BudgetAboveCap(field, setting, value, cap)
+        budget[field] = value if value is not None else cap
+    return budget
 
 
-def applies(options: dict[str, Any] | None, settings: Settings) -> bool:
-    """Whether any budget limits this task's calls: one in its options, or a daily user limit."""
-    b = Budget.from_options(options)
-    return (
-        b.max_tokens is not None
-        or b.max_cost_usd is not None
-        or settings.user_daily_max_tokens is not None
-        or settings.user_daily_max_cost_usd is not None
+@dataclass(frozen=True)
+class WorstCase:
+    """The most one call can use: its prompt and all of max_tokens, at the dearest model of
+    its fallback chain; `unpriced`: the models of that chain without a known price."""
+
+    tokens: int
+    cost: Decimal
+    unpriced: tuple[str, ...]
+
+
+def worst_case(
+    settings: Settings,
+    model: str,
+    messages: list[dict[str, Any]],
+    max_tokens: int | None,
+    extra: Any = None,
+) -> WorstCase:
+    table = prices(settings.prices_file)
+    completion = max_tokens or settings.llm_max_tokens
+    chain = list(dict.fromkeys([model, *settings.model_fallbacks]))
+    tokens, cost, unpriced = 0, Decimal(0), []
+    for candidate in chain:
+        prompt = count_prompt_tokens(candidate, messages, extra)
+        tokens = max(tokens, prompt + completion)
+        unit = table.unit_price(candidate)
+        if unit is None:
+            unpriced.append(candidate)
+        else:
+            cost = max(cost, unit.cost(prompt, completion))
+    return WorstCase(tokens, cost, tuple(unpriced))
+
+
+def warm_up(settings: Settings, models: list[str] | tuple[str, ...] = ()) -> None:
+    """Load the price table and the tokenizers of these models (and the configured chain)
+    now: the first load takes a second or more of CPU, which inside an activity would stall
+    the worker's event loop past its heartbeats. Call it off the loop (a thread) at start."""
+    messages = [{"role": "user", "content": "warm up"}]
+    for model in dict.fromkeys([settings.model, *settings.model_fallbacks, *models]):
+        worst_case(settings, model, messages, 1)
+
+
+def caps_of(options: dict[str, Any] | str | None, settings: Settings) -> ledger.Caps:
+    if isinstance(options, str):  # JSONB read as text by some drivers' paths
+        options = json.loads(options or "{}")
+    raw = (options or {}).get("budget") or {}
+
+    def usd(value: Any) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+    return ledger.Caps(
+        task_tokens=raw.get("max_tokens"),
+        task_cost=usd(raw.get("max_cost_usd")),
+        user_tokens_today=settings.user_daily_max_tokens,
+        user_cost_today=usd(settings.user_daily_max_cost_usd),
     )
 
 
@@ -56,71 +120,80 @@ def _exceeded(message: str) -> ApplicationError:
     return ApplicationError(f"budget_exceeded: {message}", type=BUDGET_EXCEEDED, non_retryable=True)
 
 
-@dataclass(frozen=True)
-class _WorstCase:
-    """The most the next call can cost: its estimated prompt and all of max_tokens."""
-
-    tokens: int
-    cost: Decimal
-
-
-def _worst_case(
-    settings: Settings, model: str, messages: list[dict[str, Any]], max_tokens: int | None, extra: Any
-) -> _WorstCase:
-    prompt = estimate_prompt_tokens(messages, extra)
-    completion = max_tokens or settings.llm_max_tokens
-    cost, _ = cost_usd(model, prompt, completion)
-    return _WorstCase(prompt + completion, cost)
+def _unpriced(models: tuple[str, ...]) -> ApplicationError:
+    names = ", ".join(repr(m) for m in models)
+    return ApplicationError(
+        f"unpriced_model: no price is known for model {names}, so a USD budget (the task's "
+        "max_cost_usd or ORCH_USER_DAILY_MAX_COST_USD) cannot be enforced; add its price to "
+        "ORCH_PRICES_FILE",
+        type=UNPRICED_MODEL,
+        non_retryable=True,
+    )
 
 
-def _check_task(spend: ledger.Spend, worst: _WorstCase) -> None:
-    budget = Budget.from_options(spend.options)
-    if budget.max_tokens is not None and spend.task_tokens + worst.tokens > budget.max_tokens:
-        raise _exceeded(
-            f"task token budget {budget.max_tokens} would be exceeded "
+def _refusal(caps: ledger.Caps, spend: ledger.Spend, worst: WorstCase) -> ApplicationError:
+    if caps.task_tokens is not None and spend.task_tokens + worst.tokens > caps.task_tokens:
+        return _exceeded(
+            f"task token budget {caps.task_tokens} would be exceeded "
             f"(spent {spend.task_tokens}, next call up to {worst.tokens})"
         )
-    if budget.max_cost_usd is not None and spend.task_cost + worst.cost > Decimal(str(budget.max_cost_usd)):
-        raise _exceeded(
-            f"task cost budget ${budget.max_cost_usd} would be exceeded "
+    if caps.task_cost is not None and spend.task_cost + worst.cost > caps.task_cost:
+        return _exceeded(
+            f"task cost budget ${caps.task_cost} would be exceeded "
             f"(spent ${spend.task_cost}, next call up to ${worst.cost})"
         )
-
-
-def _check_user_today(settings: Settings, spend: ledger.Spend, worst: _WorstCase) -> None:
-    max_tokens, max_cost = settings.user_daily_max_tokens, settings.user_daily_max_cost_usd
-    if max_tokens is not None and spend.user_tokens_today + worst.tokens > max_tokens:
-        raise _exceeded(
-            f"daily token budget {max_tokens} of user {spend.user_id} would be "
-            f"exceeded (spent today {spend.user_tokens_today}, next call up to {worst.tokens})"
+    if (
+        caps.user_tokens_today is not None
+        and spend.user_tokens_today + worst.tokens > caps.user_tokens_today
+    ):
+        return _exceeded(
+            f"daily token budget {caps.user_tokens_today} of user {spend.user_id} would be exceeded "
+            f"(spent today {spend.user_tokens_today}, next call up to {worst.tokens}; "
+            "ORCH_USER_DAILY_MAX_TOKENS)"
         )
-    if max_cost is not None and spend.user_cost_today + worst.cost > Decimal(str(max_cost)):
-        raise _exceeded(
-            f"daily cost budget ${max_cost} of user {spend.user_id} would be "
-            f"exceeded (spent today ${spend.user_cost_today}, next call up to ${worst.cost})"
+    if (
+        caps.user_cost_today is not None
+        and spend.user_cost_today + worst.cost > caps.user_cost_today
+    ):
+        return _exceeded(
+            f"daily cost budget ${caps.user_cost_today} of user {spend.user_id} would be exceeded "
+            f"(spent today ${spend.user_cost_today}, next call up to ${worst.cost}; "
+            "ORCH_USER_DAILY_MAX_COST_USD)"
         )
+    return _exceeded(f"the next call (up to {worst.tokens} tokens, ${worst.cost}) does not fit")
 
 
-async def check(
+async def reserve(
     engine: AsyncEngine,
     settings: Settings,
     *,
     task_id: str,
+    step_index: int | None,
+    purpose: str,
     model: str,
     messages: list[dict[str, Any]],
     max_tokens: int | None,
+    call_key: str,
     extra: Any = None,
     options: dict[str, Any] | None = None,
-) -> None:
-    """Raise a non-retryable BudgetExceeded ApplicationError if the next call could exceed a
-    budget of the task or of its user today. `options`: the task's options when the caller
-    already has them; then a task without any budget costs no database work at all."""
-    if isinstance(options, str):
-        options = json.loads(options or "{}")
-    if options is not None and not applies(options, settings):
-        return
-    worst = _worst_case(settings, model, messages, max_tokens, extra)
-    daily = settings.user_daily_max_tokens is not None or settings.user_daily_max_cost_usd is not None
-    spend = await ledger.spend(engine, task_id, user_today=daily)
-    _check_task(spend, worst)
-    _check_user_today(settings, spend, worst)
+) -> WorstCase:
+    """Write the call's pending ledger row, or raise a non-retryable BudgetExceeded (or
+    UnpricedModel) ApplicationError, writing nothing, if its worst case could break a cap."""
+    worst = worst_case(settings, model, messages, max_tokens, extra)
+    caps = caps_of(options, settings)
+    if worst.unpriced and (caps.task_cost is not None or caps.user_cost_today is not None):
+        raise _unpriced(worst.unpriced)
+    reservation = ledger.Reservation(
+        task_id=task_id,
+        step_index=step_index,
+        purpose=purpose,
+        model=model,
+        call_key=call_key,
+        tokens=worst.tokens,
+        cost=worst.cost,
+        priced=not worst.unpriced,
+    )
+    spend = await ledger.reserve(engine, reservation, caps)
+    if spend is not None:
+        raise _refusal(caps, spend, worst)
+    return worst

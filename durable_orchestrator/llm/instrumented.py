@@ -4,6 +4,7 @@ attributes carry model, token counts and outcome, never prompt or completion tex
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -34,8 +35,9 @@ def _outcome(exc: BaseException) -> str:
 class InstrumentedLLM:
     """Wraps any LLMClient: one span `llm <model>` and the llm_* metrics per call."""
 
-    def __init__(self, inner: LLMClient) -> None:
+    def __init__(self, inner: LLMClient, *, prices_file: Path | None = None) -> None:
         self.inner = inner
+        self.prices_file = prices_file
         self.provider = inner.provider
 
     async def complete(self, *, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> Completion:
@@ -52,7 +54,9 @@ class InstrumentedLLM:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
                 metrics.record_llm_call(model, outcome, time.perf_counter() - started)
                 raise
-            cost, _priced = cost_usd(c.model, c.prompt_tokens, c.completion_tokens)
+            cost, _priced = cost_usd(
+                c.model, c.prompt_tokens, c.completion_tokens, requested=model, overrides_file=self.prices_file
+            )
             span.set_attribute("gen_ai.response.model", c.model)
             span.set_attribute("gen_ai.usage.input_tokens", c.prompt_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", c.completion_tokens)

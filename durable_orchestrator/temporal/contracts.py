@@ -56,6 +56,7 @@ class ExecutionPolicy:
     max_tool_calls_per_turn: int = 8  # calls beyond this in one LLM reply are refused, not run
     # Continue-as-new once history has this many events; 0 = only when Temporal suggests it.
     continue_as_new_events: int = 0
+    plan_timeout_secs: float = 0.0  # start_to_close of plan_task; 0 = step_timeout_secs
 
 
 @dataclass

@@ -31,7 +31,15 @@ def execution_policy(settings: Settings) -> ExecutionPolicy:
         tool_heartbeat_secs=settings.tool_heartbeat_timeout_secs,
         max_tool_calls_per_turn=settings.max_tool_calls_per_turn,
         continue_as_new_events=settings.continue_as_new_events,
+        plan_timeout_secs=plan_timeout_secs(settings),
     )
+
+
+def plan_timeout_secs(settings: Settings) -> float:
+    """plan_task makes up to two LLM calls (the plan and its repair), each of which may first
+    wait for rate capacity; the margin covers the memory search and the writes."""
+    per_call = settings.llm_timeout_secs + settings.llm_rate_max_wait_secs
+    return max(settings.step_timeout_secs, 2 * per_call + 30.0)
 
 
 async def start_task_workflow(

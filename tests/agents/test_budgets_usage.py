@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from temporalio.client import Client
 
-from durable_orchestrator.llm.token_estimate import estimate_prompt_tokens
+from durable_orchestrator.llm.budget import worst_case
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI, Reply
+from planner.models import response_format
 from planner.planner import system_prompt, user_prompt
 from tests.agents.helpers import ledger, plan_reply
 from tests.utils import Stack, running_stack
@@ -22,7 +23,11 @@ async def test_task_budget_stops_before_the_call_that_could_exceed_it(stack: Sta
         {"role": "user", "content": user_prompt(description, [])},
     ]
     # Enough for the plan's worst case, not for the plan plus any step's worst case.
-    max_tokens = estimate_prompt_tokens(plan_messages) + stack.settings.llm_max_tokens + 50
+    plan_format = response_format(stack.settings.max_plan_steps)
+    plan_worst = worst_case(
+        stack.settings, stack.settings.model, plan_messages, stack.settings.llm_max_tokens, [None, plan_format]
+    )
+    max_tokens = plan_worst.tokens + 50
     task_id = await stack.submit(description, budget={"max_tokens": max_tokens})
     task = await stack.wait(task_id)
 

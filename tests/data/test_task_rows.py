@@ -65,7 +65,7 @@ async def test_a_task_from_submission_to_its_view(engine: AsyncEngine) -> None:
         await _llm_call(engine, task_id, 0, f"{task_id}:a", 10)
     await _llm_call(engine, task_id, None, f"{task_id}:plan", 5)
 
-    spend = await ledger.spend(engine, task_id, user_today=True)
+    spend = await ledger.spend(engine, task_id)
     assert (spend.user_id, spend.task_tokens, spend.user_tokens_today) == (user, 17, 17)
     assert spend.task_cost > 0 and spend.user_cost_today == spend.task_cost
 

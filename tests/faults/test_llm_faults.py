@@ -22,12 +22,13 @@ def _body_key(body: dict | None) -> str:
 
 
 async def _ledger(stack: Stack, task_ids: list[str]) -> list:
+    """The calls that count: a failed call's reservation is released."""
     async with stack.engine.connect() as conn:
         return (
             await conn.execute(
                 sa.text(
                     "SELECT task_id, step_index, purpose, model FROM llm_calls "
-                    "WHERE task_id = ANY(:t) ORDER BY id"
+                    "WHERE task_id = ANY(:t) AND status <> 'released' ORDER BY id"
                 ),
                 {"t": task_ids},
             )
@@ -63,14 +64,15 @@ async def test_storm_of_429_and_500_all_tasks_complete(base_settings, temporal_c
                 )
     assert checked >= 10
 
-    # Exactly one ledger row per step and per plan, and one per successful provider answer.
+    # One ledger row per successful provider answer, none for a failed one, and every plan and
+    # step has its row. (An attempt that timed out after its answer arrived was still paid:
+    # its row stays next to the retry's, so a step may have two.)
     rows = await _ledger(stack, ids)
     per_step = defaultdict(int)
     for r in rows:
         per_step[(r.task_id, r.purpose, r.step_index)] += 1
-    assert set(per_step.values()) == {1}
     steps = sum(len(t["steps"]) for t in tasks)
-    assert len(rows) == steps + 20
+    assert len(per_step) == steps + 20
     assert len(rows) == sum(r.status == 200 for r in reqs)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from durable_orchestrator.temporal.task_start import execution_policy
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import ExecutionPolicy
+from durable_orchestrator.temporal.task_start import execution_policy
 from tests.cli.test_config import _config
 
 

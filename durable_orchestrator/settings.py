@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         "resolve to loopback, private or link-local addresses (an explicit opt-in; metadata "
         "addresses are refused always).",
     )
+    injection_policy: Literal["approve", "refuse"] = Field(
+        "approve",
+        description="A call of a tool that sends data out (`http_get`), made once untrusted content "
+        "(a fetched page, a memory made from one) and private data (the user's memories) have both "
+        "entered the step's conversation: `approve` = it waits for a human approval; `refuse` = it "
+        "is rejected and the model is told why. docs/guarantees.md, \"Prompt-injection policy\".",
+    )
     approval_timeout_secs: float = Field(3600.0, description="Pending approvals are rejected after this.")
     short_term_ttl_hours: float = Field(
         24.0, validation_alias=_env("ORCH_SHORT_TERM_TTL_HOURS", "short_term_ttl_hours"),

@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from durable_orchestrator.outbound import AddressRefused, checked_client
+from durable_orchestrator.tools.provenance import BRINGS_UNTRUSTED, SENDS_OUT
 from durable_orchestrator.tools.registry import REGISTRY, ToolContext, ToolError, tool
 
 MAX_BODY_CHARS = 8_000
@@ -75,6 +76,8 @@ async def read_capped(resp: httpx.Response, limit: int) -> tuple[bytes, bool]:
     description="HTTP GET a URL on an allowed host; returns status and the start of the body.",
     args=HttpGetArgs,
     timeout_secs=15.0,
+    # A page is anyone's text; and a URL can carry data out in its path or query.
+    capabilities={BRINGS_UNTRUSTED, SENDS_OUT},
 )
 async def http_get(args: HttpGetArgs, ctx: ToolContext) -> str:
     try:

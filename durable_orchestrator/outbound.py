@@ -18,6 +18,7 @@ even for them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
@@ -153,6 +154,12 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs milliseconds of CPU: once per process, not once per call.
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def checked_client(
     *,
     private_hosts: Iterable[str] = (),
@@ -165,7 +172,7 @@ def checked_client(
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx takes no network backend; its pool does. Same pool, with our backend.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl.create_default_context(cafile=certifi.where()),
+        ssl_context=_tls_context(),
         max_connections=20,
         max_keepalive_connections=5,
         keepalive_expiry=5.0,

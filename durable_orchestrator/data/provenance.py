@@ -19,7 +19,9 @@ _STEP = bindparam("step")
 _LABELS = bindparam("new_labels", type_=ARRAY(sa.Text))
 
 _SET_PLAN_LABELS = sa.update(Task).where(Task.id == _TASK).values(plan_labels=_LABELS)
-_SET_RESULT_LABELS = sa.update(ToolCall).where(ToolCall.id == bindparam("call")).values(result_labels=_LABELS)
+_SET_RESULT_LABELS = (
+    sa.update(ToolCall).where(ToolCall.id == bindparam("call")).values(result_labels=_LABELS)
+)
 
 _PLAN_LABELS = sa.select(Task.plan_labels).where(Task.id == _TASK)
 # Every entry of the other steps, expired or not: a superset of the window a prompt was given.
@@ -34,7 +36,9 @@ _OTHER_STEPS_LABELS = (
 )
 _EARLIER_TURNS_LABELS = (
     sa.select(ToolCall.context_labels, ToolCall.result_labels)
-    .where(ToolCall.task_id == _TASK, ToolCall.step_index == _STEP, ToolCall.turn < bindparam("turn"))
+    .where(
+        ToolCall.task_id == _TASK, ToolCall.step_index == _STEP, ToolCall.turn < bindparam("turn")
+    )
     .distinct()
 )
 _TASK_ENTRY_LABELS = (
@@ -61,15 +65,23 @@ async def prompt_labels(engine: AsyncEngine, task_id: str, step_index: int) -> l
     steps left in short-term memory (their outputs, tool results, notes)."""
     async with read(engine) as conn:
         plan = (await conn.execute(_PLAN_LABELS, {"task": task_id})).all()
-        others = (await conn.execute(_OTHER_STEPS_LABELS, {"task": task_id, "step": step_index})).all()
+        others = (
+            await conn.execute(_OTHER_STEPS_LABELS, {"task": task_id, "step": step_index})
+        ).all()
     return _union([*plan, *others])
 
 
-async def earlier_turns_labels(engine: AsyncEngine, task_id: str, step_index: int, turn: int) -> list[str]:
+async def earlier_turns_labels(
+    engine: AsyncEngine, task_id: str, step_index: int, turn: int
+) -> list[str]:
     """The labels of a step's conversation before `turn`: its prompt's (stored on the calls of
     every turn) and every earlier tool result's."""
     async with read(engine) as conn:
-        rows = (await conn.execute(_EARLIER_TURNS_LABELS, {"task": task_id, "step": step_index, "turn": turn})).all()
+        rows = (
+            await conn.execute(
+                _EARLIER_TURNS_LABELS, {"task": task_id, "step": step_index, "turn": turn}
+            )
+        ).all()
     return _union(rows)
 
 

@@ -306,6 +306,7 @@ _APPROVALS = select(
     ToolCall.approval_id, ToolCall.step_index, ToolCall.turn, ToolCall.call_id, ToolCall.tool,
     ToolCall.arguments, ToolCall.status, ToolCall.decision, ToolCall.decision_comment,
     ToolCall.decided_by, ToolCall.decided_at, ToolCall.created_at, ToolCall.result, ToolCall.error,
+    ToolCall.context_labels,
 ).where(ToolCall.task_id == _TASK)
 _ALL_APPROVALS = _APPROVALS.where(ToolCall.approval_id.is_not(None)).order_by(ToolCall.id)
 _PENDING_APPROVALS = _ALL_APPROVALS.where(ToolCall.status == "awaiting_approval", ToolCall.decision.is_(None))

@@ -139,6 +139,7 @@ async def test_an_injected_page_cannot_send_memories_out_without_a_human(
     if policy == "approve":
         (pending,) = await _pending(s, task_id)
         assert pending["tool"] == "http_get" and pending["arguments"] == {"url": collect}
+        assert {"private", "untrusted"} <= set(pending["context_labels"])  # why it waits
         task = await s.wait(task_id, {"waiting_approval"})
         assert task["status"] == "waiting_approval"
         assert site.paths == ["/page"]  # the page was read; nothing was sent out

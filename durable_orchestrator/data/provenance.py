@@ -41,11 +41,14 @@ _EARLIER_TURNS_LABELS = (
     )
     .distinct()
 )
+# One round trip each: the plan's labels with the entries'.
+_PROMPT_LABELS = sa.union_all(_PLAN_LABELS, _OTHER_STEPS_LABELS)
 _TASK_ENTRY_LABELS = (
     sa.select(ShortTermEntry.labels)
     .where(ShortTermEntry.task_id == _TASK, sa.func.cardinality(ShortTermEntry.labels) > 0)
     .distinct()
 )
+_TASK_LABELS = sa.union_all(_PLAN_LABELS, _TASK_ENTRY_LABELS)
 
 
 def _union(rows: Iterable[Iterable[list[str] | None]]) -> list[str]:
@@ -64,11 +67,8 @@ async def prompt_labels(engine: AsyncEngine, task_id: str, step_index: int) -> l
     """The labels of what a step's first prompt can contain: the plan, and whatever the other
     steps left in short-term memory (their outputs, tool results, notes)."""
     async with read(engine) as conn:
-        plan = (await conn.execute(_PLAN_LABELS, {"task": task_id})).all()
-        others = (
-            await conn.execute(_OTHER_STEPS_LABELS, {"task": task_id, "step": step_index})
-        ).all()
-    return _union([*plan, *others])
+        rows = (await conn.execute(_PROMPT_LABELS, {"task": task_id, "step": step_index})).all()
+    return _union(rows)
 
 
 async def earlier_turns_labels(
@@ -88,6 +88,5 @@ async def earlier_turns_labels(
 async def task_labels(engine: AsyncEngine, task_id: str) -> list[str]:
     """Everything the task's steps saw or wrote, for what is remembered of it."""
     async with read(engine) as conn:
-        plan = (await conn.execute(_PLAN_LABELS, {"task": task_id})).all()
-        entries = (await conn.execute(_TASK_ENTRY_LABELS, {"task": task_id})).all()
-    return _union([*plan, *entries])
+        rows = (await conn.execute(_TASK_LABELS, {"task": task_id})).all()
+    return _union(rows)

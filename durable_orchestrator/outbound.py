@@ -25,7 +25,6 @@ import ssl
 import typing
 from collections.abc import Awaitable, Callable, Iterable
 
-import certifi
 import httpcore
 import httpx
 
@@ -157,7 +156,7 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     # Loading the CA bundle costs milliseconds of CPU: once per process, not once per call.
-    return ssl.create_default_context(cafile=certifi.where())
+    return httpx.create_ssl_context()
 
 
 def checked_client(

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -27,6 +26,7 @@ from durable_orchestrator.llm.budget import warm_up
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
 from durable_orchestrator.llm.providers import make_llm_client
 from durable_orchestrator.llm.router import LLMRouter
+from durable_orchestrator.outbound import checked_client
 from durable_orchestrator.settings import Settings, get_settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.telemetry.logs import configure_logging
@@ -68,7 +68,9 @@ async def build_worker(
         return [hit.as_dict() for hit in await memory.search(user_id, query, limit)]
 
     tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=memory_search)
-    webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_secs, follow_redirects=False)
+    webhook_http = checked_client(
+        private_hosts=settings.webhook_private_hosts, timeout=settings.webhook_timeout_secs
+    )
     hooks = WebhookActivities(engine=engine, settings=settings, http=webhook_http)
     # Rows and workflows of this queue kept in agreement (durable_orchestrator/temporal/reconciler.py).
     reconciler = start_reconciler(

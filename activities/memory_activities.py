@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import structlog
 from temporalio import activity
 
+from durable_orchestrator.data.provenance import task_labels
 from durable_orchestrator.data.tasks import task_outcome
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import REMEMBER_RESULT, RememberInput
@@ -37,11 +38,16 @@ class MemoryActivities:
         task = await task_outcome(self.memory.engine, inp.task_id)
         if task is None or task.status != "completed" or not (task.result or "").strip():
             return 0
+        metadata = {"source": "task_result", "task_id": inp.task_id,
+                    "description": task.description[:200]}
+        # Marked when the task read untrusted content: searching it later brings that back in.
+        labels = await task_labels(self.memory.engine, inp.task_id)
+        if labels:
+            metadata["labels"] = labels
         memory_id = await self.memory.add(
             task.user_id,
             task.result[: self.settings.memory_result_chars],
-            metadata={"source": "task_result", "task_id": inp.task_id,
-                      "description": task.description[:200]},
+            metadata=metadata,
             task_id=inp.task_id,
             source_key=result_source_key(inp.task_id),
         )

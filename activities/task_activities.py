@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
-from durable_orchestrator.data import conversation, steps, tasks
+from durable_orchestrator.data import conversation, provenance, steps, tasks
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.llm.client import Completion, LLMClient
 from durable_orchestrator.llm.metered import MeteredLLM, attempt_key
@@ -35,6 +35,8 @@ from durable_orchestrator.temporal.contracts import (
     ToolCallRef,
 )
 from durable_orchestrator.tools import REGISTRY, ToolRegistry, ToolRejected
+from durable_orchestrator.tools.memory_search import from_fetched_content
+from durable_orchestrator.tools.provenance import POLICY_SETTING, PRIVATE, UNTRUSTED, held_back
 from memory import short_term
 from planner.agents import Agent, get_agent
 from planner.planner import make_plan
@@ -73,7 +75,7 @@ class TaskActivities:
         task = await tasks.load_task(self.engine, inp.task_id)
         llm = self._metered(inp.task_id, None, "plan", task.options)
         async with heartbeating():
-            memories = await self._memories_for(task.user_id, task.description)
+            memories, plan_labels = await self._memories_for(task.user_id, task.description)
             outcome = await make_plan(
                 llm,
                 model=self.settings.model,
@@ -87,27 +89,32 @@ class TaskActivities:
             saved = await steps.save_plan(
                 conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors
             )
+            if plan_labels:  # the plan's instructions may carry what the memories said
+                await provenance.set_plan_labels(conn, inp.task_id, plan_labels)
         if outcome.fallback:
             log.warning("plan_fallback", task_id=inp.task_id, errors=outcome.errors)
         log.info("plan_ready", steps=len(saved), fallback=outcome.fallback)
         return PlanResult(steps=[PlannedStep(**s) for s in saved], fallback=outcome.fallback)
 
-    async def _memories_for(self, user_id: str, description: str) -> list[str]:
-        """Top-k of the user's memories for the planner; planning goes on without them if
-        memory is unavailable or not ready yet."""
+    async def _memories_for(self, user_id: str, description: str) -> tuple[list[str], list[str]]:
+        """Top-k of the user's memories for the planner, and their provenance labels; planning
+        goes on without them if memory is unavailable or not ready yet."""
         if self.memory is None or self.settings.memory_top_k_for_planner <= 0:
-            return []
+            return [], []
         if not self.memory.embedder.loaded:
             # Right after a cold start the model is still loading in the background: plan
             # without memories rather than hold the plan up for seconds.
             log.info("planner_memories_skipped", reason="embedding model still loading")
-            return []
+            return [], []
         try:
             hits = await self.memory.search(user_id, description, self.settings.memory_top_k_for_planner)
         except Exception as exc:
             log.warning("planner_memories_unavailable", error=str(exc))
-            return []
-        return [h.text[:1000] for h in hits]
+            return [], []
+        labels = {PRIVATE} if hits else set()
+        if any(from_fetched_content(h.metadata) for h in hits):
+            labels.add(UNTRUSTED)
+        return [h.text[:1000] for h in hits], sorted(labels)
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, inp: StepInput) -> StepResult:
@@ -134,14 +141,19 @@ class TaskActivities:
         offered = () if final_turn else tuple(t for t in agent.tools if t in self.tools.tools)
         tools = self.tools.openai_tools(offered) or None
         prompt, messages = await self._messages(inp, ctx, agent, final_turn)
+        # Read after the prompt was built, so they cover at least what it contains.
+        if inp.turn == 0:
+            labels = await provenance.prompt_labels(self.engine, inp.task_id, inp.index)
+        else:
+            labels = await provenance.earlier_turns_labels(self.engine, inp.task_id, inp.index, inp.turn)
         llm = self._metered(inp.task_id, inp.index, "step", ctx.options)
         async with heartbeating():
             completion = await llm.complete(
                 model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools
             )
         if completion.tool_calls and not final_turn:
-            return await self._save_tool_turn(inp, agent, prompt, completion)
-        return await self._finish_step(inp, agent, completion)
+            return await self._save_tool_turn(inp, agent, prompt, completion, labels)
+        return await self._finish_step(inp, agent, completion, labels)
 
     async def _messages(
         self, inp: StepInput, ctx: steps.StepContext, agent: Agent, final_turn: bool
@@ -169,7 +181,9 @@ class TaskActivities:
                              "with what you have, without calling tools."})
         return prompt, messages
 
-    async def _finish_step(self, inp: StepInput, agent: Agent, completion: Completion) -> StepResult:
+    async def _finish_step(
+        self, inp: StepInput, agent: Agent, completion: Completion, labels: list[str]
+    ) -> StepResult:
         """The answer is the step's output: ledger, step, event and short-term memory at once."""
         output = completion.content or ""
         if completion.tool_calls:
@@ -182,6 +196,7 @@ class TaskActivities:
             await short_term.add_entry(
                 conn, task_id=inp.task_id, step_index=inp.index, kind="output", content=output,
                 ttl_hours=self.settings.short_term_ttl_hours, dedupe_key=f"output:{inp.index}",
+                labels=labels,
             )
         log.info(
             "step_finished", agent=agent.name, model=completion.model,
@@ -190,13 +205,21 @@ class TaskActivities:
         return StepResult(index=inp.index, done=True, preview=output[:200], model=completion.model, turn=inp.turn)
 
     async def _save_tool_turn(
-        self, inp: StepInput, agent: Agent, prompt: list[dict[str, Any]] | None, completion: Completion
+        self,
+        inp: StepInput,
+        agent: Agent,
+        prompt: list[dict[str, Any]] | None,
+        completion: Completion,
+        labels: list[str],
     ) -> StepResult:
         new_calls: list[conversation.NewCall] = []
         cap = max(1, inp.max_tool_calls)
         requested = len(completion.tool_calls)
         for seq, req in enumerate(completion.tool_calls):
-            call = conversation.NewCall(seq, req.id or f"call_{inp.turn}_{seq}", req.name, req.arguments or "", "validated")
+            call = conversation.NewCall(
+                seq, req.id or f"call_{inp.turn}_{seq}", req.name, req.arguments or "", "validated",
+                context_labels=labels,
+            )
             if seq >= cap:  # answered with the reason, so the model can ask again next turn
                 call.status, call.error = "rejected", too_many_calls(seq, requested, cap)
                 new_calls.append(call)
@@ -209,10 +232,19 @@ class TaskActivities:
                             turn=inp.turn, tool=req.name, error=str(exc))
             else:
                 call.timeout_secs = tool.timeout_secs
-                if tool.requires_approval:
+                call.reason = held_back(tool, labels)
+                if call.reason and self.settings.injection_policy == "refuse":
+                    call.status = "rejected"
+                    call.error = f"refused: {call.reason} ({POLICY_SETTING}=refuse)"
+                    log.warning("tool_call_refused_by_policy", task_id=inp.task_id, step=inp.index,
+                                turn=inp.turn, tool=req.name, labels=labels)
+                elif tool.requires_approval or call.reason:
                     call.status = "awaiting_approval"
                     key = f"{inp.task_id}:{inp.index}:{inp.turn}:{seq}"
                     call.approval_id = "apr_" + hashlib.sha256(key.encode()).hexdigest()[:20]
+                    if call.reason:
+                        log.info("tool_call_held_for_approval", task_id=inp.task_id, step=inp.index,
+                                 turn=inp.turn, tool=req.name, labels=labels)
             new_calls.append(call)
         async with self.engine.begin() as conn:
             await conversation.save_turn(

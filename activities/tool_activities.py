@@ -17,11 +17,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from durable_orchestrator.data import conversation
+from durable_orchestrator.data import conversation, provenance
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.temporal.contracts import RUN_TOOL, ToolInput, ToolResult
 from durable_orchestrator.tools import REGISTRY, ToolContext, ToolError, ToolRegistry, ToolRejected
+from durable_orchestrator.tools.provenance import labels_of, result_labels
 from durable_orchestrator.tools.registry import MemorySearch, NoteKeeper
 from memory import short_term
 
@@ -95,7 +96,8 @@ class ToolActivities:
             if not _last_attempt():
                 raise ApplicationError(message, type="ToolError") from exc
             return await self._done(inp, row, "failed", None, message, _ms(started), decision)
-        return await self._done(inp, row, "succeeded", result, None, _ms(started), decision)
+        found = result_labels(tool, ctx.labels)
+        return await self._done(inp, row, "succeeded", result, None, _ms(started), decision, found)
 
     def _note_keeper(self, row: conversation.CallRow) -> NoteKeeper:
         async def keep_note(content: str, dedupe_key: str) -> None:
@@ -103,7 +105,7 @@ class ToolActivities:
                 await short_term.add_entry(
                     conn, task_id=row.task_id, step_index=row.step_index, kind="note",
                     content=content, ttl_hours=self.settings.short_term_ttl_hours,
-                    dedupe_key=dedupe_key,
+                    dedupe_key=dedupe_key, labels=row.context_labels,  # the model wrote it
                 )
 
         return keep_note
@@ -117,6 +119,7 @@ class ToolActivities:
         error: str | None,
         latency_ms: int,
         decision: str | None,
+        found: list[str] | None = None,
     ) -> ToolResult:
         async with self.engine.begin() as conn:
             await conversation.finish_call(
@@ -124,11 +127,14 @@ class ToolActivities:
                 decision=decision, comment=inp.comment if decision else None,
                 decided_by=inp.decided_by if decision else None,
             )
+            if found:
+                await provenance.set_result_labels(conn, row.id, found)
             await short_term.add_entry(
                 conn, task_id=row.task_id, step_index=row.step_index, kind="tool_result",
                 content=f"{row.tool}({row.arguments[:200]}) -> {result if status == 'succeeded' else 'error: ' + str(error)}"[:4000],
                 ttl_hours=self.settings.short_term_ttl_hours,
                 dedupe_key=f"tool:{row.step_index}:{row.turn}:{row.seq}",
+                labels=labels_of([*row.context_labels, *(found or ())]),
             )
         metrics.record_tool_call(row.tool, status)
         log.info("tool_call_finished", task_id=row.task_id, step=row.step_index, tool=row.tool,

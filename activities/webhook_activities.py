@@ -4,7 +4,9 @@ Body: {"task_id", "status", "result", "error"} as compact JSON. Headers:
 `X-Orchestrator-Timestamp: <unix seconds>` and
 `X-Orchestrator-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" keyed with ORCH_WEBHOOK_SECRET>`
 (the timestamp is inside the signature so a captured call cannot be replayed later unnoticed).
-A non-2xx answer or a network error raises, and Temporal retries the activity."""
+A non-2xx answer or a network error raises, and Temporal retries the activity. The client is
+`outbound.checked_client`: a hook whose host resolves to a loopback, private, link-local or
+metadata address is refused (not retried) unless ORCH_WEBHOOK_PRIVATE_HOSTS names it."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from durable_orchestrator.data.tasks import task_outcome
+from durable_orchestrator.outbound import AddressRefused
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import SEND_WEBHOOK, WebhookInput
 
@@ -53,6 +56,10 @@ class WebhookActivities:
         url = task.options.get("webhook_url") if task else None
         if task is None or not url:
             return 0  # deleted, or no hook: nothing to send
+        if not self.settings.webhook_secret:
+            raise ApplicationError(
+                "webhook not sent: ORCH_WEBHOOK_SECRET is not set", non_retryable=True
+            )
         host = (urlsplit(url).hostname or "").lower()
         if host not in {h.lower() for h in self.settings.webhook_allowed_hosts}:
             # Allowed when submitted, no longer allowed now: do not call it.
@@ -71,6 +78,11 @@ class WebhookActivities:
         }
         try:
             resp = await self.http.post(url, content=body, headers=headers)
+        except AddressRefused as exc:
+            raise ApplicationError(
+                f"webhook refused: {exc} (ORCH_WEBHOOK_PRIVATE_HOSTS names hosts allowed to)",
+                non_retryable=True,
+            ) from None
         except httpx.HTTPError as exc:
             raise ApplicationError(f"webhook unreachable: {type(exc).__name__}") from None
         if not 200 <= resp.status_code < 300:

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+PLACEHOLDER_SECRETS = frozenset({"change-me", "changethis", "changeme", "secret"})
+
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
@@ -56,8 +58,9 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="JSON log lines on stderr; `false`: console format.")
     environment: str = Field(
         "development",
-        description="`development` or `production`; `production` refuses to start while the webhook "
-        "secret is the placeholder or the selected JWT algorithm lacks its secret or key.",
+        description="`development` or `production` (how production is known); `production` refuses "
+        "to start while the webhook secret is unset or a placeholder, or the selected JWT algorithm "
+        "lacks its secret or key.",
     )
 
     # --- LLM ----------------------------------------------------------------------------------
@@ -166,9 +169,17 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Hosts a task's `webhook_url` may point to; any other host is a 422.",
     )
-    webhook_secret: str = Field(
-        "change-me", repr=False,
-        description="HMAC-SHA256 key of webhook signatures; the placeholder default is refused in production.",
+    webhook_private_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Webhook hosts that may resolve to loopback, private or link-local addresses "
+        "(an explicit opt-in; every other webhook must resolve to public addresses, and metadata "
+        "addresses are refused always).",
+    )
+    webhook_secret: str | None = Field(
+        None, repr=False,
+        description="HMAC-SHA256 key of webhook signatures. Unset: `orchestrator up` generates one "
+        "and keeps it in the data dir (`webhook-secret`); elsewhere webhooks are refused until it "
+        "is set, and production refuses to start.",
     )
 
     # --- agents, tools, budgets --------------------------------------------------------------
@@ -180,6 +191,19 @@ class Settings(BaseSettings):
     http_get_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts the `http_get` tool may fetch (`.example.com` allows subdomains); empty = every call refused.",
+    )
+    http_get_private_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts on `ORCH_HTTP_GET_ALLOWED_HOSTS` that `http_get` may reach although they "
+        "resolve to loopback, private or link-local addresses (an explicit opt-in; metadata "
+        "addresses are refused always).",
+    )
+    injection_policy: Literal["approve", "refuse"] = Field(
+        "approve",
+        description="A call of a tool that sends data out (`http_get`), made once untrusted content "
+        "(a fetched page, a memory made from one) and private data (the user's memories) have both "
+        "entered the step's conversation: `approve` = it waits for a human approval; `refuse` = it "
+        "is rejected and the model is told why. docs/guarantees.md, \"Prompt-injection policy\".",
     )
     approval_timeout_secs: float | None = Field(
         None, gt=0,
@@ -339,10 +363,10 @@ class Settings(BaseSettings):
         if self.environment != "production":
             return self
         problems = []
-        if self.webhook_secret in ("", "change-me", "changethis"):
-            problems.append("ORCH_WEBHOOK_SECRET is the placeholder; set a random secret")
+        if not self.webhook_secret or self.webhook_secret in PLACEHOLDER_SECRETS:
+            problems.append("ORCH_WEBHOOK_SECRET is not set (or a placeholder); set a random secret")
         alg = self.jwt_algorithm_effective
-        if alg == "HS256" and (not self.jwt_secret or self.jwt_secret in ("change-me", "changethis")):
+        if alg == "HS256" and (not self.jwt_secret or self.jwt_secret in PLACEHOLDER_SECRETS):
             problems.append("ORCH_JWT_SECRET is missing or the placeholder while HS256 tokens are enabled")
         elif alg == "HS256" and len(self.jwt_secret or "") < 32:
             problems.append("ORCH_JWT_SECRET must be at least 32 characters")
@@ -352,7 +376,10 @@ class Settings(BaseSettings):
             raise ValueError("refusing to start with environment=production: " + "; ".join(problems))
         return self
 
-    @field_validator("model_fallbacks", "webhook_allowed_hosts", "http_get_allowed_hosts", mode="before")
+    @field_validator(
+        "model_fallbacks", "webhook_allowed_hosts", "webhook_private_hosts", "http_get_allowed_hosts",
+        "http_get_private_hosts", mode="before",
+    )
     @classmethod
     def _split_csv(cls, v: object) -> object:
         if isinstance(v, str):

@@ -56,6 +56,11 @@ class ApprovalPublic(BaseModel):
     created_at: datetime
     result: str | None
     error: str | None
+    context_labels: list[str] = Field(
+        default_factory=list,
+        description="What the conversation held when the model asked for the call (`private`, "
+        "`untrusted`); both together: held by the prompt-injection policy (docs/guarantees.md).",
+    )
 
 
 class ApprovalList(BaseModel):

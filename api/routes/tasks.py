@@ -24,6 +24,7 @@ from durable_orchestrator.auth.api_keys import Principal
 from durable_orchestrator.data import audit, task_list, task_view, tasks
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.llm.budget import BudgetAboveCap, effective_task_budget
+from durable_orchestrator.outbound import literal_refusal
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.temporal.contracts import workflow_id_for
@@ -78,6 +79,10 @@ def _check_webhook(url: str, settings: Settings) -> None:
         problem = f"host {host!r} is not in ORCH_WEBHOOK_ALLOWED_HOSTS"
     elif parts.username or parts.password:
         problem = "must not carry credentials"
+    elif why := literal_refusal(host, settings.webhook_private_hosts):
+        problem = f"{why}; ORCH_WEBHOOK_PRIVATE_HOSTS names hosts that may be"
+    elif not settings.webhook_secret:
+        problem = "webhooks are off until ORCH_WEBHOOK_SECRET is set"
     if problem:
         raise APIError(422, "validation_error", "invalid request: webhook_url",
                        [{"field": "webhook_url", "message": problem}])

@@ -111,7 +111,7 @@ carries the `ORCH_` prefix. Names are case-insensitive, lists are comma-separate
 default), with secrets masked; it fails, naming the problem, when the settings would not start.
 
 With `ORCH_ENVIRONMENT=production` every process (API, worker, CLI) refuses to start while
-`ORCH_WEBHOOK_SECRET` is the placeholder, while HS256 is selected and `ORCH_JWT_SECRET` is missing,
+`ORCH_WEBHOOK_SECRET` is unset or a placeholder, while HS256 is selected and `ORCH_JWT_SECRET` is missing,
 a placeholder or shorter than 32 characters, or while RS256 is selected without
 `ORCH_JWT_PUBLIC_KEY`.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -51,6 +52,19 @@ def _demo_key(url: str, key_file: Path) -> str:
         key_file.write_text(key + "\n")
         key_file.chmod(0o600)
     return key
+
+
+def data_dir_webhook_secret(data_dir: Path) -> str:
+    """The data dir's own webhook secret, generated on first use and kept (mode 0600) so
+    receivers can keep verifying signatures across restarts."""
+    path = data_dir / "webhook-secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def _spawn(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
@@ -249,6 +263,8 @@ def up(
         wm_port = worker_metrics_port or settings.worker_metrics_port or free_port()
         tm_port = temporal_metrics_port or settings.temporal_metrics_port or free_port()
         env = _child_env(db_url, temporal_address, host, wm_port, tm_port)
+        if not settings.webhook_secret:
+            env["ORCH_WEBHOOK_SECRET"] = data_dir_webhook_secret(data_dir)
         worker = _start_worker(env, logs, stack)
         api, api_url = _start_api(env, host, api_port, logs, stack)
         _record_api_url(data_dir, host, api_port, stack)

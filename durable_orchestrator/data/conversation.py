@@ -6,7 +6,7 @@ the conversation after the assistant message that requested them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +38,8 @@ class NewCall:
     error: str | None = None
     approval_id: str | None = None
     timeout_secs: float = 10.0
+    context_labels: list[str] = field(default_factory=list)
+    reason: str | None = None  # why it waits for approval beyond the tool's own flag
 
 
 def assistant_message(content: str | None, calls: list[NewCall]) -> dict[str, Any]:
@@ -95,6 +97,7 @@ async def save_turn(
                     **step, "seq": c.seq, "call_id": c.call_id, "tool": c.tool, "arguments": c.arguments,
                     "status": c.status, "error": c.error, "requires_approval": c.approval_id is not None,
                     "approval_id": c.approval_id, "rejected": c.status == "rejected",
+                    "context_labels": c.context_labels,
                 }
                 for c in calls
             ],
@@ -106,7 +109,8 @@ async def save_turn(
         for c in pending:
             await add_event(
                 conn, task_id, "approval.requested",
-                {"approval_id": c.approval_id, "step": step_index, "tool": c.tool},
+                {"approval_id": c.approval_id, "step": step_index, "tool": c.tool,
+                 **({"reason": c.reason} if c.reason else {})},
                 f"approval:{c.approval_id}:requested",
             )
 
@@ -202,13 +206,14 @@ class CallRow:
     error: str | None
     approval_id: str | None
     id: int  # of the tool_calls row
+    context_labels: list[str]
 
 
 _CALL = (
     select(
         ToolCall.task_id, Task.user_id, Step.agent, ToolCall.step_index, ToolCall.turn, ToolCall.seq,
         ToolCall.call_id, ToolCall.tool, ToolCall.arguments, ToolCall.status, ToolCall.result,
-        ToolCall.error, ToolCall.approval_id, ToolCall.id,
+        ToolCall.error, ToolCall.approval_id, ToolCall.id, ToolCall.context_labels,
     )
     .join_from(ToolCall, Task, Task.id == ToolCall.task_id)
     .join(Step, (Step.task_id == ToolCall.task_id) & (Step.index == ToolCall.step_index))
@@ -301,6 +306,7 @@ _APPROVALS = select(
     ToolCall.approval_id, ToolCall.step_index, ToolCall.turn, ToolCall.call_id, ToolCall.tool,
     ToolCall.arguments, ToolCall.status, ToolCall.decision, ToolCall.decision_comment,
     ToolCall.decided_by, ToolCall.decided_at, ToolCall.created_at, ToolCall.result, ToolCall.error,
+    ToolCall.context_labels,
 ).where(ToolCall.task_id == _TASK)
 _ALL_APPROVALS = _APPROVALS.where(ToolCall.approval_id.is_not(None)).order_by(ToolCall.id)
 _PENDING_APPROVALS = _ALL_APPROVALS.where(ToolCall.status == "awaiting_approval", ToolCall.decision.is_(None))

@@ -28,6 +28,7 @@ _ADD = (
         ShortTermEntry.content: sa.bindparam("content"),
         ShortTermEntry.expires_at: sa.func.now() + sa.bindparam("ttl", type_=sa.Interval),
         ShortTermEntry.dedupe_key: sa.bindparam("dedupe_key"),
+        ShortTermEntry.labels: sa.bindparam("labels", type_=ARRAY(sa.Text)),
     })
     .on_conflict_do_nothing(index_elements=[ShortTermEntry.dedupe_key])
 )
@@ -57,12 +58,13 @@ async def add(
     content: str,
     ttl: timedelta,
     dedupe_key: str,
+    labels: list[str] | None = None,
 ) -> None:
     """One entry, expiring `ttl` from now by the database clock; a second write with the same
-    `dedupe_key` (a retried activity) is a no-op."""
+    `dedupe_key` (a retried activity) is a no-op. `labels`: its provenance (data/provenance.py)."""
     await conn.execute(_ADD, {
         "task_id": task_id, "step_index": step_index, "kind": kind, "content": content,
-        "ttl": ttl, "dedupe_key": dedupe_key,
+        "ttl": ttl, "dedupe_key": dedupe_key, "labels": labels or [],
     })
 
 

@@ -62,6 +62,15 @@ def _identity() -> Any:
     return Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
 
 
+def _labels() -> Any:
+    """Provenance labels ("private", "untrusted") of what a row's content was made from."""
+    # The server default only: some INSERTs (with a CTE) get NULL for Python-side defaults.
+    return Field(
+        default_factory=list,
+        sa_column=sa.Column(ARRAY(sa.Text), nullable=False, server_default="{}"),
+    )
+
+
 class XID8(UserDefinedType):  # type: ignore[type-arg]
     """PostgreSQL's 64-bit transaction id (pg_current_xact_id())."""
 
@@ -174,6 +183,9 @@ class Task(TaskOutcomeBase, table=True):
 
     idempotency_key: str | None = _text(default=None, nullable=True)
     request_hash: str | None = _text(default=None, nullable=True)
+    # What the planner was given beyond the request (the user's memories: "private", and
+    # "untrusted" when one was made from fetched content); every step's prompt carries it.
+    plan_labels: list[str] = _labels()
     # budget and webhook_url, as accepted at submission
     options: dict[str, Any] = _json()
     created_at: datetime | None = _created()
@@ -297,6 +309,9 @@ class ToolCall(SQLModel, table=True):
     decided_at: datetime | None = _when()
     created_at: datetime | None = _created()
     finished_at: datetime | None = _when()
+    # The step's conversation when the model asked for this call, and what its result added.
+    context_labels: list[str] = _labels()
+    result_labels: list[str] = _labels()
 
 
 class StepMessage(SQLModel, table=True):
@@ -328,6 +343,7 @@ class ShortTermEntry(SQLModel, table=True):
     step_index: int | None = None
     kind: str = _text()  # output | tool_result | note
     content: str = _text()
+    labels: list[str] = _labels()
     dedupe_key: str = _text(unique=True)
     created_at: datetime | None = _created()
     expires_at: datetime | None = _when(nullable=False)

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from durable_orchestrator.tools.provenance import READS_PRIVATE, UNTRUSTED
 from durable_orchestrator.tools.registry import REGISTRY, ToolContext, tool
 
 NOT_AVAILABLE = "long-term memory is not available"
+FETCHED_MARK = "[made from fetched content] "
+
+
+def from_fetched_content(metadata: object) -> bool:
+    """A memory written from a task that read untrusted content (see remember_result)."""
+    return isinstance(metadata, dict) and UNTRUSTED in (metadata.get("labels") or ())
 
 
 class MemorySearchArgs(BaseModel):
@@ -23,6 +30,7 @@ class MemorySearchArgs(BaseModel):
     description="Search the long-term memory of this user's earlier tasks.",
     args=MemorySearchArgs,
     timeout_secs=10.0,
+    capabilities={READS_PRIVATE},
 )
 async def memory_search(args: MemorySearchArgs, ctx: ToolContext) -> str:
     if ctx.memory_search is None:
@@ -34,5 +42,8 @@ async def memory_search(args: MemorySearchArgs, ctx: ToolContext) -> str:
     for h in hits:
         score = h.get("score")
         prefix = f"({score:.2f}) " if isinstance(score, int | float) else ""
+        if from_fetched_content(h.get("metadata")):
+            ctx.labels.add(UNTRUSTED)
+            prefix += FETCHED_MARK
         lines.append(f"- {prefix}{h.get('text') or h.get('content') or h}")
     return "\n".join(lines)

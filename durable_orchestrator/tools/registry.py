@@ -3,7 +3,9 @@
 A tool is a name, a description, a pydantic model for its arguments (its JSON schema is what
 the LLM sees in the openai ``tools`` parameter), an async handler, a timeout and two flags:
 ``requires_approval`` (a human must approve each call before it runs) and ``side_effect``
-(it changes something outside the task; documentation for reviewers and the UI).
+(it changes something outside the task; documentation for reviewers and the UI), and its
+``capabilities`` for the prompt-injection policy (tools/provenance.py): whether it reads the
+user's private data, brings untrusted content in, or sends data out.
 
 Handlers receive the validated arguments and a :class:`ToolContext` with worker-scoped
 dependencies. They return text (or something JSON-serialisable) for the LLM, and raise
@@ -42,6 +44,9 @@ class ToolContext:
     # Injected by the tool activity, so tools need no database or memory module of their own.
     keep_note: NoteKeeper | None = None
     memory_search: MemorySearch | None = None
+    # Labels the handler found in its own result beyond what its capabilities imply (a
+    # memory that was made from fetched content adds "untrusted").
+    labels: set[str] = field(default_factory=set)
 
 
 Handler = Callable[[Any, ToolContext], Awaitable[Any]]
@@ -56,6 +61,7 @@ class Tool:
     timeout_secs: float = 10.0
     requires_approval: bool = False
     side_effect: bool = False
+    capabilities: frozenset[str] = frozenset()
 
     def openai_schema(self) -> dict[str, Any]:
         schema = self.args.model_json_schema()
@@ -129,12 +135,16 @@ def tool(
     timeout_secs: float = 10.0,
     requires_approval: bool = False,
     side_effect: bool = False,
+    capabilities: frozenset[str] | set[str] = frozenset(),
 ) -> Callable[[Handler], Handler]:
     """Decorator: register the decorated async function as a tool."""
 
     def wrap(fn: Handler) -> Handler:
         registry.register(
-            Tool(name, description, args, fn, timeout_secs, requires_approval, side_effect)
+            Tool(
+                name, description, args, fn, timeout_secs, requires_approval, side_effect,
+                frozenset(capabilities),
+            )
         )
         return fn
 

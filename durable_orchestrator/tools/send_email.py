@@ -10,6 +10,7 @@ import hashlib
 
 from pydantic import BaseModel, Field
 
+from durable_orchestrator.tools.provenance import SENDS_OUT
 from durable_orchestrator.tools.registry import REGISTRY, ToolContext, ToolError, tool
 
 
@@ -29,6 +30,7 @@ class SendEmailArgs(BaseModel):
     timeout_secs=10.0,
     requires_approval=True,
     side_effect=True,
+    capabilities={SENDS_OUT},
 )
 async def send_email(args: SendEmailArgs, ctx: ToolContext) -> str:
     if ctx.keep_note is None:

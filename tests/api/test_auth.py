@@ -279,4 +279,6 @@ def test_settings_refuse_placeholder_secrets_in_production() -> None:
     assert ok.jwt_algorithm_effective == "HS256"
     assert "s" * 40 not in repr(ok) and "w" * 40 not in repr(ok)
     # Development keeps working with the placeholders.
-    assert Settings(environment="development").webhook_secret == "change-me"
+    assert Settings(environment="development").webhook_secret is None
+    with pytest.raises(ValidationError, match="ORCH_WEBHOOK_SECRET is not set"):
+        Settings(environment="production", webhook_secret="change-me", jwt_secret="s" * 40)

@@ -18,6 +18,12 @@ from fake_openai import FakeOpenAI
 from tests.utils import running_stack
 
 SECRET = "whsec-test-" + "z" * 24
+# The receiver listens on loopback: opted in explicitly, as an operator would for an internal host.
+HOOKS_ON_LOOPBACK = {
+    "webhook_allowed_hosts": ["127.0.0.1"],
+    "webhook_private_hosts": ["127.0.0.1"],
+    "webhook_secret": SECRET,
+}
 
 
 @dataclass
@@ -67,7 +73,7 @@ async def test_webhook_gets_one_signed_call(
     base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI, receiver: Receiver
 ) -> None:
     async with running_stack(
-        base_settings, temporal_client, fake_llm, webhook_allowed_hosts=["127.0.0.1"], webhook_secret=SECRET
+        base_settings, temporal_client, fake_llm, **HOOKS_ON_LOOPBACK
     ) as s:
         task_id = await s.submit("hook me", webhook_url=receiver.url)
         # The workflow returns only after its webhook activity: then the count is final.
@@ -89,7 +95,7 @@ async def test_webhook_retried_until_2xx(
 ) -> None:
     receiver.fail_first = 2
     async with running_stack(
-        base_settings, temporal_client, fake_llm, webhook_allowed_hosts=["127.0.0.1"], webhook_secret=SECRET
+        base_settings, temporal_client, fake_llm, **HOOKS_ON_LOOPBACK
     ) as s:
         task_id = await s.submit("hook me twice", webhook_url=receiver.url)
         await temporal_client.get_workflow_handle(workflow_id_for(task_id)).result()
@@ -109,3 +115,31 @@ async def test_webhook_url_must_be_allowed(
             resp = await s.http.post("/tasks", json={"description": "x", "webhook_url": url}, headers=s.headers)
             assert resp.status_code == 422, (url, resp.text)
             assert resp.json()["error"]["details"][0]["field"] == "webhook_url"
+        # Allowed host, but loopback without the opt-in; then no secret configured at all.
+        resp = await s.http.post(
+            "/tasks", json={"description": "x", "webhook_url": "http://127.0.0.1:9/hook"}, headers=s.headers
+        )
+        assert resp.status_code == 422
+        assert "loopback" in resp.json()["error"]["details"][0]["message"]
+        assert "ORCH_WEBHOOK_PRIVATE_HOSTS" in resp.json()["error"]["details"][0]["message"]
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, **{**HOOKS_ON_LOOPBACK, "webhook_secret": None}
+    ) as s:
+        resp = await s.http.post(
+            "/tasks", json={"description": "x", "webhook_url": "http://127.0.0.1:9/hook"}, headers=s.headers
+        )
+        assert resp.status_code == 422
+        assert "ORCH_WEBHOOK_SECRET is set" in resp.json()["error"]["details"][0]["message"]
+
+
+async def test_a_webhook_name_resolving_to_loopback_is_never_called(
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI, receiver: Receiver
+) -> None:
+    # "localhost" passes the allow-list; it resolves to loopback and is not opted in.
+    async with running_stack(
+        base_settings, temporal_client, fake_llm, webhook_allowed_hosts=["localhost"], webhook_secret=SECRET
+    ) as s:
+        task_id = await s.submit("hook me", webhook_url=receiver.url.replace("127.0.0.1", "localhost"))
+        await temporal_client.get_workflow_handle(workflow_id_for(task_id)).result()
+        assert receiver.calls == []
+        assert (await s.get(task_id))["status"] == "completed"  # a refused hook changes no outcome

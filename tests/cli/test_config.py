@@ -47,8 +47,8 @@ def test_config_prints_effective_settings_with_their_source() -> None:
     assert rows["TEMPORAL_ADDRESS"] == ("unset", "default")
     assert rows["OPENAI_API_KEY"] == ("****", "environment")
     assert rows["ORCH_JWT_SECRET"] == ("****", "environment")
-    # The placeholder is not a secret, and an operator must be able to see it is still in use.
-    assert rows["ORCH_WEBHOOK_SECRET"] == ("change-me (placeholder)", "default")
+    # No placeholder any more: unset, and an operator can see it.
+    assert rows["ORCH_WEBHOOK_SECRET"] == ("unset", "default")
     assert "hunter2" not in result.stdout and "sk-very-secret" not in result.stdout
     assert "j" * 40 not in result.stdout
 
@@ -59,7 +59,7 @@ def test_config_refuses_settings_that_would_not_start() -> None:
     assert "ORCH_MAX_TURNS" in result.stderr and "Traceback" not in result.stderr
     result = _config(ORCH_ENVIRONMENT="production")
     assert result.returncode == 1
-    assert "ORCH_WEBHOOK_SECRET is the placeholder" in " ".join(result.stderr.split())
+    assert "ORCH_WEBHOOK_SECRET is not set" in " ".join(result.stderr.split())
 
 
 def test_config_reference_is_the_committed_configuration_doc() -> None:

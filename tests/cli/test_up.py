@@ -6,12 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import psutil
 
+from activities.webhook_activities import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from durable_orchestrator.devstack import free_port
 from tests.utils import service_dir
 
@@ -77,15 +82,44 @@ def _wait_done(url: str, key: str, task_id: str) -> dict:
     raise AssertionError(f"task not done: {task}")
 
 
+@contextmanager
+def _hook_receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    calls: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", calls
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 def test_up_runs_a_task_and_stops_cleanly_then_keeps_tasks() -> None:
-    with service_dir() as root:
-        _up_twice(root / "data")
+    with service_dir() as root, _hook_receiver() as hook:
+        _up_twice(root / "data", hook)
 
 
-def _up_twice(data_dir: Path) -> None:
+def _up_twice(data_dir: Path, hook: tuple[str, list[tuple[dict[str, str], bytes]]]) -> None:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY")}
+           if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+                        "ORCH_WEBHOOK_SECRET")}
     env["PYTHONPATH"] = str(REPO)
+    # The receiver is on loopback: allowed and opted in explicitly.
+    env["ORCH_WEBHOOK_ALLOWED_HOSTS"] = env["ORCH_WEBHOOK_PRIVATE_HOSTS"] = "127.0.0.1"
+    hook_url, hook_calls = hook
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _start_up(data_dir, port, env)
@@ -94,12 +128,21 @@ def _up_twice(data_dir: Path) -> None:
         key = (data_dir / "demo-api-key").read_text().strip()
         assert key in banner and f"curl -s -X POST {url}/tasks" in banner
         assert (data_dir / "api-url").read_text().strip() == url  # for the other CLI commands
-        resp = httpx.post(f"{url}/tasks", json={"description": "hello from the CLI test"},
+        resp = httpx.post(f"{url}/tasks", json={"description": "hello from the CLI test",
+                                                "webhook_url": hook_url},
                           headers={"X-API-Key": key})
         assert resp.status_code == 202, resp.text
         task_id = resp.json()["id"]
         task = _wait_done(url, key, task_id)
         assert task["status"] == "completed"
+        # No configured secret: up generated one for this data dir and signed with it.
+        secret = (data_dir / "webhook-secret").read_text().strip()
+        deadline = time.monotonic() + 60
+        while not hook_calls:
+            assert time.monotonic() < deadline, "the webhook was never called"
+            time.sleep(0.2)
+        headers, body = hook_calls[0]
+        assert verify(secret, headers[TIMESTAMP_HEADER.lower()], body, headers[SIGNATURE_HEADER.lower()])
         assert task["steps"] and task["steps"][0]["output"].startswith("offline model:")
 
         # keys create reaches the running up's Postgres; its last line is a working key.
@@ -124,6 +167,7 @@ def _up_twice(data_dir: Path) -> None:
         key = (data_dir / "demo-api-key").read_text().strip()
         again = httpx.get(f"{url}/tasks/{task_id}", headers={"X-API-Key": key})
         assert again.status_code == 200 and again.json()["status"] == "completed"
+        assert (data_dir / "webhook-secret").read_text().strip() == secret  # kept, not regenerated
     finally:
         _stop(proc)
     assert proc.returncode == 0

@@ -1,0 +1,92 @@
+"""Reads and writes of provenance labels ("private", "untrusted"): on the task's plan, on each
+tool call (its conversation when requested, what its result added) and on short-term memory
+entries. What the labels mean and what follows from them: tools/provenance.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy import bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from durable_orchestrator.data.engine import read
+from durable_orchestrator.data.tables import ShortTermEntry, Task, ToolCall
+
+_TASK = bindparam("task")
+_STEP = bindparam("step")
+_LABELS = bindparam("new_labels", type_=ARRAY(sa.Text))
+
+_SET_PLAN_LABELS = sa.update(Task).where(Task.id == _TASK).values(plan_labels=_LABELS)
+_SET_RESULT_LABELS = (
+    sa.update(ToolCall).where(ToolCall.id == bindparam("call")).values(result_labels=_LABELS)
+)
+
+_PLAN_LABELS = sa.select(Task.plan_labels).where(Task.id == _TASK)
+# Every entry of the other steps, expired or not: a superset of the window a prompt was given.
+_OTHER_STEPS_LABELS = (
+    sa.select(ShortTermEntry.labels)
+    .where(
+        ShortTermEntry.task_id == _TASK,
+        ShortTermEntry.step_index.is_distinct_from(_STEP),
+        sa.func.cardinality(ShortTermEntry.labels) > 0,
+    )
+    .distinct()
+)
+_EARLIER_TURNS_LABELS = (
+    sa.select(ToolCall.context_labels, ToolCall.result_labels)
+    .where(
+        ToolCall.task_id == _TASK, ToolCall.step_index == _STEP, ToolCall.turn < bindparam("turn")
+    )
+    .distinct()
+)
+# One round trip each: the plan's labels with the entries'.
+_PROMPT_LABELS = sa.union_all(_PLAN_LABELS, _OTHER_STEPS_LABELS)
+_TASK_ENTRY_LABELS = (
+    sa.select(ShortTermEntry.labels)
+    .where(ShortTermEntry.task_id == _TASK, sa.func.cardinality(ShortTermEntry.labels) > 0)
+    .distinct()
+)
+_TASK_LABELS = sa.union_all(_PLAN_LABELS, _TASK_ENTRY_LABELS)
+
+
+def _union(rows: Iterable[Iterable[list[str] | None]]) -> list[str]:
+    return sorted({label for row in rows for labels in row for label in labels or ()})
+
+
+async def set_plan_labels(conn: AsyncConnection, task_id: str, labels: list[str]) -> None:
+    await conn.execute(_SET_PLAN_LABELS, {"task": task_id, "new_labels": labels})
+
+
+async def set_result_labels(conn: AsyncConnection, call_row_id: int, labels: list[str]) -> None:
+    await conn.execute(_SET_RESULT_LABELS, {"call": call_row_id, "new_labels": labels})
+
+
+async def prompt_labels(engine: AsyncEngine, task_id: str, step_index: int) -> list[str]:
+    """The labels of what a step's first prompt can contain: the plan, and whatever the other
+    steps left in short-term memory (their outputs, tool results, notes)."""
+    async with read(engine) as conn:
+        rows = (await conn.execute(_PROMPT_LABELS, {"task": task_id, "step": step_index})).all()
+    return _union(rows)
+
+
+async def earlier_turns_labels(
+    engine: AsyncEngine, task_id: str, step_index: int, turn: int
+) -> list[str]:
+    """The labels of a step's conversation before `turn`: its prompt's (stored on the calls of
+    every turn) and every earlier tool result's."""
+    async with read(engine) as conn:
+        rows = (
+            await conn.execute(
+                _EARLIER_TURNS_LABELS, {"task": task_id, "step": step_index, "turn": turn}
+            )
+        ).all()
+    return _union(rows)
+
+
+async def task_labels(engine: AsyncEngine, task_id: str) -> list[str]:
+    """Everything the task's steps saw or wrote, for what is remembered of it."""
+    async with read(engine) as conn:
+        rows = (await conn.execute(_TASK_LABELS, {"task": task_id})).all()
+    return _union(rows)

@@ -106,8 +106,12 @@ class Settings(BaseSettings):
     # --- issue 4: LLM rate limits shared by all workers (unset = unlimited) -------------------
     llm_rpm: int | None = Field(None, description="LLM requests per minute per model, all workers together; unset = unlimited.")
     llm_tpm: int | None = Field(None, description="LLM tokens per minute per model, all workers together; unset = unlimited.")
-    llm_rate_max_wait_secs: float = Field(
-        10.0, description="Wait this long inside the activity for rate capacity; longer waits go back to Temporal."
+    llm_wait_max_secs: float = Field(
+        600.0, validation_alias=_env("ORCH_LLM_WAIT_MAX_SECS", "ORCH_LLM_RATE_MAX_WAIT_SECS", "llm_wait_max_secs"),
+        description="Longest wait inside one activity attempt for an open circuit breaker or for "
+        "rate capacity (no attempt is spent waiting); also bounded by the attempt's start-to-close "
+        "timeout, keeping `ORCH_LLM_TIMEOUT_SECS` (at most half of it) for the call. Longer waits "
+        "go back to Temporal as a retryable error with `next_retry_delay`.",
     )
 
     # --- API ----------------------------------------------------------------------------------

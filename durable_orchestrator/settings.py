@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         None,
-        validation_alias=_env("DATABASE_URL", "database_url"),
+        validation_alias=_env("DATABASE_URL", "database_url"), repr=False,  # holds a password
         description="PostgreSQL URL (`postgresql://…`); unset = the embedded PostgreSQL in the data dir.",
     )
     temporal_address: str | None = Field(
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         "orchestrator", description="Task queue of the worker; the same on every API replica and worker."
     )
     redis_url: str | None = Field(
-        None, validation_alias=_env("REDIS_URL", "redis_url"),
+        None, validation_alias=_env("REDIS_URL", "redis_url"), repr=False,  # may hold a password
         description="Redis for rate limits shared by API replicas and workers; unset = API limits "
         "counted in each process, LLM caps kept in PostgreSQL.",
     )
@@ -66,7 +66,8 @@ class Settings(BaseSettings):
         description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, LiteLLM).",
     )
     openai_api_key: str | None = Field(
-        None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"), description="Its API key."
+        None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"), repr=False,
+        description="Its API key."
     )
     model: str = Field("gpt-4o-mini", validation_alias=_env("ORCH_MODEL", "model"), description="Default model.")
     model_fallbacks: Annotated[list[str], NoDecode] = Field(
@@ -252,7 +253,7 @@ class Settings(BaseSettings):
         description="Where the CLI finds the API (the order it tries: `durable_orchestrator/cli/api_client.py`).",
     )
     api_key: str | None = Field(
-        None,
+        None, repr=False,
         description="The CLI's API key; unset = the config saved by `keys create --save`, else a local `up`'s demo key.",
     )
     # --- issue 7: API security and streaming -------------------------------------------------

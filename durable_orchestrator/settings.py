@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         "60/minute", validation_alias=_env("RATE_LIMIT", "rate_limit"),
         description="Task submissions (`POST /tasks`) per credential, in `limits` syntax (`10/second`, `1000/hour`).",
     )
+    auth_failure_rate_limit: str = Field(
+        "20/minute",
+        description="Failed authentication attempts per client address, in `limits` syntax; past "
+        "it the address gets 429 before any key lookup (and no audit row) until the window moves.",
+    )
     memory_search_rate_limit: str = Field(
         "120/minute", validation_alias=_env("MEMORY_SEARCH_RATE_LIMIT", "memory_search_rate_limit"),
         description="Memory searches (`POST /memory/search`) per user, all their keys together.",
@@ -242,6 +247,11 @@ class Settings(BaseSettings):
     )
     readyz_poller_max_age_secs: float = Field(
         60.0, description="`/readyz` wants a worker poll on the task queue at most this long ago."
+    )
+    readyz_cache_secs: float = Field(
+        2.0,
+        description="`/readyz` answers from checks at most this old (one round of Temporal and "
+        "PostgreSQL checks per period per API process, however many callers); `0` = every call checks.",
     )
     schedules: bool = Field(True, description="Create the maintenance schedules on worker start.")
     audit_retention_days: float = Field(

@@ -245,6 +245,11 @@ class Settings(BaseSettings):
     search_attributes: bool = Field(
         True, description="Set and upsert the `UserId`/`TaskStatus` search attributes; off for clusters without them registered."
     )
+    temporal_user_text: bool = Field(
+        False,
+        description="Show task descriptions and step titles in Temporal (workflow summary, current "
+        "details), where every Web UI user can read them; off = ids, agents and counts only.",
+    )
     readyz_poller_max_age_secs: float = Field(
         60.0, description="`/readyz` wants a worker poll on the task queue at most this long ago."
     )

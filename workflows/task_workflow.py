@@ -151,7 +151,8 @@ class TaskWorkflow:
         """The tool-calling loop: one run_step activity per LLM turn; each requested tool
         call runs as its own activity; the conversation itself stays in Postgres."""
         p = inp.policy
-        workflow.set_current_details(f"step {step.index} · {step.agent}: {step.title[:80]}")
+        title = f": {step.title[:80]}" if inp.show_user_text else ""
+        workflow.set_current_details(f"step {step.index} · {step.agent}{title}")
         turn = 0
         while True:
             result = await workflow.execute_activity(

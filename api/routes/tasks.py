@@ -70,13 +70,15 @@ async def _start_workflow(
         TaskInput(
             task_id=task_id, user_id=user_id, policy=execution_policy(settings),
             search_attributes=settings.search_attributes, webhook=webhook,
+            show_user_text=settings.temporal_user_text,
         ),
         id=workflow_id_for(task_id),
         task_queue=settings.task_queue,
         # A retried submission (same Idempotency-Key) after a crash between insert and start
         # attaches to the run that exists instead of starting a second one.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=description[:200],
+        # Every Web UI user reads the summary: the user's text only when the operator opts in.
+        static_summary=description[:200] if settings.temporal_user_text else f"task {task_id}",
         search_attributes=search_attributes.initial(user_id) if settings.search_attributes else None,
     )
 

@@ -45,6 +45,8 @@ async def healthz() -> dict[str, str]:
         401: ERROR_RESPONSES[401],
         429: ERROR_RESPONSES[429],
     },
+    # Credentials are optional here (`{}`: anonymous callers get the status).
+    openapi_extra={"security": [{}, {"APIKeyHeader": []}, {"HTTPBearer": []}]},
 )
 async def readyz(request: Request, principal: MaybeUser) -> JSONResponse:
     """200 `{"status": "ok"}` or 503 `{"status": "unhealthy"}`. With credentials carrying the

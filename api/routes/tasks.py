@@ -240,7 +240,10 @@ async def list_tasks(
     engine: EngineDep,
     status_: Annotated[TaskStatus | None, Query(alias="status", description="Only tasks in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=task_list.CURSOR_PATTERN, description="`next_cursor` of the previous page."),
+    ] = None,
 ) -> TaskList:
     try:
         rows, next_cursor = await task_list.list_tasks(

@@ -61,7 +61,10 @@ async def task_events(
     settings: SettingsDep,
     last_event_id: Annotated[
         str | None,
-        Header(alias="Last-Event-ID", max_length=30, description="Resume after this event id."),
+        Header(
+            alias="Last-Event-ID", max_length=30, pattern="^[0-9]+$",
+            description="Resume after this event id.",
+        ),
     ] = None,
     after: Annotated[
         int | None, Query(ge=0, description="Same as Last-Event-ID, for clients that cannot set headers.")

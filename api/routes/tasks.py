@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import webhook_urls
 from api.deps import EngineDep, SettingsDep, TemporalDep, request_id, require
 from api.errors import ERROR_RESPONSES, APIError
 from api.rate_limits import rate_limited
@@ -103,6 +105,8 @@ def _check_webhook(url: str, settings: Settings) -> None:
         problem = f"host {host!r} is not in ORCH_WEBHOOK_ALLOWED_HOSTS"
     elif parts.username or parts.password:
         problem = "must not carry credentials"
+    elif not re.fullmatch(webhook_urls.url_pattern(settings.webhook_allowed_hosts) or "(?!)", url):
+        problem = "must match the pattern in the OpenAPI document (scheme, allowed host, port, path)"
     if problem:
         raise APIError(422, "validation_error", "invalid request: webhook_url",
                        [{"field": "webhook_url", "message": problem}])

@@ -5,9 +5,6 @@ carries the same pattern, so the two cannot disagree about what is accepted."""
 from __future__ import annotations
 
 import re
-from typing import Any
-
-from fastapi import FastAPI
 
 
 def _caseless(text: str) -> str:
@@ -21,29 +18,3 @@ def url_pattern(allowed_hosts: list[str]) -> str | None:
         return None
     hosts = "|".join(_caseless(h) for h in sorted({h.lower() for h in allowed_hosts}))
     return f"^{_caseless('http')}[sS]?://(?:{hosts})(?::[0-9]{{1,5}})?(?:[/?#][^\\s\\u0000]*)?$"
-
-
-def document(app: FastAPI, allowed_hosts: list[str]) -> None:
-    """Put the pattern into TaskCreate.webhook_url of the app's OpenAPI document."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = build()
-        model = schema["components"]["schemas"]["TaskCreate"]
-        field = model["properties"]["webhook_url"]
-        pattern = url_pattern(allowed_hosts)
-        for example in model.get("examples", []):  # an example must be one the API accepts
-            url = example.get("webhook_url")
-            if url is not None and not (pattern and re.fullmatch(pattern, url)):
-                del example["webhook_url"]
-        for option in field.get("anyOf", []):
-            if option.get("type") == "string":
-                if pattern is None:
-                    field["anyOf"] = [{"type": "null"}]
-                else:
-                    option["pattern"] = pattern
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -64,6 +64,8 @@ async def task_events(
         Header(
             alias="Last-Event-ID", max_length=30, pattern="^[0-9]+$",
             description="Resume after this event id.",
+            # A header is a string or absent; "null" is not an event id.
+            json_schema_extra={"anyOf": [{"type": "string", "maxLength": 30, "pattern": "^[0-9]+$"}]},
         ),
     ] = None,
     after: Annotated[

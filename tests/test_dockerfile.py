@@ -118,7 +118,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # .pth files (the editable install of the repo among them) are not run, so the product
     # can only come from what is installed below.
     (Path(purelib) / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    subprocess.run(
+    install = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -127,16 +127,14 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(py),
             "install",
             "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
+            "--no-deps",  # the build itself gets setuptools from the index, as in the image
             str(app),
         ],
-        check=True,
         capture_output=True,
         text=True,
         timeout=240,
     )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     return venv
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from durable_orchestrator.auth.api_keys import ALL_SCOPES, create_key
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI
 from tests.api.helpers import serve
@@ -47,6 +48,8 @@ def _st_run(
         "--seed",
         os.environ.get("ORCH_FUZZ_SEED", "1"),
         "--no-shrink",
+        "--output-sanitize",
+        "false",  # a test key: show the headers of a failing case
         "--suppress-health-check",
         "all",
         "--report",
@@ -86,7 +89,10 @@ async def test_openapi_fuzz_every_operation_every_check(
         async with serve(app) as base_url:
             docs = await s.http.get("/docs")
             assert docs.status_code == 200 and "swagger" in docs.text.lower()
-            result = await asyncio.to_thread(_st_run, base_url, s.headers, tmp_path / "run.ndjson")
+            # Every scope, so the admin operations and /readyz's details are exercised too.
+            key, _ = await create_key(s.engine, s.user, scopes=ALL_SCOPES)
+            headers = {"X-API-Key": key}
+            result = await asyncio.to_thread(_st_run, base_url, headers, tmp_path / "run.ndjson")
     assert result.returncode == 0, _failures(result.stdout) + result.stderr[-3000:]
     out = result.stdout
     selected = re.search(r"Selected: (\d+)/(\d+)", out)

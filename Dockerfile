@@ -18,7 +18,9 @@ WORKDIR /app
 # build. Separate layer, so code changes do not re-download it.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 
-COPY pyproject.toml README.md* ./
+# Everything the package needs (tests/test_dockerfile.py replays these COPY lines into an empty
+# directory, installs from it and imports every entry point from the install).
+COPY pyproject.toml README.md* alembic.ini ./
 COPY durable_orchestrator ./durable_orchestrator
 COPY workflows ./workflows
 COPY activities ./activities
@@ -26,7 +28,8 @@ COPY api ./api
 COPY planner ./planner
 COPY memory ./memory
 COPY worker.py ./
-RUN pip install . && python -c "import api.app, worker, durable_orchestrator.cli.main"
+# The check runs outside /app, so it imports what was installed, not the copied sources.
+RUN pip install . && cd / && python -c "import api.main, worker, durable_orchestrator.cli.main"
 
 USER app
 ENV ORCH_DATA_DIR=/data \

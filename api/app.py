@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from api import openapi_doc
 from api.errors import install_error_handlers
 from api.http_metrics import install_observability
 from api.middleware import BodySizeLimit, RequestContext
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(memory_routes.router)
+    openapi_doc.apply_settings(app, settings)
     return app
 
 

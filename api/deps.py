@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api import auth_failures
 from api.errors import APIError
 from durable_orchestrator.auth import bearer
 from durable_orchestrator.auth.api_keys import KEY_PREFIX, Principal, authenticate
@@ -57,9 +58,13 @@ def _key_hint(key: str) -> str | None:
 
 
 async def _auth_failed(request: Request, reason: str, message: str, **details: str | None) -> APIError:
-    """Audit the failure (without the credential) and build the 401."""
+    """Count the failure against the client's address, audit it (without the credential) while
+    the address is within its limit, and build the 401 (the 429 once it is not)."""
     info = {"reason": reason, "method": request.method, "path": request.url.path, **details}
     log.info("auth_failed", **info)
+    over_limit = await auth_failures.count_failure(request)
+    if over_limit is not None:
+        return over_limit
     try:
         await audit.record(request.app.state.engine, "anonymous", "auth.failure", "denied",
                            request_id(request), info)
@@ -73,6 +78,7 @@ async def current_principal(
     key: Annotated[str | None, Security(_api_key_header)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
+    await auth_failures.refuse_if_exhausted(request)  # before any database work
     if key:
         principal = await authenticate(request.app.state.engine, key)
         if principal is None:
@@ -94,10 +100,23 @@ async def current_principal(
     return principal
 
 
+async def optional_principal(
+    request: Request,
+    key: Annotated[str | None, Security(_api_key_header)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal | None:
+    """None without credentials; credentials that are present are checked like everywhere
+    (wrong ones are a 401)."""
+    if not key and credentials is None:
+        return None
+    return await current_principal(request, key, credentials)
+
+
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CurrentUser = Annotated[Principal, Depends(current_principal)]
+MaybeUser = Annotated[Principal | None, Depends(optional_principal)]
 RequestID = Annotated[str | None, Depends(request_id)]
 
 

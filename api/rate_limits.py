@@ -11,47 +11,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Literal
 
 import structlog
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 
 from api.deps import CurrentUser
 from api.errors import APIError
+from api.rate_store import RateLimits, get_rate_limits
 from durable_orchestrator.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-
-@dataclass
-class RateLimits:
-    """One per app: the storage and the limiter over it."""
-
-    storage: Storage
-    limiter: MovingWindowRateLimiter
-    backend: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimits:
-        if settings.redis_url:
-            uri = "async+" + settings.redis_url if not settings.redis_url.startswith("async+") else settings.redis_url
-            storage: Storage = storage_from_string(uri, implementation="redispy")
-            backend = "redis"
-        else:
-            storage, backend = MemoryStorage(), "memory"
-        return cls(storage=storage, limiter=MovingWindowRateLimiter(storage), backend=backend)
-
-
-def get_rate_limits(app: FastAPI) -> RateLimits:
-    limits = getattr(app.state, "rate_limits", None)
-    if limits is None:
-        limits = app.state.rate_limits = RateLimits.from_settings(app.state.settings)
-    return limits
+__all__ = ["RateLimits", "get_rate_limits", "rate_limited"]
 
 
 def _item(settings: Settings, setting: str) -> RateLimitItem:

@@ -52,6 +52,54 @@ def check_metadata(v: dict[str, Any]) -> dict[str, Any]:
     return v
 
 
+# The same rules as JSON Schema, so the OpenAPI document admits exactly what the API stores:
+# no NUL anywhere, at most MAX_METADATA_DEPTH levels of objects and arrays (the byte bound,
+# MAX_METADATA_BYTES, is stated in the description: JSON Schema cannot count bytes).
+_NO_NUL = "^[^\\u0000]*$"
+
+
+def _json_value(levels: int) -> dict[str, Any]:
+    scalars: list[dict[str, Any]] = [
+        {"type": "string", "pattern": _NO_NUL}, {"type": "number"}, {"type": "boolean"},
+        {"type": "null"},
+    ]
+    if levels > 0:
+        scalars += [_json_object(levels), {"type": "array", "items": _json_value(levels - 1)}]
+    return {"anyOf": scalars}
+
+
+def _json_object(levels: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "propertyNames": {"pattern": _NO_NUL},
+        "additionalProperties": _json_value(levels - 1),
+    }
+
+
+def metadata_schema(schema: dict[str, Any]) -> None:
+    """json_schema_extra of every metadata field: replaces pydantic's free-form object."""
+    description = schema.get("description")
+    schema.clear()
+    schema.update(_json_object(MAX_METADATA_DEPTH))
+    schema["description"] = (
+        f"{description + ' ' if description else ''}At most {MAX_METADATA_DEPTH} levels deep "
+        f"and {MAX_METADATA_BYTES} bytes as JSON; no NUL characters."
+    )
+
+
+def optional_metadata_schema(schema: dict[str, Any]) -> None:
+    """The same, for a field that may also be null."""
+    metadata_schema(schema)
+    description = schema.pop("description")
+    obj = dict(schema)
+    schema.clear()
+    schema.update({"anyOf": [obj, {"type": "null"}], "description": description})
+
+
+# A description: some character that is not whitespace, and no NUL.
+DESCRIPTION_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+
+
 class BudgetIn(BaseModel):
     """Caps for one task. Omitted (or null) fields take ORCH_DEFAULT_TASK_MAX_TOKENS /
     ORCH_DEFAULT_TASK_MAX_COST_USD; a value above those operator caps is refused (422)."""
@@ -81,8 +129,13 @@ class TaskCreate(BaseModel):
     user_id: str | None = Field(
         None, max_length=200, description="Optional; must equal the caller's user when given."
     )
-    description: str = Field(min_length=1, max_length=100_000, description="What to do.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object.")
+    description: str = Field(
+        min_length=1, max_length=100_000, description="What to do.",
+        json_schema_extra={"pattern": DESCRIPTION_PATTERN},
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form JSON object.", json_schema_extra=metadata_schema
+    )
     budget: BudgetIn | None = Field(None, description="Token and cost caps for this task.")
     webhook_url: str | None = Field(
         None,

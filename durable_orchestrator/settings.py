@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         None,
-        validation_alias=_env("DATABASE_URL", "database_url"),
+        validation_alias=_env("DATABASE_URL", "database_url"), repr=False,  # holds a password
         description="PostgreSQL URL (`postgresql://…`); unset = the embedded PostgreSQL in the data dir.",
     )
     temporal_address: str | None = Field(
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         "orchestrator", description="Task queue of the worker; the same on every API replica and worker."
     )
     redis_url: str | None = Field(
-        None, validation_alias=_env("REDIS_URL", "redis_url"),
+        None, validation_alias=_env("REDIS_URL", "redis_url"), repr=False,  # may hold a password
         description="Redis for rate limits shared by API replicas and workers; unset = API limits "
         "counted in each process, LLM caps kept in PostgreSQL.",
     )
@@ -69,7 +69,8 @@ class Settings(BaseSettings):
         description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, LiteLLM).",
     )
     openai_api_key: str | None = Field(
-        None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"), description="Its API key."
+        None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"), repr=False,
+        description="Its API key."
     )
     model: str = Field("gpt-4o-mini", validation_alias=_env("ORCH_MODEL", "model"), description="Default model.")
     model_fallbacks: Annotated[list[str], NoDecode] = Field(
@@ -129,14 +130,23 @@ class Settings(BaseSettings):
     # --- issue 4: LLM rate limits shared by all workers (unset = unlimited) -------------------
     llm_rpm: int | None = Field(None, description="LLM requests per minute per model, all workers together; unset = unlimited.")
     llm_tpm: int | None = Field(None, description="LLM tokens per minute per model, all workers together; unset = unlimited.")
-    llm_rate_max_wait_secs: float = Field(
-        10.0, description="Wait this long inside the activity for rate capacity; longer waits go back to Temporal."
+    llm_wait_max_secs: float = Field(
+        600.0, validation_alias=_env("ORCH_LLM_WAIT_MAX_SECS", "ORCH_LLM_RATE_MAX_WAIT_SECS", "llm_wait_max_secs"),
+        description="Longest wait inside one activity attempt for an open circuit breaker or for "
+        "rate capacity (no attempt is spent waiting); also bounded by the attempt's start-to-close "
+        "timeout, keeping `ORCH_LLM_TIMEOUT_SECS` (at most half of it) for the call. Longer waits "
+        "go back to Temporal as a retryable error with `next_retry_delay`.",
     )
 
     # --- API ----------------------------------------------------------------------------------
     rate_limit: str = Field(
         "60/minute", validation_alias=_env("RATE_LIMIT", "rate_limit"),
         description="Task submissions (`POST /tasks`) per credential, in `limits` syntax (`10/second`, `1000/hour`).",
+    )
+    auth_failure_rate_limit: str = Field(
+        "20/minute",
+        description="Failed authentication attempts per client address, in `limits` syntax; past "
+        "it the address gets 429 before any key lookup (and no audit row) until the window moves.",
     )
     memory_search_rate_limit: str = Field(
         "120/minute", validation_alias=_env("MEMORY_SEARCH_RATE_LIMIT", "memory_search_rate_limit"),
@@ -301,8 +311,18 @@ class Settings(BaseSettings):
     search_attributes: bool = Field(
         True, description="Set and upsert the `UserId`/`TaskStatus` search attributes; off for clusters without them registered."
     )
+    temporal_user_text: bool = Field(
+        False,
+        description="Show task descriptions and step titles in Temporal (workflow summary, current "
+        "details), where every Web UI user can read them; off = ids, agents and counts only.",
+    )
     readyz_poller_max_age_secs: float = Field(
         60.0, description="`/readyz` wants a worker poll on the task queue at most this long ago."
+    )
+    readyz_cache_secs: float = Field(
+        2.0,
+        description="`/readyz` answers from checks at most this old (one round of Temporal and "
+        "PostgreSQL checks per period per API process, however many callers); `0` = every call checks.",
     )
     schedules: bool = Field(True, description="Create the maintenance schedules on worker start.")
     audit_retention_days: float = Field(
@@ -314,7 +334,7 @@ class Settings(BaseSettings):
         description="Where the CLI finds the API (the order it tries: `durable_orchestrator/cli/api_client.py`).",
     )
     api_key: str | None = Field(
-        None,
+        None, repr=False,
         description="The CLI's API key; unset = the config saved by `keys create --save`, else a local `up`'s demo key.",
     )
     # --- issue 7: API security and streaming -------------------------------------------------

@@ -227,7 +227,8 @@ class TaskWorkflow:
         call runs as its own activity; the conversation itself stays in Postgres. Returns None
         when it stopped for a hand-over (continue-as-new); the next run goes on at that turn."""
         p = inp.policy
-        workflow.set_current_details(f"step {step.index} · {step.agent}: {step.title[:80]}")
+        title = f": {step.title[:80]}" if inp.show_user_text else ""
+        workflow.set_current_details(f"step {step.index} · {step.agent}{title}")
         first_turn = turn
         while True:
             # Every run makes progress: a step stops only after one turn in this run.

@@ -24,12 +24,25 @@ router = APIRouter(prefix="/tasks", tags=["events"], responses=ERROR_RESPONSES)
 
 ReadUser = Annotated[Principal, require("tasks:read")]
 
+# What an SSE parser (a browser's EventSource, schemathesis) makes of each event in the stream;
+# keep-alive comments are not events.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "Event id, increasing."},
+        "event": {"type": "string", "description": "task.status, task.planned, step.started, ..."},
+        "data": {"type": "string", "description": "The event's JSON object."},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
+
 _SSE_DOC = {
     200: {
         "description": "`text/event-stream`: one SSE event per stored event; `id` = event id, "
         "`event` = type (task.status, task.planned, step.started, step.finished, ...), "
         "`data` = JSON. Ends after the terminal task.status event.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
     }
 }
 
@@ -48,7 +61,12 @@ async def task_events(
     settings: SettingsDep,
     last_event_id: Annotated[
         str | None,
-        Header(alias="Last-Event-ID", max_length=30, description="Resume after this event id."),
+        Header(
+            alias="Last-Event-ID", max_length=30, pattern="^[0-9]+$",
+            description="Resume after this event id.",
+            # A header is a string or absent; "null" is not an event id.
+            json_schema_extra={"anyOf": [{"type": "string", "maxLength": 30, "pattern": "^[0-9]+$"}]},
+        ),
     ] = None,
     after: Annotated[
         int | None, Query(ge=0, description="Same as Last-Event-ID, for clients that cannot set headers.")

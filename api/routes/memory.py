@@ -15,7 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.deps import SettingsDep, require
 from api.errors import ERROR_RESPONSES, APIError
 from api.rate_limits import rate_limited
-from api.schemas import check_metadata
+from api.schemas import (
+    DESCRIPTION_PATTERN,
+    check_metadata,
+    metadata_schema,
+    optional_metadata_schema,
+)
 from durable_orchestrator.auth.api_keys import Principal
 from memory.service import MemoryService
 
@@ -43,8 +48,14 @@ class MemoryCreate(BaseModel):
                                          "metadata": {"project": "q3-report"}}]},
     )
 
-    text: str = Field(min_length=1, description="What to remember (limit: ORCH_MEMORY_MAX_TEXT_CHARS).")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="JSON object; searchable by equality.")
+    text: str = Field(
+        min_length=1, description="What to remember (limit: ORCH_MEMORY_MAX_TEXT_CHARS).",
+        json_schema_extra={"pattern": DESCRIPTION_PATTERN},
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="JSON object; searchable by equality.",
+        json_schema_extra=metadata_schema,
+    )
 
     @field_validator("text")
     @classmethod
@@ -72,10 +83,11 @@ class MemorySearch(BaseModel):
                                          "filter": {"project": "q3-report"}}]},
     )
 
-    query: str = Field(min_length=1, max_length=2_000)
+    query: str = Field(min_length=1, max_length=2_000, json_schema_extra={"pattern": "\\S"})
     limit: int = Field(5, ge=1, le=100)
     filter: dict[str, Any] | None = Field(
-        None, description="Only memories whose metadata contains these key/value pairs."
+        None, description="Only memories whose metadata contains these key/value pairs.",
+        json_schema_extra=optional_metadata_schema,
     )
 
     @field_validator("query")
@@ -134,7 +146,8 @@ async def search_memory(body: MemorySearch, principal: ReadUser, memory: MemoryD
 
 
 @router.delete(
-    "/{memory_id}",
+    # `:int`, so /memory/search with another method is a 405 (it exists), not a 422 here.
+    "/{memory_id:int}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Forget a memory",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import webhook_urls
 from api.deps import EngineDep, SettingsDep, TemporalDep, request_id, require
 from api.errors import ERROR_RESPONSES, APIError
 from api.rate_limits import rate_limited
@@ -83,6 +85,8 @@ def _check_webhook(url: str, settings: Settings) -> None:
         problem = f"{why}; ORCH_WEBHOOK_PRIVATE_HOSTS names hosts that may be"
     elif not settings.webhook_secret:
         problem = "webhooks are off until ORCH_WEBHOOK_SECRET is set"
+    elif not re.fullmatch(webhook_urls.url_pattern(settings.webhook_allowed_hosts) or "(?!)", url):
+        problem = "must match the pattern in the OpenAPI document (scheme, allowed host, port, path)"
     if problem:
         raise APIError(422, "validation_error", "invalid request: webhook_url",
                        [{"field": "webhook_url", "message": problem}])
@@ -226,7 +230,10 @@ async def list_tasks(
     engine: EngineDep,
     status_: Annotated[TaskStatus | None, Query(alias="status", description="Only tasks in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=task_list.CURSOR_PATTERN, description="`next_cursor` of the previous page."),
+    ] = None,
 ) -> TaskList:
     try:
         rows, next_cursor = await task_list.list_tasks(

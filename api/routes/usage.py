@@ -53,14 +53,30 @@ def _bound(name: str, value: str | None, *, end: bool) -> datetime | None:
         if len(value) == 10:
             d = date.fromisoformat(value)
             start = datetime(d.year, d.month, d.day, tzinfo=UTC)
-            return start + timedelta(days=1) if end else start
+            return _add_day(start) if end else start
         dt = datetime.fromisoformat(value)
     except ValueError:
         raise APIError(
             422, "validation_error", f"invalid request: {name}",
             [{"field": name, "message": "expected an ISO date (2026-11-23) or datetime"}],
         ) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset: the bound is the end of time
+        return datetime.min.replace(tzinfo=UTC) if dt.year == 1 else datetime.max.replace(tzinfo=UTC)
+
+
+def _add_day(start: datetime) -> datetime:
+    try:
+        return start + timedelta(days=1)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
+# What `_bound` accepts, so the OpenAPI document admits nothing it refuses.
+_DATE_OR_DATETIME = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
 
 
 @router.get("", response_model=UsageReport, summary="Your token usage and cost")
@@ -68,8 +84,16 @@ async def usage(
     principal: ReadUser,
     engine: EngineDep,
     group_by: Literal["model", "day", "task"] = "model",
-    from_: Annotated[str | None, Query(alias="from", description="ISO date or datetime, inclusive")] = None,
-    to: Annotated[str | None, Query(description="ISO date (inclusive) or datetime (exclusive)")] = None,
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description="ISO date or datetime, inclusive",
+              json_schema_extra=_DATE_OR_DATETIME),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(description="ISO date (inclusive) or datetime (exclusive)",
+              json_schema_extra=_DATE_OR_DATETIME),
+    ] = None,
 ) -> UsageReport:
     start, end = _bound("from", from_, end=False), _bound("to", to, end=True)
     rows = await ledger.usage(engine, principal.user_id, group_by, start=start, end=end)

@@ -87,6 +87,18 @@ async def list_keys(engine: AsyncEngine, user_id: str | None = None) -> list[Key
     return [KeyInfo(**row._mapping) for row in await keys.list_keys(engine, user_id)]
 
 
+class AmbiguousKeyPrefix(ValueError):
+    """A prefix shared by several live keys: revoking "all of them" is never what was meant."""
+
+    def __init__(self, prefix: str, key_ids: list[str]) -> None:
+        super().__init__(
+            f"key prefix {prefix!r} matches {len(key_ids)} active keys ({', '.join(key_ids)}); "
+            "revoke one of them by its id"
+        )
+        self.prefix = prefix
+        self.key_ids = key_ids
+
+
 async def revoke_key(
     engine: AsyncEngine,
     key_id_or_prefix: str,
@@ -94,11 +106,30 @@ async def revoke_key(
     actor: str = "system",
     request_id: str | None = None,
 ) -> bool:
-
+    """Revoke the one live key with this id or prefix; False when there is none. A prefix
+    that names several live keys raises AmbiguousKeyPrefix and revokes nothing."""
     async with engine.begin() as conn:
-        revoked = [
-            {"key_id": r.id, "user_id": r.user_id} for r in await keys.revoke_key(conn, key_id_or_prefix)
-        ]
+        matches = await keys.live_matches(conn, key_id_or_prefix)
+        by_id = [m for m in matches if m.id == key_id_or_prefix]
+        ambiguous = [m.id for m in matches] if len(matches) > 1 and not by_id else []
+        if ambiguous:  # audited (committed), then refused
+            await audit.record(
+                conn, actor, "key.revoke", "ambiguous", request_id,
+                {"key": key_id_or_prefix, "matches": ambiguous},
+            )
+    if ambiguous:
+        raise AmbiguousKeyPrefix(key_id_or_prefix, ambiguous)
+    async with engine.begin() as conn:
+        matches = await keys.live_matches(conn, key_id_or_prefix)
+        by_id = [m for m in matches if m.id == key_id_or_prefix]
+        if len(matches) > 1 and not by_id:  # a second key with this prefix appeared meanwhile
+            raise AmbiguousKeyPrefix(key_id_or_prefix, [m.id for m in matches])
+        target = by_id or matches
+        revoked = []
+        if target:
+            row = await keys.revoke_key(conn, target[0].id)
+            if row is not None:
+                revoked.append({"key_id": row.id, "user_id": row.user_id})
         await audit.record(
             conn, actor, "key.revoke", "success" if revoked else "not_found", request_id,
             {"key": key_id_or_prefix, "revoked": revoked},

@@ -48,7 +48,8 @@ def env_names(name: str, field: FieldInfo) -> EnvNames:
 
 
 def is_secret(name: str, field: FieldInfo) -> bool:
-    return field.repr is False or bool(_SECRET_NAME.search(name))
+    # A URL is kept out of repr for the password inside it; shown, only that password is masked.
+    return (field.repr is False and not name.endswith("_url")) or bool(_SECRET_NAME.search(name))
 
 
 def _default(field: FieldInfo) -> Any:

@@ -65,6 +65,10 @@ def list_(
 @app.command("revoke")
 def revoke(key: str = typer.Argument(..., help="Key id or prefix."), data_dir: Path = DataDirOption) -> None:
     """Revoke a key by id or prefix; it stops working immediately."""
-    if not with_engine(data_dir, lambda e: api_keys.revoke_key(e, key, actor=cli_actor())):
+    try:
+        revoked = with_engine(data_dir, lambda e: api_keys.revoke_key(e, key, actor=cli_actor()))
+    except api_keys.AmbiguousKeyPrefix as exc:
+        raise fail(str(exc)) from None
+    if not revoked:
         raise fail(f"no active key with id or prefix {key!r}")
     console.print(f"revoked {key}")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
@@ -111,7 +111,7 @@ class _Running:
     temporal_metrics_url: str
     logs: Path
     key_file: Path
-    key: str
+    key: str = field(repr=False)  # the demo API key: shown once in the banner, never in a repr
 
 
 def _start_database(settings: Settings, data_dir: Path, stack: ExitStack) -> str:

@@ -36,12 +36,20 @@ _ALL_KEYS = select(
 ).order_by(col(ApiKey.created_at))
 _KEYS_OF_USER = _ALL_KEYS.where(ApiKey.user_id == sa.bindparam("user_id"))
 
-_REVOKE_KEY = (
-    sa.update(ApiKey)
+# Both the id and the public prefix name a key; a prefix may name several (8 hex digits).
+_LIVE_MATCHES = (
+    select(ApiKey.id, ApiKey.user_id, ApiKey.prefix)
     .where(
         sa.or_(ApiKey.id == sa.bindparam("id_or_prefix"), ApiKey.prefix == sa.bindparam("id_or_prefix")),
         col(ApiKey.revoked_at).is_(None),
     )
+    .order_by(col(ApiKey.created_at))
+    .with_for_update()
+)
+
+_REVOKE_KEY = (
+    sa.update(ApiKey)
+    .where(ApiKey.id == sa.bindparam("key_id"), col(ApiKey.revoked_at).is_(None))
     .values(revoked_at=sa.func.now())
     .returning(ApiKey.id, ApiKey.user_id)
 )
@@ -96,9 +104,15 @@ async def list_keys(engine: AsyncEngine, user_id: str | None = None) -> list[sa.
         return list((await conn.execute(_ALL_KEYS)).all())
 
 
-async def revoke_key(conn: AsyncConnection, id_or_prefix: str) -> list[sa.Row[Any]]:
-    """Revoke the live keys with this id or prefix; (id, user_id) of each one revoked."""
-    return list((await conn.execute(_REVOKE_KEY, {"id_or_prefix": id_or_prefix})).all())
+async def live_matches(conn: AsyncConnection, id_or_prefix: str) -> list[sa.Row[Any]]:
+    """The unrevoked keys this id or prefix names, locked until the transaction ends:
+    (id, user_id, prefix) of each, oldest first."""
+    return list((await conn.execute(_LIVE_MATCHES, {"id_or_prefix": id_or_prefix})).all())
+
+
+async def revoke_key(conn: AsyncConnection, key_id: str) -> sa.Row[Any] | None:
+    """Revoke the live key with this id; its (id, user_id), or None if there was none."""
+    return (await conn.execute(_REVOKE_KEY, {"key_id": key_id})).first()
 
 
 async def is_token_revoked(engine: AsyncEngine, jti: str) -> bool:

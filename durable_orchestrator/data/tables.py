@@ -360,6 +360,8 @@ class CircuitBreakerState(SQLModel, table=True):
     key: str = _text(primary_key=True)
     state: str = _text(default="closed", sa_column_kwargs={"server_default": "closed"})
     failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # consecutive
+    # Bumped on every state change: a verdict counts only for the generation its permit saw.
+    generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     open_until: datetime | None = _when()
     probe_started_at: datetime | None = _when()
     last_error: str | None = _text(default=None, nullable=True)

@@ -7,10 +7,10 @@ it we settle the difference with the real usage (the bucket may go negative: tha
 later callers instead of letting a burst through). The statements are in
 `durable_orchestrator.data.rate_buckets`.
 
-When a bucket is short, the caller either waits in the activity (short waits, heartbeating, so
-cancellation still works and no Temporal attempt is spent) or raises a retryable
-ApplicationError with `next_retry_delay` = when capacity returns, so Temporal waits and the
-provider never sees a 429 storm.
+When a bucket is short, the caller waits in the activity (heartbeating, so cancellation still
+works, and no Temporal attempt is spent) as long as the attempt's timeout allows
+(`llm/waiting.py`); past that it raises a retryable ApplicationError with `next_retry_delay` =
+when capacity returns, so Temporal waits and the provider never sees a 429 storm.
 
 Postgres, not Redis: it is always present and already shared; one short locked update per call
 is cheap next to an LLM call. Unset caps (the default) skip all of this.
@@ -27,12 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
 from durable_orchestrator.data import rate_buckets
+from durable_orchestrator.llm.waiting import wait_allowance
 
 log = structlog.get_logger(__name__)
 
 RATE_LIMITED = "LLMRateLimited"
-
-
 
 
 class _WaitOrRetry:
@@ -43,6 +42,7 @@ class _WaitOrRetry:
     rpm: int | None
     tpm: int | None
     max_wait_secs: float
+    call_secs: float = 60.0
 
     @property
     def enabled(self) -> bool:
@@ -61,11 +61,13 @@ class _WaitOrRetry:
             wait = await self._take(model, prompt_tokens)
             if wait <= 0:
                 return
-            if waited + wait > self.max_wait_secs:
+            allowed = wait_allowance(cap_secs=self.max_wait_secs - waited, call_secs=self.call_secs)
+            if wait > allowed:
                 log.info("llm_rate_limited", model=model, retry_in=round(wait, 2), store=self.store)
                 raise ApplicationError(
                     f"LLM rate limit for {model} reached (ORCH_LLM_RPM={self.rpm}, "
-                    f"ORCH_LLM_TPM={self.tpm}); capacity returns in {wait:.1f}s",
+                    f"ORCH_LLM_TPM={self.tpm}); capacity returns in {wait:.1f}s, past what this "
+                    f"attempt may wait (ORCH_LLM_WAIT_MAX_SECS, step timeout)",
                     type=RATE_LIMITED,
                     next_retry_delay=timedelta(seconds=math.ceil(wait)),
                 )
@@ -75,12 +77,19 @@ class _WaitOrRetry:
 
 class LLMRateLimiter(_WaitOrRetry):
     def __init__(
-        self, engine: AsyncEngine, *, rpm: int | None, tpm: int | None, max_wait_secs: float = 10.0
+        self,
+        engine: AsyncEngine,
+        *,
+        rpm: int | None,
+        tpm: int | None,
+        max_wait_secs: float = 10.0,
+        call_secs: float = 60.0,
     ) -> None:
         self.engine = engine
         self.rpm = rpm or None
         self.tpm = tpm or None
         self.max_wait_secs = max_wait_secs
+        self.call_secs = call_secs
 
     @property
     def enabled(self) -> bool:
@@ -102,7 +111,9 @@ class LLMRateLimiter(_WaitOrRetry):
         both take the last token, and the lock is held for microseconds, not a transaction.
         A call wanting more tokens than the cap reserves the cap: it could never be granted."""
         draws = [
-            rate_buckets.Draw(key, cap, 1.0 if key.startswith("rpm:") else min(float(prompt_tokens), cap))
+            rate_buckets.Draw(
+                key, cap, 1.0 if key.startswith("rpm:") else min(float(prompt_tokens), cap)
+            )
             for key, cap in self._caps(model).items()
         ]
         wait = await rate_buckets.take(self.engine, draws)
@@ -113,7 +124,9 @@ class LLMRateLimiter(_WaitOrRetry):
         if not self.tpm or used_tokens == reserved_tokens:
             return
         await rate_buckets.charge(
-            self.engine, f"tpm:{model}", cap=float(self.tpm),
+            self.engine,
+            f"tpm:{model}",
+            cap=float(self.tpm),
             tokens=float(used_tokens - min(reserved_tokens, self.tpm)),
         )
 
@@ -128,7 +141,13 @@ class RedisRateLimiter(_WaitOrRetry):
     store = "redis"
 
     def __init__(
-        self, redis_url: str, *, rpm: int | None, tpm: int | None, max_wait_secs: float = 10.0
+        self,
+        redis_url: str,
+        *,
+        rpm: int | None,
+        tpm: int | None,
+        max_wait_secs: float = 10.0,
+        call_secs: float = 60.0,
     ) -> None:
         from limits import RateLimitItemPerMinute
         from limits.aio.strategies import MovingWindowRateLimiter
@@ -141,6 +160,7 @@ class RedisRateLimiter(_WaitOrRetry):
         self.tpm_item = RateLimitItemPerMinute(tpm) if tpm else None
         self.rpm, self.tpm = rpm or None, tpm or None
         self.max_wait_secs = max_wait_secs
+        self.call_secs = call_secs
 
     @property
     def enabled(self) -> bool:
@@ -170,10 +190,19 @@ class RedisRateLimiter(_WaitOrRetry):
 
 
 def make_rate_limiter(
-    engine: AsyncEngine, *, redis_url: str | None, rpm: int | None, tpm: int | None,
+    engine: AsyncEngine,
+    *,
+    redis_url: str | None,
+    rpm: int | None,
+    tpm: int | None,
     max_wait_secs: float,
+    call_secs: float = 60.0,
 ) -> LLMRateLimiter | RedisRateLimiter:
     """Redis when REDIS_URL is set (and a cap is), else the Postgres buckets."""
     if redis_url and (rpm or tpm):
-        return RedisRateLimiter(redis_url, rpm=rpm, tpm=tpm, max_wait_secs=max_wait_secs)
-    return LLMRateLimiter(engine, rpm=rpm, tpm=tpm, max_wait_secs=max_wait_secs)
+        return RedisRateLimiter(
+            redis_url, rpm=rpm, tpm=tpm, max_wait_secs=max_wait_secs, call_secs=call_secs
+        )
+    return LLMRateLimiter(
+        engine, rpm=rpm, tpm=tpm, max_wait_secs=max_wait_secs, call_secs=call_secs
+    )

@@ -8,7 +8,9 @@ For a call asking for model M the chain is M followed by ORCH_MODEL_FALLBACKS (w
   next model exists, the call moves on to it at once; otherwise the error goes to Temporal,
   which retries the activity (honouring Retry-After);
 - non-retryable errors (400, 401, ...) are raised as they are: another model will not fix them;
-- if every model is refused by its breaker the call fails fast with a retryable
+- if every model is refused by its breaker the call waits inside the activity (heartbeating,
+  no attempt spent) until the first breaker half-opens, and tries the chain again; only when
+  the attempt has no time left for that wait (`llm/waiting.py`) does it fail with a retryable
   `CircuitOpen` error whose `next_retry_delay` is the time until the first breaker half-opens.
 
 The answering model is `Completion.model`, which the step row and the ledger record.
@@ -34,6 +36,7 @@ from durable_orchestrator.llm.limits import (
     make_rate_limiter,
 )
 from durable_orchestrator.llm.token_estimate import estimate_prompt_tokens
+from durable_orchestrator.llm.waiting import wait_allowance
 from durable_orchestrator.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -49,12 +52,16 @@ class LLMRouter:
         breakers: CircuitBreakers,
         limiter: LLMRateLimiter | RedisRateLimiter,
         fallbacks: list[str],
+        max_wait_secs: float = 0.0,
+        call_secs: float = 60.0,
     ) -> None:
         self.inner = inner
         self.provider = inner.provider
         self.breakers = breakers
         self.limiter = limiter
         self.fallbacks = list(fallbacks)
+        self.max_wait_secs = max_wait_secs
+        self.call_secs = call_secs
 
     @classmethod
     def from_settings(cls, inner: LLMClient, engine: AsyncEngine, settings: Settings) -> LLMRouter:
@@ -67,10 +74,16 @@ class LLMRouter:
                 probe_stale_secs=settings.llm_timeout_secs + 5,
             ),
             limiter=make_rate_limiter(
-                engine, redis_url=settings.redis_url, rpm=settings.llm_rpm, tpm=settings.llm_tpm,
-                max_wait_secs=settings.llm_rate_max_wait_secs,
+                engine,
+                redis_url=settings.redis_url,
+                rpm=settings.llm_rpm,
+                tpm=settings.llm_tpm,
+                max_wait_secs=settings.llm_wait_max_secs,
+                call_secs=settings.llm_timeout_secs,
             ),
             fallbacks=settings.model_fallbacks,
+            max_wait_secs=settings.llm_wait_max_secs,
+            call_secs=settings.llm_timeout_secs,
         )
 
     def breaker_key(self, model: str) -> str:
@@ -89,31 +102,50 @@ class LLMRouter:
         tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
         chain = self.chain(model)
-        refused: list[CircuitOpen] = []
-        for i, candidate in enumerate(chain):
-            try:
-                permit = await self.breakers.acquire(self.breaker_key(candidate))
-            except CircuitOpen as err:
-                refused.append(err)
-                continue
-            try:
-                completion = await self._call(
-                    permit, candidate, messages, max_tokens, response_format, tools,
-                    has_next=i + 1 < len(chain),
+        waited = 0.0
+        while True:
+            refused: list[CircuitOpen] = []
+            for i, candidate in enumerate(chain):
+                try:
+                    permit = await self.breakers.acquire(self.breaker_key(candidate))
+                except CircuitOpen as err:
+                    refused.append(err)
+                    continue
+                try:
+                    completion = await self._call(
+                        permit,
+                        candidate,
+                        messages,
+                        max_tokens,
+                        response_format,
+                        tools,
+                        has_next=i + 1 < len(chain),
+                    )
+                except _MoveOn:
+                    log.warning("llm_fallback", model=candidate, next_model=chain[i + 1])
+                    continue
+                if candidate != model:
+                    log.info("llm_answered_by_fallback", requested=model, model=candidate)
+                return completion
+            soonest = min(refused, key=lambda e: e.retry_in)
+            wait = max(soonest.retry_in.total_seconds(), 0.05)
+            allowed = wait_allowance(cap_secs=self.max_wait_secs - waited, call_secs=self.call_secs)
+            if wait > allowed:
+                raise ApplicationError(
+                    f"LLM circuit breaker open for {', '.join(chain)}; next probe in "
+                    f"{soonest.retry_in.total_seconds():.1f}s, past what this attempt may wait "
+                    f"(waited {waited:.1f}s; ORCH_LLM_WAIT_MAX_SECS, step timeout)",
+                    type=CIRCUIT_OPEN,
+                    next_retry_delay=max(soonest.retry_in, timedelta(seconds=1)),
                 )
-            except _MoveOn:
-                log.warning("llm_fallback", model=candidate, next_model=chain[i + 1])
-                continue
-            if candidate != model:
-                log.info("llm_answered_by_fallback", requested=model, model=candidate)
-            return completion
-        soonest = min(refused, key=lambda e: e.retry_in)
-        raise ApplicationError(
-            f"LLM circuit breaker open for {', '.join(chain)}; next probe in "
-            f"{soonest.retry_in.total_seconds():.1f}s",
-            type=CIRCUIT_OPEN,
-            next_retry_delay=max(soonest.retry_in, timedelta(seconds=1)),
-        )
+            log.info(
+                "llm_waiting_for_breaker",
+                models=chain,
+                wait_secs=round(wait, 2),
+                state=soonest.state,
+            )
+            await asyncio.sleep(wait)  # cancellable; the activity heartbeats meanwhile
+            waited += wait
 
     async def _call(
         self,
@@ -130,8 +162,11 @@ class LLMRouter:
         try:
             await self.limiter.acquire(model, reserved)
             completion = await self.inner.complete(
-                model=model, messages=messages, max_tokens=max_tokens,
-                response_format=response_format, tools=tools,
+                model=model,
+                messages=messages,
+                max_tokens=max_tokens,
+                response_format=response_format,
+                tools=tools,
             )
         except ApplicationError as err:
             if err.type == RATE_LIMITED:

@@ -68,6 +68,9 @@ class TaskInput:
     search_attributes: bool = False
     # The task has a webhook_url (in tasks.options): send it when the task ends.
     webhook: bool = False
+    # Step titles (derived from the user's text) in the workflow's current details, which
+    # every Web UI user can read (ORCH_TEMPORAL_USER_TEXT).
+    show_user_text: bool = False
     # Set when an earlier run of this task handed over by continue-as-new.
     resume: Resume | None = None
 

@@ -36,10 +36,10 @@ def execution_policy(settings: Settings) -> ExecutionPolicy:
 
 
 def plan_timeout_secs(settings: Settings) -> float:
-    """plan_task makes up to two LLM calls (the plan and its repair), each of which may first
-    wait for rate capacity; the margin covers the memory search and the writes."""
-    per_call = settings.llm_timeout_secs + settings.llm_rate_max_wait_secs
-    return max(settings.step_timeout_secs, 2 * per_call + 30.0)
+    """plan_task makes up to two LLM calls (the plan and its repair); the margin covers the
+    memory search and the writes. Waits for a breaker or rate capacity fit in what is left of
+    the attempt (llm/waiting.py), so they need no room of their own."""
+    return max(settings.step_timeout_secs, 2 * settings.llm_timeout_secs + 30.0)
 
 
 async def start_task_workflow(
@@ -62,12 +62,14 @@ async def start_task_workflow(
             policy=execution_policy(settings),
             search_attributes=settings.search_attributes,
             webhook=webhook,
+            show_user_text=settings.temporal_user_text,
         ),
         id=workflow_id_for(task_id),
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        static_summary=description[:200],
+        # Every Web UI user reads the summary: the user's text only when the operator opts in.
+        static_summary=description[:200] if settings.temporal_user_text else f"task {task_id}",
         search_attributes=search_attributes.initial(user_id)
         if settings.search_attributes
         else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
@@ -68,3 +69,25 @@ async def test_token_revoked_once_and_audited_each_time(engine: AsyncEngine) -> 
             )
         ).scalars().all()
     assert outcomes == ["success", "already_revoked"]
+
+
+async def test_a_prefix_shared_by_two_live_keys_revokes_nothing(engine) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    prefix = uuid.uuid4().hex[:8]
+    ids = [f"key_{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    async with engine.begin() as conn:
+        await keys.add_user(conn, user)
+        for i, key_id in enumerate(ids):
+            await keys.add_key(
+                conn, key_id=key_id, user_id=user, prefix=prefix, key_hash=f"h-{key_id}-{i}",
+                name=None, scopes=["tasks:read"], expires_at=None,
+            )
+
+    with pytest.raises(api_keys.AmbiguousKeyPrefix) as err:
+        await api_keys.revoke_key(engine, prefix)
+    assert prefix in str(err.value) and all(i in str(err.value) for i in ids)
+    assert [k.revoked_at for k in await api_keys.list_keys(engine, user)] == [None, None]
+
+    assert await api_keys.revoke_key(engine, ids[0])  # by id: exactly that one
+    assert await api_keys.revoke_key(engine, prefix)  # now the prefix names one live key
+    assert all(k.revoked_at is not None for k in await api_keys.list_keys(engine, user))

@@ -12,6 +12,7 @@ from collections import defaultdict
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
+from durable_orchestrator.auth.api_keys import create_key
 from durable_orchestrator.devstack import temporal_binary
 from fake_openai import Faults, Reply
 from tests.utils import Stack, running_stack
@@ -96,7 +97,8 @@ async def test_non_retryable_400_on_a_step_fails_once_with_the_provider_message(
 
 
 async def _readyz_breakers(stack: Stack) -> dict[str, dict]:
-    resp = await stack.http.get("/readyz")
+    admin, _ = await create_key(stack.engine, f"ops-{uuid.uuid4().hex[:6]}", scopes=("admin",))
+    resp = await stack.http.get("/readyz", headers={"X-API-Key": admin})  # details: admin only
     assert resp.status_code == 200, resp.text  # an open breaker never makes us unready
     return {b["model"]: b for b in resp.json()["checks"]["breakers"]["breakers"]}
 
@@ -107,6 +109,7 @@ async def test_breaker_opens_fallback_answers_probe_closes(base_settings, tempor
         base_settings, temporal_client, fake_llm,
         model=primary, model_fallbacks=[fallback],
         circuit_breaker_threshold=3, circuit_breaker_timeout_secs=60, retry_max_attempts=10,
+        readyz_cache_secs=0,  # each look sees the breaker as it is now
     ) as stack:
         fake_llm.faults = Faults(rate_500=1.0, models={primary})
         first = await stack.wait(await stack.submit("Describe the water cycle"), timeout=60)

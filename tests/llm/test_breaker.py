@@ -77,7 +77,40 @@ async def test_concurrent_failures_from_many_workers_are_all_counted(engine) -> 
     assert results.count(True) == 8
     states = {s["breaker"]: s for s in await breaker_states(engine)}
     assert states[key]["state"] == "open"
-    assert states[key]["failures"] == 12
+    # The 6th..12th were admitted before it opened: their verdicts are about the old state.
+    assert states[key]["failures"] == 5
+
+
+async def test_a_call_admitted_while_closed_cannot_close_an_open_breaker(engine) -> None:
+    key = f"prov:m-{uuid.uuid4().hex[:6]}"
+    cb = CircuitBreakers(engine, threshold=2, open_secs=30)
+    slow = await cb.acquire(key)  # admitted while closed, answers late
+    await cb.failure(await cb.acquire(key), "500")
+    slow_but_seen_failure = await cb.acquire(key)
+    assert await cb.failure(await cb.acquire(key), "500") is True
+    await cb.success(slow)
+    await cb.success(slow_but_seen_failure)  # saw a failure, so it takes the lock: still stale
+    with pytest.raises(CircuitOpen) as err:
+        await cb.acquire(key)
+    assert err.value.state == "open"
+
+
+async def test_a_late_failure_does_not_count_against_a_breaker_a_probe_closed(engine) -> None:
+    key = f"prov:m-{uuid.uuid4().hex[:6]}"
+    cb = CircuitBreakers(engine, threshold=2, open_secs=0.2)
+    before = [await cb.acquire(key) for _ in range(3)]
+    await cb.failure(before[0], "500")
+    assert await cb.failure(before[1], "500") is True
+    await asyncio.sleep(0.3)
+    probe = await cb.acquire(key)
+    assert probe.probe
+    await cb.success(probe)
+    assert await cb.failure(before[2], "500 from before the outage ended") is False
+    assert [s["failures"] for s in await breaker_states(engine) if s["breaker"] == key] == [0]
+    late_probe_verdict = probe  # a probe answering twice (a retry) is stale as well
+    await cb.failure(await cb.acquire(key), "500")
+    await cb.success(late_probe_verdict)
+    assert [s["failures"] for s in await breaker_states(engine) if s["breaker"] == key] == [1]
 
 
 async def test_rate_limiter_shares_rpm_and_returns_next_retry_delay(engine) -> None:

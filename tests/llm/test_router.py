@@ -31,9 +31,13 @@ async def router_factory(base_settings, engine, fake_llm):  # type: ignore[no-un
         await r.close()
 
 
-async def test_open_breaker_without_fallback_fails_fast_with_time_to_half_open(router_factory, fake_llm) -> None:
+async def test_open_breaker_past_the_wait_allowance_fails_with_time_to_half_open(
+    router_factory, fake_llm
+) -> None:
     model = f"solo-{uuid.uuid4().hex[:6]}"
-    router = router_factory(circuit_breaker_threshold=2, circuit_breaker_timeout_secs=20)
+    router = router_factory(
+        circuit_breaker_threshold=2, circuit_breaker_timeout_secs=20, llm_wait_max_secs=5
+    )
     fake_llm.faults = Faults(rate_503=1.0)
     for _ in range(2):
         with pytest.raises(ApplicationError) as err:
@@ -75,3 +79,16 @@ async def test_cancelled_probe_frees_the_half_open_slot(router_factory, fake_llm
         await probe
     answer = await router.complete(model=model, messages=MSGS)  # the next caller probes, closes
     assert answer.model == model
+
+
+async def test_open_breaker_without_fallback_waits_for_the_probe_instead_of_failing(
+    router_factory, fake_llm
+) -> None:
+    model = f"wait-{uuid.uuid4().hex[:6]}"
+    router = router_factory(circuit_breaker_threshold=1, circuit_breaker_timeout_secs=0.5)
+    fake_llm.script(Reply(status=503), Reply(content="back again"), model=model)
+    with pytest.raises(ApplicationError):
+        await router.complete(model=model, messages=MSGS)  # opens the breaker
+    answer = await router.complete(model=model, messages=MSGS)  # waits, then is the probe
+    assert answer.content == "back again"
+    assert len(fake_llm.requests) == 2  # the waiting call did not knock while it was open

@@ -60,7 +60,7 @@ async def build_worker(
         raise
     # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4);
     # spans and metrics sit inside them, so each model actually tried is measured.
-    llm = LLMRouter.from_settings(InstrumentedLLM(make_llm_client(settings)), engine, settings)
+    llm = LLMRouter.from_settings(InstrumentedLLM(make_llm_client(settings), log_prompts=settings.log_prompts), engine, settings)
     memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process
     memory.start_background()
     acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory, tools=tools)

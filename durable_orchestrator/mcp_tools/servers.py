@@ -24,8 +24,10 @@ import mcp_types
 import structlog
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ListenNotSupportedError
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types.jsonrpc import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from durable_orchestrator.mcp_tools.config import TOOL_NAME_PATTERN, McpServerConfig
 from durable_orchestrator.mcp_tools.results import capped, result_text, schema_problem
@@ -36,6 +38,7 @@ log = structlog.get_logger(__name__)
 Publish = Callable[[str, list[Tool]], Awaitable[None]]
 _NAME_OK = re.compile(TOOL_NAME_PATTERN)
 _MAX_DESCRIPTION = 1024
+_CONNECTION_ERRORS = (CONNECTION_CLOSED, REQUEST_TIMEOUT)
 
 
 class McpUnavailable(Exception):
@@ -84,9 +87,10 @@ class McpServers:
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        if self._tasks:
+            _done, stuck = await asyncio.wait(self._tasks, timeout=10)
+            for t in stuck:
+                log.warning("mcp_server_close_timeout", task=t.get_name())
         self._tasks.clear()
 
     def status(self) -> dict[str, str | None]:
@@ -108,6 +112,8 @@ class McpServers:
                         await self._list_and_register(conn, client)
                     conn.client, conn.error, backoff = client, None, 1.0
                     conn.first_attempt.set()
+                    listener = asyncio.create_task(_listen_for_changes(client, conn))
+                    stack.push_async_callback(_cancel, listener)
                     while True:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(conn.changed.wait(), self.refresh_interval)
@@ -211,14 +217,45 @@ class McpServers:
             raise McpUnavailable(f"MCP server {server!r} is not connected ({conn.error})")
         try:
             result = await conn.client.call_tool(tool, arguments)
-        except MCPError as exc:  # the server refused the call: retrying will not help
+        except MCPError as exc:
+            if exc.code in _CONNECTION_ERRORS:
+                conn.changed.set()
+                raise McpUnavailable(
+                    f"MCP server {server!r} did not answer {tool!r}: {exc.error.message}"
+                ) from None
+            # The server refused the call: retrying will not help.
             raise ToolError(
                 f"MCP server {server!r} refused {tool!r}: {exc.error.message}"
+            ) from None
+        except Exception as exc:  # the connection failed; the server's task reconnects
+            conn.changed.set()
+            raise McpUnavailable(
+                f"MCP server {server!r} did not answer {tool!r}: {_describe(exc)}"
             ) from None
         text = capped(result_text(result), self.max_result_chars)
         if result.is_error:
             raise ToolError(f"MCP tool {tool!r} on {server!r} reported an error: {text}")
         return text
+
+
+async def _listen_for_changes(client: Client, conn: _Connection) -> None:
+    """Servers on the 2026-07-28 protocol announce tool changes on a `subscriptions/listen`
+    stream; older ones send `notifications/tools/list_changed` (the client's message handler).
+    Either way the server's task re-lists; without either, the periodic re-list still does."""
+    try:
+        async with client.listen(tools_list_changed=True) as events:
+            async for _event in events:
+                conn.changed.set()
+    except ListenNotSupportedError:
+        return
+    except Exception as exc:  # a dropped stream: re-list now, which reconnects if need be
+        log.info("mcp_listen_ended", server=conn.config.name, error=_describe(exc))
+        conn.changed.set()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.wait([task])  # not `await task`: that would swallow our own cancellation
 
 
 def _describe(exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 name of FastMCP). Run `python tests/tools/mcp_server_app.py stdio` or `... http PORT`.
 
 Tools: `lookup` (a fixed fact per city), `shout` (fails for empty text), `huge` (a result far
-over any cap), `hang` (never answers) and `broken` (listed with a malformed input schema)."""
+over any cap), `hang` (never answers), `broken` (listed with a malformed input schema) and
+`grow` (adds a tool `echo` and tells subscribers the tool list changed)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from typing import Any
 
 import mcp_types
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 FACTS = {
@@ -55,6 +56,17 @@ def huge(size: int = 200_000) -> str:
 async def hang() -> str:
     await asyncio.Event().wait()
     return "unreachable"
+
+
+def echo(text: str) -> str:
+    return text
+
+
+@server.tool(description="Add the tool `echo` to this server.")
+async def grow(ctx: Context) -> str:
+    server.add_tool(echo, description="Echo a text.")
+    await ctx.notify_tools_changed()
+    return "grown"
 
 
 def main(argv: list[str]) -> Any:

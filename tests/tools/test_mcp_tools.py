@@ -30,24 +30,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.2),
+        ):
+            return
+        assert proc.poll() is None, "the MCP test server exited"
+        assert time.monotonic() < deadline, "the MCP test server did not start"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, APP, "http", str(port)], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, APP, "http", str(port)],
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), timeout=0.2),
-            ):
-                break
-            assert proc.poll() is None, "the MCP test server exited"
-            assert time.monotonic() < deadline, "the MCP test server did not start"
-            time.sleep(0.1)
+        wait_for_port(proc, port)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        proc.terminate()
+        proc.kill()  # uvicorn's graceful stop would wait for clients' open streams
         proc.wait(10)
 
 

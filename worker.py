@@ -27,6 +27,7 @@ from durable_orchestrator.data.engine import create_engine
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
 from durable_orchestrator.llm.providers import make_llm_client
 from durable_orchestrator.llm.router import LLMRouter
+from durable_orchestrator.mcp_tools.config import catalog_freshness_secs
 from durable_orchestrator.mcp_tools.servers import McpServers, catalog_row
 from durable_orchestrator.settings import Settings, get_settings
 from durable_orchestrator.telemetry import metrics
@@ -104,6 +105,10 @@ async def build_worker(
 async def _tool_registry(settings: Settings, engine: Any) -> tuple[ToolRegistry, McpServers | None]:
     """The built-ins, plus the MCP servers' tools when servers are configured (each worker
     connects to them itself and records what it registered for `GET /tools`)."""
+    try:
+        await tool_catalog.delete_stale(engine, catalog_freshness_secs(settings))
+    except Exception as exc:  # housekeeping only
+        log.warning("tool_catalog_cleanup_failed", error=str(exc))
     if not settings.mcp_servers:
         return REGISTRY, None
     tools = REGISTRY.layered()

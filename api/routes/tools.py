@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import EngineDep, require
+from api.deps import EngineDep, SettingsDep, require
 from api.errors import ERROR_RESPONSES, APIError
 from durable_orchestrator.auth.api_keys import Principal
 from durable_orchestrator.data import tool_catalog
+from durable_orchestrator.mcp_tools.config import catalog_freshness_secs
 from durable_orchestrator.tools import REGISTRY
 from planner.agents import AGENTS
 
@@ -51,6 +52,7 @@ def _agents_of(name: str, configured: list[str]) -> list[str]:
 async def list_tools(
     _user: ReadUser,
     engine: EngineDep,
+    settings: SettingsDep,
     agent: Annotated[str | None, Query(description="Only the tools this agent may call.")] = None,
 ) -> ToolList:
     if agent is not None and agent not in AGENTS:
@@ -83,7 +85,7 @@ async def list_tools(
             timeout_secs=r.timeout_secs,
             capabilities=r.capabilities,
         )
-        for r in await tool_catalog.list_tools(engine)
+        for r in await tool_catalog.list_tools(engine, catalog_freshness_secs(settings))
         if r.name not in REGISTRY.tools
     ]
     if agent is not None:

@@ -114,6 +114,11 @@ class McpServerConfig(BaseModel):
         )
 
 
+def catalog_freshness_secs(settings: Any) -> float:
+    """Catalog rows not renewed for this long (three missed re-lists) are stale."""
+    return 3 * settings.mcp_refresh_interval_secs + settings.mcp_connect_timeout_secs
+
+
 def load_servers_file(path: Path) -> list[dict[str, Any]]:
     """The raw server list of a JSON or YAML file (validated by Settings)."""
     try:

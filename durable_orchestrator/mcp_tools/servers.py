@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import mcp_types
 import structlog
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -108,7 +110,7 @@ class McpServers:
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     async with asyncio.timeout(self.connect_timeout):
-                        client = await stack.enter_async_context(self._client(conn))
+                        client = await stack.enter_async_context(self._client(conn, stack))
                         await self._list_and_register(conn, client)
                     conn.client, conn.error, backoff = client, None, 1.0
                     conn.first_attempt.set()
@@ -134,7 +136,7 @@ class McpServers:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.refresh_interval)
 
-    def _client(self, conn: _Connection) -> Client:
+    def _client(self, conn: _Connection, stack: contextlib.AsyncExitStack) -> Client:
         cfg = conn.config
 
         async def on_message(message: Any) -> None:
@@ -142,9 +144,10 @@ class McpServers:
                 conn.changed.set()
 
         if cfg.command:
-            server: Any = StdioServerParameters(
+            params = StdioServerParameters(
                 command=cfg.command, args=cfg.args, env=cfg.env or None, cwd=cfg.cwd
             )
+            server: Any = stdio_client(params, errlog=_stderr_to_log(cfg.name, stack))
         else:
             assert cfg.url is not None
             http = create_mcp_http_client(headers=cfg.headers or None)
@@ -256,6 +259,24 @@ async def _listen_for_changes(client: Client, conn: _Connection) -> None:
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.wait([task])  # not `await task`: that would swallow our own cancellation
+
+
+def _stderr_to_log(server: str, stack: contextlib.AsyncExitStack) -> TextIO:
+    """A pipe for a stdio server's stderr whose lines become log events (`mcp_server_stderr`),
+    so the worker's stderr stays one JSON object per line. Our end closes with the connection;
+    the reader stops when the server process is gone too."""
+    read_fd, write_fd = os.pipe()
+    errlog = os.fdopen(write_fd, "w")
+    stack.callback(errlog.close)
+
+    def forward() -> None:
+        with os.fdopen(read_fd, errors="replace") as lines:
+            for line in lines:
+                if line.strip():
+                    log.info("mcp_server_stderr", server=server, line=line.rstrip()[:2000])
+
+    threading.Thread(target=forward, name=f"mcp-stderr-{server}", daemon=True).start()
+    return errlog
 
 
 def _describe(exc: BaseException) -> str:

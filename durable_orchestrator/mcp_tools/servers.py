@@ -22,14 +22,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import httpx2
 import mcp_types
 import structlog
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from pydantic import ValidationError
 
 from durable_orchestrator.mcp_tools.config import TOOL_NAME_PATTERN, McpServerConfig
 from durable_orchestrator.mcp_tools.results import capped, result_text, schema_problem
@@ -99,10 +100,6 @@ class McpServers:
         """Server name -> None when connected, else why not."""
         return {name: c.error for name, c in self._conns.items()}
 
-    async def refresh(self, server: str) -> None:
-        """Ask a server's task to re-list its tools now."""
-        self._conns[server].changed.set()
-
     async def _supervise(self, conn: _Connection) -> None:
         cfg = conn.config
         backoff = 1.0
@@ -150,7 +147,11 @@ class McpServers:
             server: Any = stdio_client(params, errlog=_stderr_to_log(cfg.name, stack))
         else:
             assert cfg.url is not None
-            http = create_mcp_http_client(headers=cfg.headers or None)
+            # The SDK's own timeouts: a server may hold a response stream open for minutes.
+            http = httpx2.AsyncClient(
+                headers=cfg.headers or None, timeout=httpx2.Timeout(30.0, read=300.0)
+            )
+            stack.push_async_callback(http.aclose)
             server = streamable_http_client(cfg.url, http_client=http)
         # The SDK's response cache would serve a stale tools/list after a change; re-lists ask.
         return Client(server, message_handler=on_message, cache=None)
@@ -229,6 +230,10 @@ class McpServers:
             # The server refused the call: retrying will not help.
             raise ToolError(
                 f"MCP server {server!r} refused {tool!r}: {exc.error.message}"
+            ) from None
+        except ValidationError as exc:  # the answer does not fit the protocol
+            raise ToolError(
+                f"MCP server {server!r} sent a malformed result for {tool!r}: {_describe(exc)}"
             ) from None
         except Exception as exc:  # the connection failed; the server's task reconnects
             conn.changed.set()

@@ -3,7 +3,8 @@ name of FastMCP). Run `python tests/tools/mcp_server_app.py stdio` or `... http 
 
 Tools: `lookup` (a fixed fact per city), `shout` (fails for empty text), `huge` (a result far
 over any cap), `hang` (never answers), `broken` (listed with a malformed input schema) and
-`grow` (adds a tool `echo` and tells subscribers the tool list changed)."""
+`grow` (adds a tool `echo` and tells subscribers the tool list changed), `header` (the value of
+a request header the client sent)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ def huge(size: int = 200_000) -> str:
 async def hang() -> str:
     await asyncio.Event().wait()
     return "unreachable"
+
+
+@server.tool(description="The value of an HTTP request header (streamable HTTP only).")
+def header(name: str, ctx: Context) -> str:
+    request = ctx.request_context.request
+    return request.headers.get(name, "(absent)") if request is not None else "(not HTTP)"
 
 
 def echo(text: str) -> str:

@@ -121,7 +121,13 @@ async def test_http_tool_arguments_are_checked_against_the_schema_before_the_cal
 ) -> None:
     fake_llm.script(
         plan_reply(("analyst", "Compare cities", [])),
-        Reply(tool_calls=[("web_lookup", {"city": 5}), ("web_lookup", {"city": "Oslo"})]),
+        Reply(
+            tool_calls=[
+                ("web_lookup", {"city": 5}),
+                ("web_lookup", {"city": "Oslo"}),
+                ("web_header", {"name": "X-Test"}),
+            ]
+        ),
         Reply(content="Oslo is smaller."),
     )
     server = McpServerConfig(
@@ -133,12 +139,13 @@ async def test_http_tool_arguments_are_checked_against_the_schema_before_the_cal
         task = await stack.wait(await stack.submit("Compare Oslo"))
 
     assert task["status"] == "completed", task
-    rejected, ok = task["steps"][0]["tool_calls"]
+    rejected, ok, header = task["steps"][0]["tool_calls"]
+    assert header["result"] == "1"  # the configured header reached the server
     assert rejected["status"] == "rejected"
     assert "invalid arguments for 'web_lookup'" in rejected["error"] and "city" in rejected["error"]
     assert ok["status"] == "succeeded" and ok["result"] == "Oslo: population 0.7 million."
     names = [a.name for a in await activity_runs(stack, task["workflow_id"])]
-    assert names.count("run_tool") == 1  # the invalid call never ran
+    assert names.count("run_tool") == 2  # the invalid call never ran
 
 
 async def test_an_mcp_tool_can_need_approval_like_a_builtin(

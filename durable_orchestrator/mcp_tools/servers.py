@@ -119,9 +119,9 @@ class McpServers:
                         conn.changed.clear()
                         async with asyncio.timeout(self.connect_timeout):
                             await self._list_and_register(conn, client)
-            except asyncio.CancelledError:
-                raise
             except BaseException as exc:  # anything a server does ends only its own connection
+                if _we_are_stopping(exc):
+                    raise
                 conn.client, conn.error = None, _describe(exc)
                 log.warning(
                     "mcp_server_unavailable",
@@ -259,6 +259,15 @@ async def _listen_for_changes(client: Client, conn: _Connection) -> None:
     except Exception as exc:  # a dropped stream: re-list now, which reconnects if need be
         log.info("mcp_listen_ended", server=conn.config.name, error=_describe(exc))
         conn.changed.set()
+
+
+def _we_are_stopping(exc: BaseException) -> bool:
+    """Our own cancellation (close, worker shutdown), possibly wrapped by the SDK's task groups,
+    as opposed to the SDK cancelling its own work because the connection failed."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return True
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

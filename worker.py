@@ -21,11 +21,14 @@ from activities.memory_activities import MemoryActivities
 from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
+from durable_orchestrator.data import tool_catalog
 from durable_orchestrator.data.engine import create_engine
 from durable_orchestrator.llm.budget import warm_up
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
 from durable_orchestrator.llm.providers import make_llm_client
 from durable_orchestrator.llm.router import LLMRouter
+from durable_orchestrator.mcp_tools.config import catalog_freshness_secs
+from durable_orchestrator.mcp_tools.servers import McpServers, catalog_row
 from durable_orchestrator.outbound import checked_client
 from durable_orchestrator.settings import Settings, get_settings
 from durable_orchestrator.telemetry import metrics
@@ -34,6 +37,7 @@ from durable_orchestrator.telemetry.tracing import setup_tracing, tracing_interc
 from durable_orchestrator.temporal.client import connect, metrics_runtime
 from durable_orchestrator.temporal.reconciler import start_reconciler, stop_reconciler
 from durable_orchestrator.temporal.schedules import ensure_schedules
+from durable_orchestrator.tools import REGISTRY, Tool, ToolRegistry
 from memory.service import MemoryService
 from planner.agents import AGENTS
 from workflows.maintenance import MAINTENANCE_WORKFLOWS
@@ -52,22 +56,29 @@ async def build_worker(
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set DATABASE_URL")
     engine = create_engine(settings.database_url, pool_size=20)
+    try:
+        tools, mcp = await _tool_registry(settings, engine)
+    except BaseException:
+        await engine.dispose()
+        raise
     # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4);
     # spans and metrics sit inside them, so each model actually tried is measured.
     # Prices and tokenizers load here, off the event loop; a broken ORCH_PRICES_FILE stops the
     # worker now rather than failing tasks.
     await asyncio.to_thread(warm_up, settings, [a.model for a in AGENTS.values() if a.model])
-    instrumented = InstrumentedLLM(make_llm_client(settings), prices_file=settings.prices_file)
+    instrumented = InstrumentedLLM(
+        make_llm_client(settings), prices_file=settings.prices_file, log_prompts=settings.log_prompts
+    )
     llm = LLMRouter.from_settings(instrumented, engine, settings)
     memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process
     memory.start_background()
-    acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory)
+    acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory, tools=tools)
     memory_acts = MemoryActivities(memory=memory, settings=settings)
 
     async def memory_search(user_id: str, query: str, limit: int) -> list[dict[str, Any]]:
         return [hit.as_dict() for hit in await memory.search(user_id, query, limit)]
 
-    tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=memory_search)
+    tool_acts = ToolActivities(engine=engine, settings=settings, memory_search=memory_search, tools=tools)
     webhook_http = checked_client(
         private_hosts=settings.webhook_private_hosts, timeout=settings.webhook_timeout_secs
     )
@@ -98,10 +109,40 @@ async def build_worker(
         )
     finally:
         await stop_reconciler(reconciler)
+        if mcp is not None:
+            await mcp.close()
         await webhook_http.aclose()
         await memory.close()
         await llm.close()
         await engine.dispose()
+
+
+async def _tool_registry(settings: Settings, engine: Any) -> tuple[ToolRegistry, McpServers | None]:
+    """The built-ins, plus the MCP servers' tools when servers are configured (each worker
+    connects to them itself and records what it registered for `GET /tools`)."""
+    try:
+        await tool_catalog.delete_stale(engine, catalog_freshness_secs(settings))
+    except Exception as exc:  # housekeeping only
+        log.warning("tool_catalog_cleanup_failed", error=str(exc))
+    if not settings.mcp_servers:
+        return REGISTRY, None
+    tools = REGISTRY.layered()
+
+    async def publish(origin: str, registered: list[Tool]) -> None:
+        try:
+            await tool_catalog.replace_origin(engine, origin, [catalog_row(t) for t in registered])
+        except Exception as exc:  # the tools still work; only GET /tools is behind
+            log.warning("tool_catalog_write_failed", origin=origin, error=str(exc))
+
+    mcp = McpServers(
+        settings.mcp_servers, tools, known_agents=AGENTS,
+        connect_timeout_secs=settings.mcp_connect_timeout_secs,
+        refresh_interval_secs=settings.mcp_refresh_interval_secs,
+        max_result_chars=settings.mcp_max_result_chars, publish=publish,
+    )
+    await mcp.start()
+    log.info("mcp_servers_started", servers=mcp.status())
+    return tools, mcp
 
 
 def _has_tracing(client: Client) -> bool:

@@ -138,7 +138,7 @@ class TaskActivities:
         agent = get_agent(ctx.agent)
         model = agent.model or self.settings.model
         final_turn = inp.turn >= max(1, inp.max_turns) - 1
-        offered = () if final_turn else tuple(t for t in agent.tools if t in self.tools.tools)
+        offered = () if final_turn else self.tools.allowed_for(agent.name, agent.tools)
         tools = self.tools.openai_tools(offered) or None
         prompt, messages = await self._messages(inp, ctx, agent, final_turn)
         # Read after the prompt was built, so they cover at least what it contains.
@@ -225,7 +225,9 @@ class TaskActivities:
                 new_calls.append(call)
                 continue
             try:
-                tool, _ = self.tools.validate(req.name, req.arguments, agent.tools)
+                tool, _ = self.tools.validate(
+                    req.name, req.arguments, self.tools.allowed_for(agent.name, agent.tools)
+                )
             except ToolRejected as exc:
                 call.status, call.error = "rejected", str(exc)
                 log.warning("tool_call_rejected", task_id=inp.task_id, step=inp.index,

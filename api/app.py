@@ -13,6 +13,7 @@ from api.http_metrics import install_observability
 from api.middleware import BodySizeLimit, RequestContext
 from api.routes import admin, approvals, events, health, tasks, usage
 from api.routes import memory as memory_routes
+from api.routes import tools as tools_routes
 from durable_orchestrator.data.engine import create_engine
 from durable_orchestrator.settings import Settings, get_settings
 from durable_orchestrator.telemetry.logs import configure_logging
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "admin", "description": "Operator actions (scope `admin`)"},
             {"name": "health", "description": "Liveness and readiness"},
             {"name": "memory", "description": "Long-term memory: remember, search by meaning, forget"},
+            {"name": "tools", "description": "Tools the agents may call: built-in and from MCP servers"},
         ],
     )
     app.state.settings = settings
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(memory_routes.router)
+    app.include_router(tools_routes.router)
     openapi_doc.apply_settings(app, settings)
     return app
 

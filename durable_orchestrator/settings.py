@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from durable_orchestrator.mcp_tools.config import McpServerConfig, load_servers_file
+
 PLACEHOLDER_SECRETS = frozenset({"change-me", "changethis", "changeme", "secret"})
 
 
@@ -201,6 +203,22 @@ class Settings(BaseSettings):
     http_get_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts the `http_get` tool may fetch (`.example.com` allows subdomains); empty = every call refused.",
+    )
+    mcp_servers: list[McpServerConfig] = Field(
+        default_factory=list,
+        description="MCP tool servers, as a JSON list (format and example: docs/agents-and-tools.md).",
+    )
+    mcp_servers_file: Path | None = Field(
+        None, description="A JSON or YAML file with more MCP servers (same format as `ORCH_MCP_SERVERS`)."
+    )
+    mcp_connect_timeout_secs: float = Field(
+        10.0, gt=0, description="Worker start waits this long for each MCP server's tool list; a slower server's tools come later."
+    )
+    mcp_refresh_interval_secs: float = Field(
+        300.0, gt=0, description="Re-list each MCP server's tools (and reconnect one that is down) this often."
+    )
+    mcp_max_result_chars: int = Field(
+        16_000, gt=0, description="Longest MCP tool result kept and shown to the LLM; the rest is cut with a note."
     )
     http_get_private_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -394,6 +412,17 @@ class Settings(BaseSettings):
             problems.append("ORCH_JWT_PUBLIC_KEY is missing while RS256 tokens are enabled")
         if problems:
             raise ValueError("refusing to start with environment=production: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _mcp_servers_from_file(self) -> Settings:
+        if self.mcp_servers_file is not None:
+            raw = load_servers_file(self.mcp_servers_file)
+            self.mcp_servers = [*self.mcp_servers, *(McpServerConfig.model_validate(s) for s in raw)]
+        names = [s.name for s in self.mcp_servers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"ORCH_MCP_SERVERS: server names must be unique; repeated: {', '.join(duplicates)}")
         return self
 
     @field_validator(

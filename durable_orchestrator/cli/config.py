@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
-from pydantic import AliasChoices, ValidationError
+from pydantic import AliasChoices, BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -75,6 +75,9 @@ def _type_name(annotation: Any) -> str:
     if get_origin(annotation) is Literal:
         return "one of " + ", ".join(f"`{a}`" for a in get_args(annotation))
     if get_origin(annotation) in (list, tuple):
+        (item, *_) = get_args(annotation) or (str,)
+        if isinstance(item, type) and issubclass(item, BaseModel):  # parsed as JSON by pydantic-settings
+            return "JSON list"
         return "comma-separated list"
     names = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))

@@ -403,3 +403,23 @@ class Memory(SQLModel, table=True):
     source_key: str | None = _text(default=None, nullable=True)
     created_at: datetime | None = _created()
     deleted_at: datetime | None = _when()
+
+
+# --- tools the workers registered from MCP servers (GET /tools reads them) --------------------
+
+
+class CatalogTool(SQLModel, table=True):
+    """A tool a worker registered from an MCP server; replaced per origin on every re-list, so
+    the API can list them without connecting to the servers itself."""
+
+    __tablename__ = "tool_catalog"
+
+    name: str = _text(primary_key=True)
+    origin: str = _text(index=True)  # mcp:<server>
+    description: str = _text(default="")
+    parameters: dict[str, Any] = _json()
+    agents: list[str] = Field(default_factory=list, sa_type=ARRAY(sa.Text), nullable=False)
+    requires_approval: bool = Field(default=False)
+    timeout_secs: float = Field(sa_type=sa.Float)
+    capabilities: dict[str, Any] = _json()
+    updated_at: datetime | None = _created()

@@ -1,7 +1,7 @@
 """Tracing setup and tool-call spans.
 
 One trace runs from the HTTP request (FastAPI instrumentation) through `StartWorkflow`,
-`RunWorkflow` and `RunActivity:<name>` (Temporal's TracingInterceptor) into the `llm <model>`
+`RunWorkflow` and `RunActivity:<name>` (Temporal's TracingInterceptor) into the `chat <model>`
 spans (llm/instrumented.py) and the `tool <name>` spans made here. Span attributes never carry
 prompt or completion text.
 

@@ -34,7 +34,7 @@ async def test_span_tree_http_to_llm(stack: Stack) -> None:
     while True:  # workflow spans are exported when the workflow task completes
         spans = exporter.get_finished_spans()
         names = {s.name for s in spans}
-        if "RunWorkflow:TaskWorkflow" in names and any(n.startswith("llm ") for n in names):
+        if "RunWorkflow:TaskWorkflow" in names and any(n.startswith("chat ") for n in names):
             break
         assert time.monotonic() < deadline, sorted(names)
         await asyncio.sleep(0.1)
@@ -54,7 +54,7 @@ async def test_span_tree_http_to_llm(stack: Stack) -> None:
 
     step_llm = [
         s for s in in_trace
-        if s.name.startswith("llm ") and "RunActivity:run_step" in chain(s)
+        if s.name.startswith("chat ") and "RunActivity:run_step" in chain(s)
     ]
     assert step_llm, [chain(s) for s in in_trace]
     path = chain(step_llm[0])
@@ -66,7 +66,7 @@ async def test_span_tree_http_to_llm(stack: Stack) -> None:
     assert positions == sorted(positions), path
     run_wf = [s for s in in_trace if s.name == "RunWorkflow:TaskWorkflow"]
     assert run_wf and chain(run_wf[0])[1:] == ["StartWorkflow:TaskWorkflow", "POST /tasks"], [chain(s) for s in run_wf]
-    plan_llm = [s for s in in_trace if s.name.startswith("llm ") and "RunActivity:plan_task" in chain(s)]
+    plan_llm = [s for s in in_trace if s.name.startswith("chat ") and "RunActivity:plan_task" in chain(s)]
     assert plan_llm, "the planner's LLM call is in the same trace"
 
     attrs = dict(step_llm[0].attributes or {})

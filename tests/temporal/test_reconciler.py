@@ -41,8 +41,11 @@ async def stack(
         yield s
 
 
-async def _write_row_only(stack: Stack, description: str = "Write a short report on tea") -> str:
-    """What the API leaves behind when it dies after committing the row, before the start."""
+async def _write_row_only(
+    stack: Stack, description: str = "Write a short report on tea", status: str | None = None
+) -> str:
+    """What the API leaves behind when it dies after committing the row, before the start
+    (with `status`: a row in that status, committed in the same transaction)."""
     task_id = tasks.new_task_id()
     async with stack.engine.begin() as conn:
         await tasks.insert_task(
@@ -53,6 +56,8 @@ async def _write_row_only(stack: Stack, description: str = "Write a short report
             metadata={},
             task_queue=stack.settings.task_queue,
         )
+        if status is not None:
+            await conn.execute(sa.update(tasks.Task).where(tasks.Task.id == task_id).values(status=status))
     return task_id
 
 
@@ -151,11 +156,7 @@ async def test_unreachable_steps_end_the_task(stack: Stack) -> None:
 
 
 async def test_a_running_row_whose_workflow_is_gone_fails(stack: Stack) -> None:
-    task_id = await _write_row_only(stack)
-    async with stack.engine.begin() as conn:
-        await conn.execute(
-            sa.update(tasks.Task).where(tasks.Task.id == task_id).values(status="running")
-        )
+    task_id = await _write_row_only(stack, status="running")
     task = await stack.wait(task_id, timeout=30)
     assert task["status"] == "failed"
     assert task["error"] == "its workflow no longer exists (closed and past retention)"

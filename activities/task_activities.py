@@ -66,8 +66,10 @@ class TaskActivities:
             return await self._plan_task(inp)
 
     async def _plan_task(self, inp: PlanInput) -> PlanResult:
-        existing = await steps.existing_plan(self.engine, inp.task_id)
-        if existing:  # an earlier attempt planned and wrote it; never re-plan differently
+        # Steps already written: given with the submission (no planning call, nothing to pay),
+        # or by an earlier attempt of this activity (never re-plan differently).
+        existing = await steps.start_given_plan(self.engine, inp.task_id)
+        if existing:
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
         task = await tasks.load_task(self.engine, inp.task_id)
 

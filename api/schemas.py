@@ -6,10 +6,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from sqlmodel import Field as ModelField
 
 from durable_orchestrator.data.tables import StepBase, TaskBase, TaskOutcomeBase, TaskStatus
+from planner.models import PlanStep
 
 MAX_METADATA_BYTES = 16_384
 MAX_METADATA_DEPTH = 5
@@ -70,6 +71,14 @@ class TaskCreate(BaseModel):
                  "metadata": {"project": "q3-report"}},
                 {"description": "Summarise this week's incident reports",
                  "webhook_url": "https://hooks.example.com/orchestrator"},
+                {"description": "Proofread the attached release notes", "agent": "reviewer"},
+                {"description": "Price comparison of two laptops",
+                 "plan": [
+                     {"title": "Gather prices", "agent": "researcher",
+                      "instructions": "Find current prices of both models"},
+                     {"title": "Compare", "agent": "analyst",
+                      "instructions": "Compare price per performance", "depends_on": [0]},
+                 ]},
             ]
         },
     )
@@ -86,6 +95,19 @@ class TaskCreate(BaseModel):
         description="Optional http(s) URL POSTed (HMAC-SHA256 signed) when the task ends; its "
         "host must be in ORCH_WEBHOOK_ALLOWED_HOSTS.",
     )
+    agent: str | None = Field(
+        None,
+        max_length=100,
+        description="Run the task as one step for this agent (see GET /agents), without a "
+        "planning call. Not together with `plan`.",
+    )
+    plan: list[PlanStep] | None = Field(
+        None,
+        min_length=1,
+        description="The steps to run, without a planning call; checked like a planner's plan "
+        "(known agents, `depends_on` naming other steps by 0-based index, no cycles, at most "
+        "ORCH_MAX_PLAN_STEPS steps). Not together with `agent`.",
+    )
 
     @field_validator("description")
     @classmethod
@@ -94,7 +116,7 @@ class TaskCreate(BaseModel):
             raise ValueError("description must not be blank")
         return v
 
-    @field_validator("description", "user_id", "webhook_url", "metadata")
+    @field_validator("description", "user_id", "webhook_url", "metadata", "agent")
     @classmethod
     def _storable_text(cls, v: Any, info: Any) -> Any:
         _storable(v, info.field_name)
@@ -104,6 +126,12 @@ class TaskCreate(BaseModel):
     @classmethod
     def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
         return check_metadata(v)
+
+    @field_validator("plan")
+    @classmethod
+    def _storable_plan(cls, v: list[PlanStep] | None) -> list[PlanStep] | None:
+        _storable([s.model_dump() for s in v or []], "plan")
+        return v
 
 
 class TaskAccepted(BaseModel):
@@ -146,11 +174,24 @@ class StepPublic(StepBase):
     tool_calls: list[ToolCallPublic] = ModelField(default_factory=list)
 
 
+class Progress(BaseModel):
+    steps_done: int = Field(description="Steps completed.")
+    steps_total: int = Field(description="Steps in the plan; 0 until the task has one.")
+
+
 class TaskPublic(TaskOutcomeBase):
     steps: list[StepPublic]
     cost: Cost
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def progress(self) -> Progress:
+        return Progress(
+            steps_done=sum(1 for s in self.steps if s.status == "completed"),
+            steps_total=len(self.steps),
+        )
 
 
 class TaskSummary(TaskBase):

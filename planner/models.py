@@ -95,3 +95,11 @@ def validate_plan(data: Any, *, max_steps: int) -> Plan:
     if errors:
         raise PlanInvalid(errors)
     return plan
+
+
+def single_step_plan(description: str, agent: str, title: str = "Complete the task") -> Plan:
+    """The whole task as one step for `agent` (its instructions are the description, cut to
+    the step's limit; the step's prompt carries the whole description anyway)."""
+    return Plan(
+        steps=[PlanStep(title=title, agent=agent, instructions=description[:4000], depends_on=[])]
+    )

@@ -128,6 +128,9 @@ class AuditEntry(SQLModel, table=True):
 
 TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
+# planner: the LLM planned it; fallback: the planner's plan was unusable, one step instead;
+# client: given with the submission (`plan` or `agent`); rerun: copied from the parent task.
+PlanSource = Literal["planner", "client", "fallback", "rerun"]
 
 # The bases below are shared with the API's views of tasks and steps (api/schemas.py), which
 # always send every field: so their fields carry no Python default, only the server defaults
@@ -156,6 +159,8 @@ class TaskOutcomeBase(TaskBase):
     plan_fallback: bool = Field(sa_column_kwargs={"server_default": sa.false()})
     # none_as_null: no plan errors is SQL NULL, not the JSON value null
     plan_errors: list[str] | None = Field(sa_type=JSONB(none_as_null=True), nullable=True)
+    # Where the steps came from; NULL until the task has a plan.
+    plan_source: PlanSource | None = _text(nullable=True)
 
 
 class Task(TaskOutcomeBase, table=True):

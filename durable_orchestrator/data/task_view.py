@@ -84,6 +84,7 @@ _STEPS = (
 _VIEW = select(
     Task.id, Task.user_id, Task.description, Task.meta.label("metadata"), Task.status, Task.result,
     Task.error, Task.workflow_id, Task.created_at, Task.updated_at, Task.plan_fallback, Task.plan_errors,
+    Task.plan_source,
     _STEPS.label("steps"),
     _cost(LLMCall.task_id == Task.id, llm_calls=func.count(LLMCall.id)).label("cost"),
 ).where(Task.id == bindparam("task"), Task.user_id == bindparam("user"))

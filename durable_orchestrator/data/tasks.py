@@ -52,6 +52,7 @@ _INSERT_TASK = (
             # Given although it has a default: for an INSERT that carries a CTE, SQLAlchemy
             # sends NULL instead of computing Python-side column defaults.
             Task.options: bindparam("options"),
+            Task.plan_source: bindparam("plan_source", type_=sa.Text),
         }
     )
     .add_cte(insert(User).values(id=_USER).on_conflict_do_nothing().cte("new_user"))
@@ -68,7 +69,9 @@ async def insert_task(
     options: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    plan_source: str | None = None,
 ) -> None:
+    """`plan_source` when the steps come with the task (inserted by the caller, in `conn`)."""
     await conn.execute(
         _INSERT_TASK,
         {
@@ -80,6 +83,7 @@ async def insert_task(
             "idempotency_key": idempotency_key,
             "request_hash": request_hash,
             "options": options or {},
+            "plan_source": plan_source,
         },
     )
     await add_event(conn, task_id, "task.status", {"status": "pending"}, "status:pending")

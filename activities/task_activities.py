@@ -139,7 +139,8 @@ class TaskActivities:
             if saved is not None:
                 return self._tool_turn_result(inp, saved)
         agent = get_agent(ctx.agent)
-        model = agent.model or self.settings.model
+        # A rerun may name the model of the steps it runs again (options["model"]).
+        model = (ctx.options or {}).get("model") or agent.model or self.settings.model
         final_turn = inp.turn >= max(1, inp.max_turns) - 1
         offered = () if final_turn else tuple(t for t in agent.tools if t in self.tools.tools)
         tools = self.tools.openai_tools(offered) or None

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.http_metrics import install_observability
 from api.middleware import BodySizeLimit, RequestContext
-from api.routes import admin, agents, approvals, events, health, tasks, usage
+from api.routes import admin, agents, approvals, events, health, reruns, tasks, usage
 from api.routes import memory as memory_routes
 from durable_orchestrator.data.engine import create_engine
 from durable_orchestrator.settings import Settings, get_settings
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_observability(app)
     app.include_router(tasks.router)
+    app.include_router(reruns.router)
     app.include_router(agents.router)
     app.include_router(approvals.router)
     app.include_router(usage.router)

@@ -173,6 +173,13 @@ class StepPublic(StepBase):
     cost: Cost
     tool_calls: list[ToolCallPublic] = ModelField(default_factory=list)
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reused(self) -> bool:
+        """The output was recorded by an earlier task (`reused_from_task_id`, same index) and
+        reused by this rerun: no LLM call, no cost here."""
+        return self.reused_from_task_id is not None
+
 
 class Progress(BaseModel):
     steps_done: int = Field(description="Steps completed.")
@@ -182,6 +189,7 @@ class Progress(BaseModel):
 class TaskPublic(TaskOutcomeBase):
     steps: list[StepPublic]
     cost: Cost
+    reruns: list[str] = ModelField(description="Ids of the tasks rerun from this one, oldest first.")
     created_at: datetime
     updated_at: datetime
 

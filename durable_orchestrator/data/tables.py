@@ -161,6 +161,11 @@ class TaskOutcomeBase(TaskBase):
     plan_errors: list[str] | None = Field(sa_type=JSONB(none_as_null=True), nullable=True)
     # Where the steps came from; NULL until the task has a plan.
     plan_source: PlanSource | None = _text(nullable=True)
+    # A rerun's lineage: the task it was rerun from, and from which step (NULL: replanned).
+    parent_task_id: str | None = Field(
+        sa_type=sa.Text, foreign_key="tasks.id", ondelete="SET NULL", nullable=True
+    )
+    rerun_of_step: int | None = Field(nullable=True)
 
 
 class Task(TaskOutcomeBase, table=True):
@@ -168,6 +173,7 @@ class Task(TaskOutcomeBase, table=True):
     __table_args__ = (
         sa.UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency"),
         sa.Index("ix_tasks_user_created", "user_id", sa.text("created_at DESC"), sa.text("id DESC")),
+        sa.Index("ix_tasks_parent", "parent_task_id", postgresql_where=sa.text("parent_task_id IS NOT NULL")),
     )
 
     idempotency_key: str | None = _text(default=None, nullable=True)
@@ -192,6 +198,9 @@ class StepBase(SQLModel):
     model: str | None = _text(nullable=True)
     started_at: datetime | None = _when(required=True)
     finished_at: datetime | None = _when(required=True)
+    # Set on a rerun's step whose output was reused: the task whose step (same index) produced
+    # it, with the conversation and ledger rows of that work.
+    reused_from_task_id: str | None = _text(nullable=True)
 
 
 class Step(StepBase, table=True):

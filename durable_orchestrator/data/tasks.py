@@ -53,6 +53,8 @@ _INSERT_TASK = (
             # sends NULL instead of computing Python-side column defaults.
             Task.options: bindparam("options"),
             Task.plan_source: bindparam("plan_source", type_=sa.Text),
+            Task.parent_task_id: bindparam("parent_task_id", type_=sa.Text),
+            Task.rerun_of_step: bindparam("rerun_of_step", type_=sa.Integer),
         }
     )
     .add_cte(insert(User).values(id=_USER).on_conflict_do_nothing().cte("new_user"))
@@ -70,8 +72,11 @@ async def insert_task(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     plan_source: str | None = None,
+    parent_task_id: str | None = None,
+    rerun_of_step: int | None = None,
 ) -> None:
-    """`plan_source` when the steps come with the task (inserted by the caller, in `conn`)."""
+    """`plan_source` when the steps come with the task (inserted by the caller, in `conn`);
+    `parent_task_id` and `rerun_of_step` for a rerun (data/reruns.py)."""
     await conn.execute(
         _INSERT_TASK,
         {
@@ -84,6 +89,8 @@ async def insert_task(
             "request_hash": request_hash,
             "options": options or {},
             "plan_source": plan_source,
+            "parent_task_id": parent_task_id,
+            "rerun_of_step": rerun_of_step,
         },
     )
     await add_event(conn, task_id, "task.status", {"status": "pending"}, "status:pending")

@@ -134,6 +134,54 @@ class TaskCreate(BaseModel):
         return v
 
 
+class RerunRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"from_step": 2},
+                {"from_step": 1, "instructions": {"1": "Use only 2026 prices"}, "model": "gpt-4o"},
+                {"from_step": 3, "agents": {"3": "reviewer"}},
+                {"replan": True},
+            ]
+        },
+    )
+
+    from_step: int | None = Field(
+        None,
+        ge=0,
+        description="Index of the first step to run again (with everything downstream of it).",
+    )
+    instructions: dict[str, str] | None = Field(
+        None,
+        description='New instructions by step index (`{"1": "..."}`); an edited step runs again.',
+    )
+    agents: dict[str, str] | None = Field(
+        None,
+        description='Another agent by step index (`{"3": "reviewer"}`); such a step runs again.',
+    )
+    model: str | None = Field(
+        None, min_length=1, max_length=200, description="The model of the steps that run again."
+    )
+    replan: bool = Field(
+        False,
+        description="Plan again from the same description (nothing reused); not with the fields above.",
+    )
+
+    @field_validator("instructions", "agents", "model")
+    @classmethod
+    def _storable_text(cls, v: Any, info: Any) -> Any:
+        _storable(v, info.field_name)
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("model must not be blank")
+        return v
+
+
 class TaskAccepted(BaseModel):
     id: str
     status: TaskStatus

@@ -7,17 +7,16 @@ link to the task that produced them. The rest run durably as in any task."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Request, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, request_id, require
 from api.errors import ERROR_RESPONSES, APIError
 from api.rate_limits import rate_limited
 from api.routes.tasks import _accepted, _start_workflow
-from api.schemas import TaskAccepted, _storable
+from api.schemas import RerunRequest, TaskAccepted
 from durable_orchestrator.auth.api_keys import Principal
 from durable_orchestrator.data import audit, reruns, tasks
 from durable_orchestrator.data.tables import TERMINAL
@@ -30,47 +29,6 @@ router = APIRouter(prefix="/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 log = structlog.get_logger(__name__)
 
 WriteUser = Annotated[Principal, require("tasks:write")]
-
-
-class RerunRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"from_step": 2},
-                {"from_step": 1, "instructions": {"1": "Use only 2026 prices"}, "model": "gpt-4o"},
-                {"from_step": 3, "agents": {"3": "reviewer"}},
-                {"replan": True},
-            ]
-        },
-    )
-
-    from_step: int | None = Field(
-        None,
-        ge=0,
-        description="Index of the first step to run again (with everything downstream of it).",
-    )
-    instructions: dict[str, str] | None = Field(
-        None,
-        description='New instructions by step index (`{"1": "..."}`); an edited step runs again.',
-    )
-    agents: dict[str, str] | None = Field(
-        None,
-        description='Another agent by step index (`{"3": "reviewer"}`); such a step runs again.',
-    )
-    model: str | None = Field(
-        None, min_length=1, max_length=200, description="The model of the steps that run again."
-    )
-    replan: bool = Field(
-        False,
-        description="Plan again from the same description (nothing reused); not with the fields above.",
-    )
-
-    @field_validator("instructions", "agents", "model")
-    @classmethod
-    def _storable_text(cls, v: Any, info: Any) -> Any:
-        _storable(v, info.field_name)
-        return v
 
 
 def _invalid(field: str, message: str) -> APIError:

@@ -49,9 +49,9 @@ class ParentTask:
     steps: list[ParentStep] = field(default_factory=list)
 
 
-_PARENT = select(Task.id, Task.status, Task.description, Task.meta.label("meta"), Task.options).where(
-    Task.id == _TASK, Task.user_id == bindparam("user")
-)
+_PARENT = select(
+    Task.id, Task.status, Task.description, Task.meta.label("meta"), Task.options
+).where(Task.id == _TASK, Task.user_id == bindparam("user"))
 _PARENT_STEPS = (
     select(
         Step.index,

@@ -217,6 +217,7 @@ async def test_bad_reruns_are_4xx_naming_the_problem_and_write_nothing(stack: St
         ),
         (f"/tasks/{pid}/rerun", {"from_step": 1, "replan": True}, stack.headers, 422, "replan"),
         (f"/tasks/{pid}/rerun", {"from_step": 1, "surprise": 1}, stack.headers, 422, "surprise"),
+        (f"/tasks/{pid}/rerun", {"from_step": 1, "model": "  "}, stack.headers, 422, "model"),
     ]
     for url, body, headers, status, field in cases:
         resp = await stack.http.post(url, json=body, headers=headers)

@@ -1,9 +1,11 @@
-"""`orchestrator rerun` against the real API on a real socket (real Temporal, PostgreSQL and a
-worker, the fake LLM): the command reruns from a step and follows the new task."""
+"""The commands that choose what runs, against the real API on a real socket (real Temporal,
+PostgreSQL and a worker, the fake LLM): `submit --agent / --plan` (no planning call) and
+`rerun ID --from-step K`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -62,3 +64,41 @@ async def test_rerun_from_step_waits_for_the_new_task(stack: Stack, tmp_path: Pa
         unknown = await _cli(url, stack.key, tmp_path, "rerun", "nope", "--from-step", "0")
         assert unknown.exit_code == 1 and "not found" in unknown.output
     assert (await stack.get(parent["id"]))["reruns"] == [child_id]
+
+
+async def test_submit_with_agent_or_plan_makes_no_planning_call(
+    stack: Stack, tmp_path: Path
+) -> None:
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(
+        json.dumps(
+            [
+                {"title": "Gather", "agent": "researcher", "instructions": "Find it"},
+                {
+                    "title": "Write",
+                    "agent": "writer",
+                    "instructions": "Write it",
+                    "depends_on": [0],
+                },
+            ]
+        )
+    )
+    app = stack.http._transport.app  # type: ignore[attr-defined]
+    async with serve(app) as url:
+        by_agent = await _cli(
+            url, stack.key, tmp_path, "submit", "Proofread this", "--agent", "reviewer"
+        )
+        assert by_agent.exit_code == 0, by_agent.output
+        by_plan = await _cli(
+            url, stack.key, tmp_path, "submit", "Two steps", "--plan", str(plan_file)
+        )
+        assert by_plan.exit_code == 0, by_plan.output
+        bad = await _cli(url, stack.key, tmp_path, "submit", "x", "--agent", "nobody")
+        assert bad.exit_code == 1 and "unknown agent 'nobody'" in bad.output
+    # The id is the last line (the in-process API's log lines land in the same output).
+    one = await stack.wait(by_agent.output.split()[-1])
+    two = await stack.wait(by_plan.output.split()[-1])
+    assert [s["agent"] for s in one["steps"]] == ["reviewer"]
+    assert [s["title"] for s in two["steps"]] == ["Gather", "Write"]
+    assert (one["plan_source"], two["plan_source"]) == ("client", "client")
+    assert len(stack.fake.requests) == 3  # one per step, none for planning

@@ -45,6 +45,10 @@ from workflows.task_workflow import TaskWorkflow
 
 log = structlog.get_logger(__name__)
 
+# On SIGTERM, running activities get this long to finish; deployments wait longer before
+# killing the process (compose stop_grace_period, Kubernetes terminationGracePeriodSeconds).
+SHUTDOWN_GRACE = timedelta(seconds=30)
+
 WORKFLOWS = [TaskWorkflow, *MAINTENANCE_WORKFLOWS]
 
 
@@ -99,7 +103,7 @@ async def build_worker(
             ],
             max_concurrent_activities=500,
             max_concurrent_workflow_tasks=100,
-            graceful_shutdown_timeout=timedelta(seconds=30),
+            graceful_shutdown_timeout=SHUTDOWN_GRACE,
             # Tracing: inherited from the client when it has the interceptor, else added here.
             interceptors=[] if _has_tracing(client) else tracing_interceptors(),
             # Heartbeats reach the server at least every 2 s, so cancellation (API, CLI, task

@@ -69,8 +69,10 @@ class TaskActivities:
             return await self._plan_task(inp)
 
     async def _plan_task(self, inp: PlanInput) -> PlanResult:
-        existing = await steps.existing_plan(self.engine, inp.task_id)
-        if existing:  # an earlier attempt planned and wrote it; never re-plan differently
+        # Steps already written: given with the submission (no planning call, nothing to pay),
+        # or by an earlier attempt of this activity (never re-plan differently).
+        existing = await steps.start_given_plan(self.engine, inp.task_id)
+        if existing:
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
         task = await tasks.load_task(self.engine, inp.task_id)
         llm = self._metered(inp.task_id, None, "plan", task.options)
@@ -136,7 +138,8 @@ class TaskActivities:
             if saved is not None:
                 return self._tool_turn_result(inp, saved)
         agent = get_agent(ctx.agent)
-        model = agent.model or self.settings.model
+        # A rerun may name the model of the steps it runs again (options["model"]).
+        model = (ctx.options or {}).get("model") or agent.model or self.settings.model
         final_turn = inp.turn >= max(1, inp.max_turns) - 1
         offered = () if final_turn else self.tools.allowed_for(agent.name, agent.tools)
         tools = self.tools.openai_tools(offered) or None

@@ -11,7 +11,7 @@ from api import openapi_doc
 from api.errors import install_error_handlers
 from api.http_metrics import install_observability
 from api.middleware import BodySizeLimit, RequestContext
-from api.routes import admin, approvals, events, health, tasks, usage
+from api.routes import admin, agents, approvals, events, health, reruns, tasks, usage
 from api.routes import memory as memory_routes
 from api.routes import tools as tools_routes
 from durable_orchestrator.data.engine import create_engine
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=[
             {"name": "tasks", "description": "Submit tasks and follow them"},
+            {"name": "agents", "description": "The agents a task's steps may be given to"},
             {"name": "approvals", "description": "Approve or reject tool calls that need a human"},
             {"name": "usage", "description": "Token usage and cost from the ledger"},
             {"name": "events", "description": "A task's events as Server-Sent Events"},
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_observability(app)
     app.include_router(tasks.router)
+    app.include_router(reruns.router)
+    app.include_router(agents.router)
     app.include_router(approvals.router)
     app.include_router(usage.router)
     app.include_router(events.router)

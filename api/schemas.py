@@ -6,10 +6,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from sqlmodel import Field as ModelField
 
 from durable_orchestrator.data.tables import StepBase, TaskBase, TaskOutcomeBase, TaskStatus
+from planner.models import PlanStep
 
 MAX_METADATA_BYTES = 16_384
 MAX_METADATA_DEPTH = 5
@@ -122,6 +123,14 @@ class TaskCreate(BaseModel):
                  "metadata": {"project": "q3-report"}},
                 {"description": "Summarise this week's incident reports",
                  "webhook_url": "https://hooks.example.com/orchestrator"},
+                {"description": "Proofread the attached release notes", "agent": "reviewer"},
+                {"description": "Price comparison of two laptops",
+                 "plan": [
+                     {"title": "Gather prices", "agent": "researcher",
+                      "instructions": "Find current prices of both models"},
+                     {"title": "Compare", "agent": "analyst",
+                      "instructions": "Compare price per performance", "depends_on": [0]},
+                 ]},
             ]
         },
     )
@@ -143,6 +152,19 @@ class TaskCreate(BaseModel):
         description="Optional http(s) URL POSTed (HMAC-SHA256 signed) when the task ends; its "
         "host must be in ORCH_WEBHOOK_ALLOWED_HOSTS.",
     )
+    agent: str | None = Field(
+        None,
+        max_length=100,
+        description="Run the task as one step for this agent (see GET /agents), without a "
+        "planning call. Not together with `plan`.",
+    )
+    plan: list[PlanStep] | None = Field(
+        None,
+        min_length=1,
+        description="The steps to run, without a planning call; checked like a planner's plan "
+        "(known agents, `depends_on` naming other steps by 0-based index, no cycles, at most "
+        "ORCH_MAX_PLAN_STEPS steps). Not together with `agent`.",
+    )
 
     @field_validator("description")
     @classmethod
@@ -151,7 +173,7 @@ class TaskCreate(BaseModel):
             raise ValueError("description must not be blank")
         return v
 
-    @field_validator("description", "user_id", "webhook_url", "metadata")
+    @field_validator("description", "user_id", "webhook_url", "metadata", "agent")
     @classmethod
     def _storable_text(cls, v: Any, info: Any) -> Any:
         _storable(v, info.field_name)
@@ -161,6 +183,60 @@ class TaskCreate(BaseModel):
     @classmethod
     def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
         return check_metadata(v)
+
+    @field_validator("plan")
+    @classmethod
+    def _storable_plan(cls, v: list[PlanStep] | None) -> list[PlanStep] | None:
+        _storable([s.model_dump() for s in v or []], "plan")
+        return v
+
+
+class RerunRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"from_step": 2},
+                {"from_step": 1, "instructions": {"1": "Use only 2026 prices"}, "model": "gpt-4o"},
+                {"from_step": 3, "agents": {"3": "reviewer"}},
+                {"replan": True},
+            ]
+        },
+    )
+
+    from_step: int | None = Field(
+        None,
+        ge=0,
+        description="Index of the first step to run again (with everything downstream of it).",
+    )
+    instructions: dict[str, str] | None = Field(
+        None,
+        description='New instructions by step index (`{"1": "..."}`); an edited step runs again.',
+    )
+    agents: dict[str, str] | None = Field(
+        None,
+        description='Another agent by step index (`{"3": "reviewer"}`); such a step runs again.',
+    )
+    model: str | None = Field(
+        None, min_length=1, max_length=200, description="The model of the steps that run again."
+    )
+    replan: bool = Field(
+        False,
+        description="Plan again from the same description (nothing reused); not with the fields above.",
+    )
+
+    @field_validator("instructions", "agents", "model")
+    @classmethod
+    def _storable_text(cls, v: Any, info: Any) -> Any:
+        _storable(v, info.field_name)
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("model must not be blank")
+        return v
 
 
 class TaskAccepted(BaseModel):
@@ -202,12 +278,33 @@ class StepPublic(StepBase):
     cost: Cost
     tool_calls: list[ToolCallPublic] = ModelField(default_factory=list)
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reused(self) -> bool:
+        """The output was recorded by an earlier task (`reused_from_task_id`, same index) and
+        reused by this rerun: no LLM call, no cost here."""
+        return self.reused_from_task_id is not None
+
+
+class Progress(BaseModel):
+    steps_done: int = Field(description="Steps completed.")
+    steps_total: int = Field(description="Steps in the plan; 0 until the task has one.")
+
 
 class TaskPublic(TaskOutcomeBase):
     steps: list[StepPublic]
     cost: Cost
+    reruns: list[str] = ModelField(description="Ids of the tasks rerun from this one, oldest first.")
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def progress(self) -> Progress:
+        return Progress(
+            steps_done=sum(1 for s in self.steps if s.status == "completed"),
+            steps_total=len(self.steps),
+        )
 
 
 class TaskSummary(TaskBase):

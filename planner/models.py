@@ -95,3 +95,25 @@ def validate_plan(data: Any, *, max_steps: int) -> Plan:
     if errors:
         raise PlanInvalid(errors)
     return plan
+
+
+def single_step_plan(description: str, agent: str, title: str = "Complete the task") -> Plan:
+    """The whole task as one step for `agent` (its instructions are the description, cut to
+    the step's limit; the step's prompt carries the whole description anyway)."""
+    return Plan(
+        steps=[PlanStep(title=title, agent=agent, instructions=description[:4000], depends_on=[])]
+    )
+
+
+def downstream(depends_on: list[list[int]], roots: set[int]) -> set[int]:
+    """`roots` and every step that depends on one of them, directly or through others
+    (`depends_on[i]`: the steps step i needs)."""
+    found = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for i, deps in enumerate(depends_on):
+            if i not in found and found.intersection(deps):
+                found.add(i)
+                changed = True
+    return found

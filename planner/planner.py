@@ -9,7 +9,7 @@ from typing import Any
 
 from durable_orchestrator.llm.client import Completion, LLMClient
 from planner.agents import AGENTS, DEFAULT_AGENT
-from planner.models import Plan, PlanInvalid, PlanStep, response_format, validate_plan
+from planner.models import Plan, PlanInvalid, response_format, single_step_plan, validate_plan
 
 PLAN_MARKER = "Return the plan as JSON"
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -59,16 +59,7 @@ def parse_plan_text(text: str | None) -> Any:
 
 
 def fallback_plan(description: str) -> Plan:
-    return Plan(
-        steps=[
-            PlanStep(
-                title="Complete the task",
-                agent=DEFAULT_AGENT,
-                instructions=description[:4000],
-                depends_on=[],
-            )
-        ]
-    )
+    return single_step_plan(description, DEFAULT_AGENT)
 
 
 async def make_plan(

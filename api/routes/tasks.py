@@ -23,7 +23,7 @@ from api.errors import ERROR_RESPONSES, APIError
 from api.rate_limits import rate_limited
 from api.schemas import TaskAccepted, TaskCreate, TaskList, TaskPublic, TaskStatus, TaskSummary
 from durable_orchestrator.auth.api_keys import Principal
-from durable_orchestrator.data import audit, task_list, task_view, tasks
+from durable_orchestrator.data import audit, steps, task_list, task_view, tasks
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.llm.budget import BudgetAboveCap, effective_task_budget
 from durable_orchestrator.outbound import literal_refusal
@@ -31,6 +31,8 @@ from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.temporal.contracts import workflow_id_for
 from durable_orchestrator.temporal.task_start import start_task_workflow
+from planner.agents import AGENTS
+from planner.models import PlanInvalid, single_step_plan, validate_plan
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 log = structlog.get_logger(__name__)
@@ -133,6 +135,7 @@ async def create_task(
         # deduplicate, and an empty key would silently not.
         raise APIError(422, "validation_error", "invalid request: Idempotency-Key",
                        [{"field": "Idempotency-Key", "message": "must not be empty or blank"}])
+    given_plan = client_plan(body, settings)
     task_id = tasks.new_task_id()
     request_hash = _request_hash(body) if idempotency_key else None
     try:
@@ -147,7 +150,10 @@ async def create_task(
                 request_hash=request_hash,
                 options=_task_options(body, settings),
                 task_queue=settings.task_queue,
+                plan_source="client" if given_plan else None,
             )
+            if given_plan:
+                await steps.insert_given_plan(conn, task_id, given_plan)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -179,6 +185,38 @@ def _check_submission(body: TaskCreate, principal: Principal, settings: Settings
             f"invalid request: description (at most {settings.max_description_chars} characters)",
             [{"field": "description", "message": f"longer than {settings.max_description_chars} characters"}],
         )
+
+
+def client_plan(body: TaskCreate, settings: Settings) -> list[dict[str, Any]] | None:
+    """The steps the client chose (`agent` or `plan`), checked by the planner's own rules;
+    None when the planner is to plan."""
+    if body.agent is not None and body.plan is not None:
+        raise APIError(422, "validation_error", "invalid request: agent, plan (give one, not both)",
+                       [{"field": "plan", "message": "`agent` and `plan` are mutually exclusive"}])
+    if body.agent is not None:
+        if body.agent not in AGENTS:
+            message = f"unknown agent {body.agent!r}; use one of {', '.join(AGENTS)} (GET /agents)"
+            raise APIError(422, "validation_error", f"invalid request: agent ({message})",
+                           [{"field": "agent", "message": message}])
+        plan = single_step_plan(body.description, body.agent, title=f"{body.agent}: complete the task")
+    elif body.plan is not None:
+        try:
+            plan = validate_plan([s.model_dump() for s in body.plan], max_steps=settings.max_plan_steps)
+        except PlanInvalid as exc:
+            details = [_plan_error(e) for e in exc.errors]
+            raise APIError(422, "validation_error",
+                           "invalid request: plan (" + "; ".join(d["message"] for d in details) + ")",
+                           details) from None
+    else:
+        return None
+    return [s.model_dump() for s in plan.steps]
+
+
+def _plan_error(error: str) -> dict[str, str]:
+    """The planner words errors for the LLM as "steps.1.agent: problem"; the client sent `plan`."""
+    where, _, message = error.partition(": ")
+    field = "plan" + where.removeprefix("steps") if where.startswith("steps") else "plan"
+    return {"field": field, "message": f"{field}: {message}" if message else error}
 
 
 def _task_options(body: TaskCreate, settings: Settings) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import EngineDep, require
 from api.errors import ERROR_RESPONSES, APIError
 from durable_orchestrator.auth.api_keys import Principal
-from durable_orchestrator.data import ledger
+from durable_orchestrator.data import ledger, reruns
 
 router = APIRouter(prefix="/usage", tags=["usage"], responses=ERROR_RESPONSES)
 
@@ -34,6 +34,17 @@ class UsageRow(BaseModel):
     pending_cost_usd: float = Field(0.0, description="The reserved worst case of the pending calls.")
 
 
+class SavedByReuse(BaseModel):
+    """What reruns did not spend: the recorded cost of the outputs they reused."""
+
+    reused_steps: int
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+
+
 class UsageReport(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -43,6 +54,10 @@ class UsageReport(BaseModel):
     to: datetime | None = None
     items: list[UsageRow]
     total: UsageRow
+    saved_by_reuse: SavedByReuse = Field(
+        description="Over your reruns created in the period: the calls, tokens and USD that "
+        "their reused steps had cost when first run, and did not cost again."
+    )
 
 
 def _bound(name: str, value: str | None, *, end: bool) -> datetime | None:
@@ -117,4 +132,12 @@ async def usage(
         pending_calls=sum(i.pending_calls for i in items),
         pending_cost_usd=float(sum(r.pending_cost_usd for r in rows)),
     )
-    return UsageReport(user_id=principal.user_id, group_by=group_by, from_=start, to=end, items=items, total=total)
+    saved = await reruns.saved_by_reuse(engine, principal.user_id, start=start, end=end)
+    return UsageReport(
+        user_id=principal.user_id, group_by=group_by, from_=start, to=end, items=items, total=total,
+        saved_by_reuse=SavedByReuse(
+            reused_steps=saved.reused_steps, llm_calls=saved.llm_calls,
+            prompt_tokens=saved.prompt_tokens, completion_tokens=saved.completion_tokens,
+            total_tokens=saved.prompt_tokens + saved.completion_tokens, cost_usd=float(saved.cost_usd),
+        ),
+    )

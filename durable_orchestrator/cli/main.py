@@ -7,6 +7,7 @@ import typer
 from durable_orchestrator.cli import keys, memory, tasks, tokens
 from durable_orchestrator.cli.config import config
 from durable_orchestrator.cli.migrate import migrate
+from durable_orchestrator.cli.rerun import rerun
 from durable_orchestrator.cli.up import up
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app.command("watch")(tasks.watch)
 app.command("list")(tasks.list_)
 app.command("cancel")(tasks.cancel)
 app.command("approve")(tasks.approve)
+app.command("rerun")(rerun)
 app.add_typer(memory.app, name="memory")
 app.command("migrate")(migrate)
 app.add_typer(tokens.app, name="tokens")

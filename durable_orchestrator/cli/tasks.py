@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,23 @@ def submit(
     description: str = typer.Argument(..., help="What to do."),
     wait: bool = typer.Option(False, "--wait", help="Follow the task and exit with its outcome."),
     timeout: float | None = typer.Option(None, "--timeout", help="With --wait: give up after N seconds."),
+    agent: str | None = typer.Option(None, "--agent", help="One step for this agent, no planning call."),
+    plan: Path | None = typer.Option(
+        None, "--plan", help="A JSON file with the steps to run, no planning call.", exists=True, dir_okay=False
+    ),
     data_dir: Path = DataDirOption,
 ) -> None:
     """Submit a task; prints its id (or, with --wait, follows it to the end)."""
+    body: dict[str, Any] = {"description": description}
+    if agent:
+        body["agent"] = agent
+    if plan:
+        try:
+            body["plan"] = json.loads(plan.read_text())
+        except ValueError as exc:
+            raise fail(f"--plan {plan}: not JSON ({exc})", code=2) from None
     api = Api(data_dir)
-    accepted = api.post("/tasks", json={"description": description})
+    accepted = api.post("/tasks", json=body)
     if not wait:
         typer.echo(accepted["id"])
         return

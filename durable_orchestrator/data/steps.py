@@ -47,9 +47,37 @@ _START_TASK = (
         status="running",
         plan_fallback=bindparam("fallback"),
         plan_errors=bindparam("errors"),
+        plan_source=func.coalesce(Task.plan_source, bindparam("source", type_=sa.Text)),
         updated_at=func.now(),
     )
 )
+
+
+def _step_rows(task_id: str, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "task_id": task_id,
+            "index": i,
+            "agent": s["agent"],
+            "title": s["title"],
+            "instructions": s["instructions"],
+            "depends_on": s.get("depends_on") or [],
+            "status": "pending",
+        }
+        for i, s in enumerate(steps)
+    ]
+
+
+async def _announce_plan(conn: AsyncConnection, task_id: str, steps: list[dict[str, Any]], fallback: bool) -> None:
+    await add_event(conn, task_id, "task.status", {"status": "running"}, "status:running")
+    await add_event(
+        conn,
+        task_id,
+        "task.planned",
+        {"steps": [{"index": i, "agent": s["agent"], "title": s["title"]} for i, s in enumerate(steps)],
+         "fallback": fallback},
+        "planned",
+    )
 
 
 async def save_plan(
@@ -63,32 +91,38 @@ async def save_plan(
     """Insert the plan (in the caller's transaction) and return the steps as stored: those of
     an earlier attempt that got there first win."""
     if steps:
-        await conn.execute(
-            _INSERT_STEP,
-            [
-                {
-                    "task_id": task_id,
-                    "index": i,
-                    "agent": s["agent"],
-                    "title": s["title"],
-                    "instructions": s["instructions"],
-                    "depends_on": s.get("depends_on") or [],
-                    "status": "pending",
-                }
-                for i, s in enumerate(steps)
-            ],
-        )
-    await conn.execute(_START_TASK, {"task": task_id, "fallback": fallback, "errors": errors or None})
-    await add_event(conn, task_id, "task.status", {"status": "running"}, "status:running")
-    await add_event(
-        conn,
-        task_id,
-        "task.planned",
-        {"steps": [{"index": i, "agent": s["agent"], "title": s["title"]} for i, s in enumerate(steps)],
-         "fallback": fallback},
-        "planned",
+        await conn.execute(_INSERT_STEP, _step_rows(task_id, steps))
+    await conn.execute(
+        _START_TASK,
+        {"task": task_id, "fallback": fallback, "errors": errors or None,
+         "source": "fallback" if fallback else "planner"},
     )
+    await _announce_plan(conn, task_id, steps, fallback)
     return [dict(r) for r in (await conn.execute(_PLAN, {"task": task_id})).mappings()]
+
+
+async def insert_given_plan(conn: AsyncConnection, task_id: str, steps: list[dict[str, Any]]) -> None:
+    """A plan that came with the submission, written with the task (in its transaction);
+    the plan activity then starts it without asking the planner."""
+    await conn.execute(_INSERT_STEP, _step_rows(task_id, steps))
+
+
+_START_GIVEN = (
+    sa.update(Task)
+    .where(Task.id == _TASK, Task.status == "pending")
+    .values(status="running", updated_at=func.now())
+    .returning(Task.id)
+)
+
+
+async def start_given_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any]]:
+    """Start a task whose steps are already written (given by the client, or by an earlier
+    attempt of the planner): the same status and events as a planned one, at most once."""
+    async with engine.begin() as conn:
+        plan = [dict(r) for r in (await conn.execute(_PLAN, {"task": task_id})).mappings()]
+        if plan and (await conn.execute(_START_GIVEN, {"task": task_id})).first() is not None:
+            await _announce_plan(conn, task_id, plan, False)
+    return plan
 
 
 @dataclass

@@ -139,6 +139,9 @@ TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "fai
 TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
 # The same predicate in the reconciler's partial index and in its query, so the planner uses it.
 UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+# planner: the LLM planned it; fallback: the planner's plan was unusable, one step instead;
+# client: given with the submission (`plan` or `agent`); rerun: copied from the parent task.
+PlanSource = Literal["planner", "client", "fallback", "rerun"]
 
 # The bases below are shared with the API's views of tasks and steps (api/schemas.py), which
 # always send every field: so their fields carry no Python default, only the server defaults
@@ -167,6 +170,13 @@ class TaskOutcomeBase(TaskBase):
     plan_fallback: bool = Field(sa_column_kwargs={"server_default": sa.false()})
     # none_as_null: no plan errors is SQL NULL, not the JSON value null
     plan_errors: list[str] | None = Field(sa_type=JSONB(none_as_null=True), nullable=True)
+    # Where the steps came from; NULL until the task has a plan.
+    plan_source: PlanSource | None = _text(nullable=True)
+    # A rerun's lineage: the task it was rerun from, and from which step (NULL: replanned).
+    parent_task_id: str | None = Field(
+        sa_type=sa.Text, foreign_key="tasks.id", ondelete="SET NULL", nullable=True
+    )
+    rerun_of_step: int | None = Field(nullable=True)
 
 
 class Task(TaskOutcomeBase, table=True):
@@ -179,6 +189,7 @@ class Task(TaskOutcomeBase, table=True):
             "ix_tasks_unfinished", "task_queue", "updated_at",
             postgresql_where=sa.text(UNFINISHED),
         ),
+        sa.Index("ix_tasks_parent", "parent_task_id", postgresql_where=sa.text("parent_task_id IS NOT NULL")),
     )
 
     idempotency_key: str | None = _text(default=None, nullable=True)
@@ -212,6 +223,9 @@ class StepBase(SQLModel):
     model: str | None = _text(nullable=True)
     started_at: datetime | None = _when(required=True)
     finished_at: datetime | None = _when(required=True)
+    # Set on a rerun's step whose output was reused: the task whose step (same index) produced
+    # it, with the conversation and ledger rows of that work.
+    reused_from_task_id: str | None = _text(nullable=True)
 
 
 class Step(StepBase, table=True):

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, literal_column
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import aliased
 from sqlmodel import select
 
 from durable_orchestrator.data.engine import read
@@ -71,6 +72,7 @@ _STEPS = (
                 instructions=Step.instructions, depends_on=Step.depends_on,
                 status=Step.status, output=Step.output, error=Step.error, model=Step.model,
                 started_at=Step.started_at, finished_at=Step.finished_at,
+                reused_from_task_id=Step.reused_from_task_id,
                 cost=_cost(LLMCall.task_id == Step.task_id, LLMCall.step_index == Step.index),
                 tool_calls=_TOOL_CALLS,
             ),
@@ -81,9 +83,18 @@ _STEPS = (
     .scalar_subquery()
 )
 
+_child = aliased(Task)
+# Reruns of this task, oldest first (only the caller's own tasks can be anyone's reruns).
+_RERUNS = (
+    select(_json_list(_child.id, _child.created_at, _child.id))
+    .where(_child.parent_task_id == Task.id)
+    .scalar_subquery()
+)
+
 _VIEW = select(
     Task.id, Task.user_id, Task.description, Task.meta.label("metadata"), Task.status, Task.result,
     Task.error, Task.workflow_id, Task.created_at, Task.updated_at, Task.plan_fallback, Task.plan_errors,
+    Task.plan_source, Task.parent_task_id, Task.rerun_of_step, _RERUNS.label("reruns"),
     _STEPS.label("steps"),
     _cost(
         LLMCall.task_id == Task.id, llm_calls=func.count(LLMCall.id).filter(LLMCall.status != "released")

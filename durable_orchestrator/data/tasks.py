@@ -54,6 +54,9 @@ _INSERT_TASK = (
             Task.options: bindparam("options"),
             Task.task_queue: bindparam("task_queue"),
             Task.last_event_seq: 0,
+            Task.plan_source: bindparam("plan_source", type_=sa.Text),
+            Task.parent_task_id: bindparam("parent_task_id", type_=sa.Text),
+            Task.rerun_of_step: bindparam("rerun_of_step", type_=sa.Integer),
         }
     )
     .add_cte(insert(User).values(id=_USER).on_conflict_do_nothing().cte("new_user"))
@@ -71,7 +74,12 @@ async def insert_task(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     task_queue: str | None = None,
+    plan_source: str | None = None,
+    parent_task_id: str | None = None,
+    rerun_of_step: int | None = None,
 ) -> None:
+    """`plan_source` when the steps come with the task (inserted by the caller, in `conn`);
+    `parent_task_id` and `rerun_of_step` for a rerun (data/reruns.py)."""
     await conn.execute(
         _INSERT_TASK,
         {
@@ -84,6 +92,9 @@ async def insert_task(
             "request_hash": request_hash,
             "options": options or {},
             "task_queue": task_queue,
+            "plan_source": plan_source,
+            "parent_task_id": parent_task_id,
+            "rerun_of_step": rerun_of_step,
         },
     )
     await add_event(conn, task_id, "task.status", {"status": "pending"}, "status:pending")

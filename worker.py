@@ -23,6 +23,7 @@ from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
 from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.live.publisher import make_publisher
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
 from durable_orchestrator.llm.providers import make_llm_client
 from durable_orchestrator.llm.router import LLMRouter
@@ -54,7 +55,8 @@ async def build_worker(
     llm = LLMRouter.from_settings(InstrumentedLLM(make_llm_client(settings)), engine, settings)
     memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process
     memory.start_background()
-    acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory)
+    deltas = make_publisher(settings, engine)
+    acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory, deltas=deltas)
     memory_acts = MemoryActivities(memory=memory, settings=settings)
 
     async def memory_search(user_id: str, query: str, limit: int) -> list[dict[str, Any]]:
@@ -85,6 +87,7 @@ async def build_worker(
         )
     finally:
         await webhook_http.aclose()
+        await deltas.close()
         await memory.close()
         await llm.close()
         await engine.dispose()

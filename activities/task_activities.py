@@ -18,6 +18,7 @@ from activities.prompts import step_messages
 from durable_orchestrator.data import conversation, ledger, steps, tasks
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.llm import budget
+from durable_orchestrator.live.publisher import Publisher, StepStream
 from durable_orchestrator.llm.client import Completion, LLMClient
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics
@@ -58,7 +59,8 @@ class TaskActivities:
     llm: LLMClient
     settings: Settings
     tools: ToolRegistry = field(default_factory=lambda: REGISTRY)
-    memory: MemoryService | None = None  # long-term memory for the planner (issue 6)
+    memory: MemoryService | None = None  # long-term memory for the planner
+    deltas: Publisher | None = None  # where the live text of running steps goes
 
     @activity.defn(name=PLAN_TASK)
     async def plan_task(self, inp: PlanInput) -> PlanResult:
@@ -146,13 +148,27 @@ class TaskActivities:
             self.engine, self.settings, task_id=inp.task_id, model=model, messages=messages,
             max_tokens=self.settings.llm_max_tokens, extra=tools, options=ctx.options,
         )
+        live = self._live_text(inp)
         async with heartbeating():
-            completion = await self.llm.complete(
-                model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools
-            )
+            try:
+                completion = await self.llm.complete(
+                    model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools,
+                    on_delta=live.write if live else None,
+                )
+            finally:
+                if live is not None:
+                    await live.close()
         if completion.tool_calls and not final_turn:
             return await self._save_tool_turn(inp, agent, prompt, completion)
         return await self._finish_step(inp, agent, completion)
+
+    def _live_text(self, inp: StepInput) -> StepStream | None:
+        if self.deltas is None or not self.settings.llm_stream:
+            return None
+        return StepStream(
+            self.deltas, task_id=inp.task_id, step=inp.index, attempt=activity.info().attempt,
+            turn=inp.turn, flush_secs=self.settings.stream_flush_secs,
+        )
 
     async def _messages(
         self, inp: StepInput, ctx: steps.StepContext, agent: Agent, final_turn: bool

@@ -13,6 +13,7 @@ from api.middleware import BodySizeLimit, RequestContext
 from api.routes import admin, approvals, events, health, tasks, usage
 from api.routes import memory as memory_routes
 from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.live.hub import DeltaHub
 from durable_orchestrator.settings import Settings, get_settings
 from durable_orchestrator.telemetry.logs import configure_logging
 from durable_orchestrator.telemetry.tracing import setup_tracing
@@ -41,9 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Long-term memory: one service (model + FAISS cache) per process, warmed in the background.
         app.state.memory = MemoryService(app.state.engine, settings)
         app.state.memory.start_background()
+        app.state.deltas = DeltaHub(settings)
         try:
             yield
         finally:
+            await app.state.deltas.close()
             await app.state.memory.close()
             await app.state.engine.dispose()
 

@@ -32,6 +32,11 @@ class Reply:
     malformed: bool = False
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Streaming (requests with ``stream: true``): pause between chunks, and how the stream
+    # breaks: "drop" (connection cut mid-answer), "truncate" (ends cleanly without a finish
+    # reason or [DONE]) or "stall" (stops sending; the client's read timeout must fire).
+    chunk_delay: float = 0.0
+    stream_break: str | None = None
 
 
 @dataclass
@@ -53,6 +58,8 @@ class RecordedRequest:
     usage: dict[str, int] | None = None
     fault: str | None = None
     responded_monotonic: float | None = None
+    streamed: bool = False
+    first_chunk_monotonic: float | None = None
 
 
 Responder = Callable[[JSON], Reply | None]

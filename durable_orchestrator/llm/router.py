@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
 from durable_orchestrator.llm.breaker import CircuitBreakers, CircuitOpen, Permit
-from durable_orchestrator.llm.client import Completion, LLMClient
+from durable_orchestrator.llm.client import Completion, DeltaSink, LLMClient
 from durable_orchestrator.llm.limits import (
     RATE_LIMITED,
     LLMRateLimiter,
@@ -87,6 +87,7 @@ class LLMRouter:
         max_tokens: int | None = None,
         response_format: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         chain = self.chain(model)
         refused: list[CircuitOpen] = []
@@ -99,7 +100,7 @@ class LLMRouter:
             try:
                 completion = await self._call(
                     permit, candidate, messages, max_tokens, response_format, tools,
-                    has_next=i + 1 < len(chain),
+                    has_next=i + 1 < len(chain), on_delta=on_delta,
                 )
             except _MoveOn:
                 log.warning("llm_fallback", model=candidate, next_model=chain[i + 1])
@@ -125,13 +126,14 @@ class LLMRouter:
         tools: list[dict[str, Any]] | None,
         *,
         has_next: bool,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         reserved = estimate_prompt_tokens(messages)
         try:
             await self.limiter.acquire(model, reserved)
             completion = await self.inner.complete(
                 model=model, messages=messages, max_tokens=max_tokens,
-                response_format=response_format, tools=tools,
+                response_format=response_format, tools=tools, on_delta=on_delta,
             )
         except ApplicationError as err:
             if err.type == RATE_LIMITED:

@@ -17,8 +17,8 @@ from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
 from durable_orchestrator.data import conversation, ledger, steps, tasks
 from durable_orchestrator.data.tables import TERMINAL
-from durable_orchestrator.llm import budget
 from durable_orchestrator.live.publisher import Publisher, StepStream
+from durable_orchestrator.llm import budget
 from durable_orchestrator.llm.client import Completion, LLMClient
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.telemetry import metrics

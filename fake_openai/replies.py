@@ -37,6 +37,9 @@ class Reply:
     # reason or [DONE]) or "stall" (stops sending; the client's read timeout must fire).
     chunk_delay: float = 0.0
     stream_break: str | None = None
+    # Benchmarks: each streamed word is replaced by `t<CLOCK_MONOTONIC ns at send> `, so a client
+    # on the same machine can tell how long the text took to reach it.
+    stamp_chunks: bool = False
 
 
 @dataclass

@@ -78,6 +78,8 @@ class ChunkStream(Response):
             if self._reply.stream_break and n == break_at:
                 await self._break(scope, receive, send)
                 return
+            if generated and self._reply.stamp_chunks and "content" in event["choices"][0]["delta"]:
+                event["choices"][0]["delta"]["content"] = f"t{time.monotonic_ns()} "
             await send({"type": "http.response.body", "body": _sse(event), "more_body": True})
             if generated and self._record.first_chunk_monotonic is None:
                 self._record.first_chunk_monotonic = time.monotonic()

@@ -23,6 +23,7 @@ from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
 from durable_orchestrator.data import tool_catalog
 from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.live.publisher import make_publisher
 from durable_orchestrator.llm.budget import warm_up
 from durable_orchestrator.llm.instrumented import InstrumentedLLM
 from durable_orchestrator.llm.providers import make_llm_client
@@ -76,7 +77,9 @@ async def build_worker(
     llm = LLMRouter.from_settings(instrumented, engine, settings)
     memory = MemoryService(engine, settings)  # embedding model + FAISS cache, once per process
     memory.start_background()
-    acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory, tools=tools)
+    deltas = make_publisher(settings, engine)
+    acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory, tools=tools,
+                          deltas=deltas)
     memory_acts = MemoryActivities(memory=memory, settings=settings)
 
     async def memory_search(user_id: str, query: str, limit: int) -> list[dict[str, Any]]:
@@ -116,6 +119,7 @@ async def build_worker(
         if mcp is not None:
             await mcp.close()
         await webhook_http.aclose()
+        await deltas.close()
         await memory.close()
         await llm.close()
         await engine.dispose()

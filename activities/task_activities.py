@@ -17,6 +17,7 @@ from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
 from durable_orchestrator.data import conversation, provenance, steps, tasks
 from durable_orchestrator.data.tables import TERMINAL
+from durable_orchestrator.live.publisher import Publisher, StepStream
 from durable_orchestrator.llm.client import Completion, LLMClient
 from durable_orchestrator.llm.metered import MeteredLLM, attempt_key
 from durable_orchestrator.settings import Settings
@@ -61,7 +62,8 @@ class TaskActivities:
     llm: LLMClient
     settings: Settings
     tools: ToolRegistry = field(default_factory=lambda: REGISTRY)
-    memory: MemoryService | None = None  # long-term memory for the planner (issue 6)
+    memory: MemoryService | None = None  # long-term memory for the planner
+    deltas: Publisher | None = None  # where the live text of running steps goes
 
     @activity.defn(name=PLAN_TASK)
     async def plan_task(self, inp: PlanInput) -> PlanResult:
@@ -150,13 +152,27 @@ class TaskActivities:
         else:
             labels = await provenance.earlier_turns_labels(self.engine, inp.task_id, inp.index, inp.turn)
         llm = self._metered(inp.task_id, inp.index, "step", ctx.options)
+        live = self._live_text(inp)
         async with heartbeating():
-            completion = await llm.complete(
-                model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools
-            )
+            try:
+                completion = await llm.complete(
+                    model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools,
+                    on_delta=live.write if live else None,
+                )
+            finally:
+                if live is not None:
+                    await live.close()
         if completion.tool_calls and not final_turn:
             return await self._save_tool_turn(inp, agent, prompt, completion, labels)
         return await self._finish_step(inp, agent, completion, labels)
+
+    def _live_text(self, inp: StepInput) -> StepStream | None:
+        if self.deltas is None or not self.settings.llm_stream:
+            return None
+        return StepStream(
+            self.deltas, task_id=inp.task_id, step=inp.index, attempt=activity.info().attempt,
+            turn=inp.turn, flush_secs=self.settings.stream_flush_secs,
+        )
 
     async def _messages(
         self, inp: StepInput, ctx: steps.StepContext, agent: Agent, final_turn: bool

@@ -15,6 +15,7 @@ from api.routes import admin, agents, approvals, events, health, reruns, tasks, 
 from api.routes import memory as memory_routes
 from api.routes import tools as tools_routes
 from durable_orchestrator.data.engine import create_engine
+from durable_orchestrator.live.hub import DeltaHub
 from durable_orchestrator.settings import Settings, get_settings
 from durable_orchestrator.telemetry.logs import configure_logging
 from durable_orchestrator.telemetry.tracing import setup_tracing
@@ -43,9 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Long-term memory: one service (model + FAISS cache) per process, warmed in the background.
         app.state.memory = MemoryService(app.state.engine, settings)
         app.state.memory.start_background()
+        app.state.deltas = DeltaHub(settings)
         try:
             yield
         finally:
+            await app.state.deltas.close()
             await app.state.memory.close()
             await app.state.engine.dispose()
 

@@ -46,7 +46,7 @@ class BenchEnv:
         self.db_url = ""
         self.temporal_address = ""
         self.key = ""
-        self._fakes: dict[float, str] = {}
+        self._fakes: dict[tuple[float, tuple[str, ...]], str] = {}
         self.temporal_pid: int | None = None
 
     # --- shared services ---------------------------------------------------------------------
@@ -69,16 +69,18 @@ class BenchEnv:
         if self._pg is not None:
             self._pg.stop()
 
-    def fake(self, latency: float) -> str:
-        """Base URL of a fake LLM subprocess answering after `latency` seconds (one per latency)."""
-        if latency not in self._fakes:
+    def fake(self, latency: float, *args: str) -> str:
+        """Base URL of a fake LLM subprocess answering after `latency` seconds, with extra
+        `python -m fake_openai` arguments (one subprocess per distinct setting)."""
+        key = (latency, args)
+        if key not in self._fakes:
             proc = self.procs.python(
-                f"fake-{latency:g}",
-                ["-m", "fake_openai", "--port", "0", "--latency", str(latency)],
+                f"fake-{latency:g}" + ("-" + "".join(a.strip("-")[:3] for a in args) if args else ""),
+                ["-m", "fake_openai", "--port", "0", "--latency", str(latency), *args],
                 stdout_pipe=True,
             )
-            self._fakes[latency] = read_ready_line(proc, "READY", 30)
-        return self._fakes[latency]
+            self._fakes[key] = read_ready_line(proc, "READY", 30)
+        return self._fakes[key]
 
     # --- the product -------------------------------------------------------------------------
 
@@ -95,10 +97,13 @@ class BenchEnv:
         })
 
     @contextlib.contextmanager
-    def product(self, llm_url: str, *, worker: bool = True) -> Iterator[Product]:
-        """Worker + API subprocesses on a fresh task queue; warmed up by one finished task."""
+    def product(
+        self, llm_url: str, *, worker: bool = True, settings: dict[str, str] | None = None
+    ) -> Iterator[Product]:
+        """Worker + API subprocesses on a fresh task queue (with extra environment `settings`);
+        warmed up by one finished task."""
         tq = f"bench-{uuid.uuid4().hex[:8]}"
-        env = self._product_env(llm_url, tq)
+        env = {**self._product_env(llm_url, tq), **(settings or {})}
         started = []
         try:
             wproc = None

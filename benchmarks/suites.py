@@ -25,6 +25,7 @@ from temporalio.client import Client
 from benchmarks.baselines.raw_workflow import RAW_WORKFLOW, STEPS
 from benchmarks.db import DoneWatcher
 from benchmarks.env import BenchEnv, Product, submit, wait_done
+from benchmarks.live_text import streaming
 from benchmarks.procs import Procs, child_env, read_ready_line
 from benchmarks.product_cli import ORCHESTRATOR
 from benchmarks.report import median_run, ratio, summary_ms
@@ -493,5 +494,6 @@ SUITES: dict[str, Callable[[Any, bool], Result]] = {
     "api": api,
     "memory": memory,
     "startup": startup,
+    "streaming": streaming,
 }
-NEEDS_ENV = {"overhead", "throughput", "api", "memory"}
+NEEDS_ENV = {"overhead", "throughput", "api", "memory", "streaming"}

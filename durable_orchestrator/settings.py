@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(
         1024, description="`max_tokens` of each LLM call; also the completion part of the worst case budgets check."
     )
+    llm_stream: bool = Field(
+        True,
+        description="Stream step answers from the provider and publish the text as `step.delta` events "
+        "while it is generated; an endpoint that refuses `stream: true` gets whole answers.",
+    )
+    stream_flush_secs: float = Field(
+        0.03, ge=0, le=5,
+        description="Text deltas of one step are batched this long before they are published (the first at once).",
+    )
     offline_llm: bool | None = Field(
         None,
         description="Force (`true`) or forbid (`false`) the offline model; unset = on when neither "

@@ -9,8 +9,10 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 from fake_openai.faults import Faults
+from fake_openai.replies import Reply
 from fake_openai.server import FakeOpenAI
 
 
@@ -26,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-after", type=float, default=1.0)
     parser.add_argument("--slow-secs", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--stream-words", type=int, default=0,
+                        help="streamed requests get an answer of this many words (default: the usual one)")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed words")
+    parser.add_argument("--stamp-chunks", action="store_true",
+                        help="streamed words carry their send time (CLOCK_MONOTONIC ns)")
     args = parser.parse_args(argv)
     faults = Faults(
         rate_429=args.rate_429,
@@ -46,7 +53,17 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    fake = FakeOpenAI(latency=args.latency, host=args.host, port=args.port, faults=faults).start()
+    fake = FakeOpenAI(latency=args.latency, host=args.host, port=args.port, faults=faults)
+    if args.stream_words or args.chunk_delay or args.stamp_chunks:
+        words = " ".join(f"w{i}" for i in range(args.stream_words)) if args.stream_words else None
+
+        def streamed(body: dict[str, Any]) -> Reply | None:
+            if not body.get("stream"):
+                return None
+            return Reply(content=words, chunk_delay=args.chunk_delay, stamp_chunks=args.stamp_chunks)
+
+        fake.responder = streamed
+    fake.start()
     try:
         sys.stdout.write(f"READY {fake.base_url}\n")
         sys.stdout.flush()

@@ -35,6 +35,14 @@ class Reply:
     # The model name the answer carries, as real providers answer with a snapshot name
     # ("gpt-4o-mini-2024-07-18"); default: the model requested.
     answer_model: str | None = None
+    # Streaming (requests with ``stream: true``): pause between chunks, and how the stream
+    # breaks: "drop" (connection cut mid-answer), "truncate" (ends cleanly without a finish
+    # reason or [DONE]) or "stall" (stops sending; the client's read timeout must fire).
+    chunk_delay: float = 0.0
+    stream_break: str | None = None
+    # Benchmarks: each streamed word is replaced by `t<CLOCK_MONOTONIC ns at send> `, so a client
+    # on the same machine can tell how long the text took to reach it.
+    stamp_chunks: bool = False
 
 
 @dataclass
@@ -56,6 +64,8 @@ class RecordedRequest:
     usage: dict[str, int] | None = None
     fault: str | None = None
     responded_monotonic: float | None = None
+    streamed: bool = False
+    first_chunk_monotonic: float | None = None
 
 
 Responder = Callable[[JSON], Reply | None]

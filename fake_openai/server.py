@@ -41,6 +41,7 @@ from fake_openai.faults import (
     tracking_protocol,
 )
 from fake_openai.replies import RecordedRequest, Reply, Responder, Script
+from fake_openai.streaming import ChunkStream
 from fake_openai.wire import DEFAULT_MODEL, completion, error_response
 
 
@@ -62,6 +63,8 @@ class FakeOpenAI:
         faults: Faults | None = None,
     ) -> None:
         self.latency = latency
+        # False answers `stream: true` with a 400, as some OpenAI-compatible servers do.
+        self.supports_streaming = True
         self.host = host
         self.port = port
         self.base_url = ""
@@ -171,8 +174,9 @@ class FakeOpenAI:
         return self._script.pending(model)
 
     def reset(self) -> None:
-        """Clear script, faults, recorded requests and responder (latency is kept)."""
+        """Clear script, faults, recorded requests and responder; streaming back on (latency is kept)."""
         self.faults = Faults()
+        self.supports_streaming = True
         self._script.clear()
         with self._lock:
             self.requests.clear()
@@ -235,9 +239,10 @@ class FakeOpenAI:
         if body is None:
             self._finish(record, 400)
             return error_response(400, "Request body must be a JSON object.", None)
-        if body.get("stream"):
+        streamed = bool(body.get("stream"))
+        if streamed and not self.supports_streaming:
             self._finish(record, 400)
-            return error_response(400, "fake_openai does not support stream=true.", None)
+            return error_response(400, "This endpoint does not support stream=true.", None)
 
         reply, extra_delay, record.fault = self._roller.roll(model)
         if reply is None:
@@ -267,6 +272,13 @@ class FakeOpenAI:
             completion_id=next(self._completion_ids),
             call_ids=self._call_ids,
         )
+        if streamed:
+            record.streamed = True
+            return ChunkStream(
+                payload, reply, record,
+                include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+                pause=self._pause, finish=self._finish, transports=self._transports,
+            )
         self._finish(record, 200, payload["usage"])
         return JSONResponse(payload, headers=reply.headers)
 

@@ -1,12 +1,16 @@
 """GET /tasks/{id}/events: the task's events as Server-Sent Events, read from Postgres.
 
-Postgres is the only source, so any API replica serves any stream, and a client that
-reconnects with `Last-Event-ID` (browsers' EventSource do it on their own) gets exactly the
-events after that id. The stream ends after the terminal `task.status` event."""
+Postgres is the only source of the durable events, so any API replica serves any stream, and a
+client that reconnects with `Last-Event-ID` (browsers' EventSource do it on their own) gets
+exactly the events after that id. Between them come `step.delta` events, the text of running
+steps as it is generated (live only: they carry no id and are not replayed on reconnect; the
+finished step's whole text is in the durable record). The stream ends after the terminal
+`task.status` event."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -19,6 +23,8 @@ from api.errors import ERROR_RESPONSES, APIError
 from durable_orchestrator.auth.api_keys import Principal
 from durable_orchestrator.data import events, tasks
 from durable_orchestrator.data.tables import TERMINAL
+from durable_orchestrator.live.deltas import StepDelta
+from durable_orchestrator.live.hub import DeltaHub
 
 router = APIRouter(prefix="/tasks", tags=["events"], responses=ERROR_RESPONSES)
 
@@ -41,7 +47,9 @@ _SSE_DOC = {
     200: {
         "description": "`text/event-stream`: one SSE event per stored event; `id` = event id, "
         "`event` = type (task.status, task.planned, step.started, step.finished, ...), "
-        "`data` = JSON. Ends after the terminal task.status event.",
+        "`data` = JSON. Live `step.delta` events (no `id`; data `{index, attempt, turn, seq, "
+        "text}`) carry a running step's text as it is generated. Ends after the terminal "
+        "task.status event.",
         "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
     }
 }
@@ -71,6 +79,9 @@ async def task_events(
     after: Annotated[
         int | None, Query(ge=0, description="Same as Last-Event-ID, for clients that cannot set headers.")
     ] = None,
+    deltas: Annotated[
+        bool, Query(description="Also send live `step.delta` events with the text of running steps.")
+    ] = True,
 ) -> EventSourceResponse:
     start = after or 0
     if last_event_id:
@@ -82,21 +93,50 @@ async def task_events(
         raise APIError(404, "not_found", f"task {task_id} not found")
     interval = settings.sse_poll_interval_secs
 
+    hub: DeltaHub = request.app.state.deltas
+
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        last = start
-        while True:
-            batch = await events.read_after(engine, task_id, last)
-            for ev in batch:
-                last = ev.id
-                yield ServerSentEvent(json.dumps(ev.data), event=ev.type, id=str(ev.id))
-                if ev.terminal:
-                    return
-            if not batch:
-                # Resumed after the terminal event, or it was deleted: nothing more will come.
-                status = await tasks.task_status(engine, task_id, principal.user_id)
-                if status is None or (status in TERMINAL and not await events.any_after(engine, task_id, last)):
-                    return
-                await asyncio.sleep(interval)
+        # Subscribed before the first read, so no delta falls between history and live.
+        async with hub.subscribe(task_id) if deltas else _no_deltas() as live:
+            loop = asyncio.get_running_loop()
+            last, next_poll = start, 0.0
+            finished: set[int] = set()
+            while True:
+                if loop.time() >= next_poll:
+                    batch = await events.read_after(engine, task_id, last)
+                    for ev in batch:
+                        last = ev.id
+                        if ev.type == "step.finished":
+                            finished.add(ev.data.get("index"))
+                        yield ServerSentEvent(json.dumps(ev.data), event=ev.type, id=str(ev.id))
+                        if ev.terminal:
+                            return
+                    if batch:
+                        continue
+                    # Resumed after the terminal event, or it was deleted: nothing more will come.
+                    status = await tasks.task_status(engine, task_id, principal.user_id)
+                    if status is None or (status in TERMINAL and not await events.any_after(engine, task_id, last)):
+                        return
+                    next_poll = loop.time() + interval
+                for delta in await _arrivals(live, next_poll - loop.time()):
+                    if delta.step not in finished:  # its step.finished already has the whole text
+                        yield ServerSentEvent(json.dumps(delta.event_data()), event="step.delta")
 
     return EventSourceResponse(stream(), ping=settings.sse_ping_secs, headers={"Cache-Control": "no-store"})
 
+
+@contextlib.asynccontextmanager
+async def _no_deltas() -> AsyncIterator[asyncio.Queue[StepDelta]]:
+    yield asyncio.Queue()
+
+
+async def _arrivals(queue: asyncio.Queue[StepDelta], within: float) -> list[StepDelta]:
+    """What is queued, waiting up to `within` seconds for the first one."""
+    try:
+        first = await asyncio.wait_for(queue.get(), timeout=max(within, 0.0))
+    except TimeoutError:
+        return []
+    arrived = [first]
+    while not queue.empty():
+        arrived.append(queue.get_nowait())
+    return arrived

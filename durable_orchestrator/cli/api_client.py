@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import ServerSentEvent, connect_sse
 
 from durable_orchestrator.cli.common import DEFAULT_DATA_DIR, fail
 
@@ -127,6 +129,20 @@ class Api:
 
     def post(self, path: str, **kw: Any) -> Any:
         return self.request("POST", path, **kw)
+
+    def events(
+        self, task_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None
+    ) -> Iterator[ServerSentEvent]:
+        """The task's event stream from after `last_event_id`. Transport errors are raised as
+        they are, so that the caller can reconnect; HTTP errors become one readable line."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        timeout = httpx.Timeout(30.0, read=read_timeout)
+        with connect_sse(self._http, "GET", f"/tasks/{task_id}/events", headers=headers, timeout=timeout) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                raise fail(f"GET /tasks/{task_id}/events: HTTP {source.response.status_code}: "
+                           f"{_message(source.response)}")
+            yield from source.iter_sse()
 
 
 def _message(resp: httpx.Response) -> str:

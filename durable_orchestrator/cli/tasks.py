@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from durable_orchestrator.cli.api_client import Api
 from durable_orchestrator.cli.common import DataDirOption, console, err_console, fail
+from durable_orchestrator.cli.live_view import follow
 
-TERMINAL = {"completed", "failed", "cancelled"}
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
-POLL_SECS = 0.5
 
 
 def _steps_table(task: dict[str, Any]) -> Table:
@@ -44,43 +41,6 @@ def _get(api: Api, task_id: str) -> dict[str, Any]:
     if task is None:
         raise fail(f"task {task_id} not found (or not yours)")
     return task
-
-
-def follow(api: Api, task_id: str, timeout: float | None = None) -> dict[str, Any]:
-    """Poll the task until it ends, showing per-step progress; returns the final task."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    if console.is_terminal:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=console, transient=False) as progress:
-            bar = progress.add_task("planning", total=None)
-            while True:
-                task = _get(api, task_id)
-                steps = task.get("steps", [])
-                done = sum(s["status"] == "completed" for s in steps)
-                current = next((s for s in steps if s["status"] == "running"), None)
-                label = f"{task['status']}" + (f" · step {current['index']} {current['agent']}" if current else "")
-                progress.update(bar, total=len(steps) or None, completed=done, description=label)
-                if task["status"] in TERMINAL:
-                    return task
-                if deadline and time.monotonic() > deadline:
-                    raise fail(f"task {task_id} still {task['status']} after {timeout:g}s", code=3)
-                time.sleep(POLL_SECS)
-    seen: dict[Any, str] = {}
-    while True:  # not a terminal: one line per change, easy to log or pipe
-        task = _get(api, task_id)
-        for key, status in [("task", task["status"])] + [(s["index"], s["status"]) for s in task.get("steps", [])]:
-            if seen.get(key) != status:
-                seen[key] = status
-                if key == "task":
-                    console.print(f"task {task_id}: {status}", highlight=False)
-                else:
-                    step = next(s for s in task["steps"] if s["index"] == key)
-                    console.print(f"  step {key} · {step['agent']}: {status}", highlight=False)
-        if task["status"] in TERMINAL:
-            return task
-        if deadline and time.monotonic() > deadline:
-            raise fail(f"task {task_id} still {task['status']} after {timeout:g}s", code=3)
-        time.sleep(POLL_SECS)
 
 
 def submit(
@@ -123,7 +83,8 @@ def watch(
     timeout: float | None = typer.Option(None, "--timeout", help="Give up after N seconds (exit 3)."),
     data_dir: Path = DataDirOption,
 ) -> None:
-    """Follow a task step by step; exit 0 when it completes, 1 failed, 2 cancelled."""
+    """Follow a task live (steps, and the text of running steps as it is generated); exit 0
+    when it completes, 1 failed, 2 cancelled."""
     task = follow(Api(data_dir), task_id, timeout)
     _print_task(task)
     raise typer.Exit(EXIT_CODES.get(task["status"], 1))

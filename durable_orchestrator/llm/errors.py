@@ -64,6 +64,11 @@ def classify(exc: BaseException) -> ApplicationError:
         return ApplicationError(f"LLM request timed out: {exc}", type="LLMTimeout")
     if isinstance(exc, openai.APIConnectionError):
         return ApplicationError(f"LLM connection failed: {exc}", type="LLMConnectionError")
+    # Raised by httpx itself, unwrapped, when a streamed answer breaks after its headers arrived.
+    if isinstance(exc, httpx.TimeoutException):
+        return ApplicationError(f"LLM stream stalled: {exc}", type="LLMTimeout")
+    if isinstance(exc, httpx.TransportError):
+        return ApplicationError(f"LLM stream broke off: {exc}", type="LLMConnectionError")
     if isinstance(exc, openai.APIResponseValidationError | ValueError):
         return ApplicationError(f"LLM returned a malformed response: {exc}", type="LLMMalformedResponse")
     return ApplicationError(f"LLM call failed: {type(exc).__name__}: {exc}", type="LLMError")

@@ -21,7 +21,7 @@ from temporalio import activity
 
 from durable_orchestrator.data import ledger
 from durable_orchestrator.llm import budget
-from durable_orchestrator.llm.client import Completion, LLMClient
+from durable_orchestrator.llm.client import Completion, DeltaSink, LLMClient
 from durable_orchestrator.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -59,6 +59,7 @@ class MeteredLLM:
         max_tokens: int | None = None,
         response_format: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         key = f"{self.key_prefix}:{self._seq}"
         self._seq += 1
@@ -82,6 +83,7 @@ class MeteredLLM:
                 max_tokens=max_tokens,
                 response_format=response_format,
                 tools=tools,
+                on_delta=on_delta,
             )
         except BaseException:
             # This worker knows the call failed (or was cancelled): free its reservation.

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from durable_orchestrator.llm.client import Completion
+from durable_orchestrator.llm.client import Completion, DeltaSink
 from durable_orchestrator.llm.token_estimate import estimate_prompt_tokens
 
 
@@ -27,6 +27,7 @@ class OfflineClient:
         max_tokens: int | None = None,
         response_format: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         if response_format is not None:
@@ -46,6 +47,8 @@ class OfflineClient:
             digest = hashlib.sha256(str(last_user).encode()).hexdigest()[:8]
             content = f"offline model: no LLM endpoint is configured (answer {digest}). " \
                 f"Set OPENAI_BASE_URL/OPENAI_API_KEY for real answers."
+        if on_delta is not None and response_format is None:
+            await on_delta(content)
         return Completion(
             content=content,
             model="offline",

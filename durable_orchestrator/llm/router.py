@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
 from durable_orchestrator.llm.breaker import CircuitBreakers, CircuitOpen, Permit
-from durable_orchestrator.llm.client import Completion, LLMClient
+from durable_orchestrator.llm.client import Completion, DeltaSink, LLMClient
 from durable_orchestrator.llm.limits import (
     RATE_LIMITED,
     LLMRateLimiter,
@@ -100,6 +100,7 @@ class LLMRouter:
         max_tokens: int | None = None,
         response_format: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         chain = self.chain(model)
         waited = 0.0
@@ -120,6 +121,7 @@ class LLMRouter:
                         response_format,
                         tools,
                         has_next=i + 1 < len(chain),
+                        on_delta=on_delta,
                     )
                 except _MoveOn:
                     log.warning("llm_fallback", model=candidate, next_model=chain[i + 1])
@@ -157,6 +159,7 @@ class LLMRouter:
         tools: list[dict[str, Any]] | None,
         *,
         has_next: bool,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         reserved = estimate_prompt_tokens(messages)
         try:
@@ -167,6 +170,7 @@ class LLMRouter:
                 max_tokens=max_tokens,
                 response_format=response_format,
                 tools=tools,
+                on_delta=on_delta,
             )
         except ApplicationError as err:
             if err.type == RATE_LIMITED:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +46,10 @@ class SSE:
 
 async def read_sse(
     client: httpx.AsyncClient, url: str, headers: dict[str, str], *, max_events: int | None = None,
-    deadline_secs: float = 60,
+    deadline_secs: float = 60, deltas: bool = False, until: Callable[[SSE], bool] | None = None,
 ) -> list[SSE]:
-    """Read events until the server ends the stream (or `max_events` were read, then hang up)."""
+    """Read events until the server ends the stream (or `max_events` were read, or `until` an
+    event, then hang up). Live `step.delta` events are kept only with `deltas=True`."""
     out: list[SSE] = []
     async with asyncio.timeout(deadline_secs), client.stream("GET", url, headers=headers) as resp:
         assert resp.status_code == 200, await resp.aread()
@@ -56,9 +57,11 @@ async def read_sse(
         fields: dict[str, str] = {}
         async for line in resp.aiter_lines():
             if line == "":
-                if "data" in fields or "event" in fields:
+                if ("data" in fields or "event" in fields) and (deltas or fields.get("event") != "step.delta"):
                     out.append(SSE(fields.get("id"), fields.get("event"), json.loads(fields.get("data", "null"))))
                     if max_events is not None and len(out) >= max_events:
+                        break
+                    if until is not None and until(out[-1]):
                         break
                 fields = {}
                 continue

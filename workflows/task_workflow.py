@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
         RUN_STEP,
         RUN_TOOL,
         SEND_WEBHOOK,
+        SLOT_GRANTED_SIGNAL,
+        TAKE_SLOT,
         TASK_WORKFLOW,
         ApprovalDecision,
         FinishInput,
@@ -74,6 +76,11 @@ class TaskWorkflow:
     def __init__(self) -> None:
         self._done: dict[int, StepResult] = {}
         self._approvals = Approvals()
+        self._slot_granted = False
+
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self) -> None:
+        self._slot_granted = True
 
     # POST /tasks/{id}/approvals/{approval_id} (api/routes/approvals.py) sends this update.
     @workflow.update(name=APPROVAL_UPDATE)
@@ -89,6 +96,12 @@ class TaskWorkflow:
     async def run(self, inp: TaskInput) -> TaskOutcome:
         p = inp.policy
         self._set_status(inp, "running", user=True)
+        if inp.bounded:
+            try:
+                await self._take_slot(inp)
+            except (asyncio.CancelledError, CancelledError):
+                await self._finish(inp, "cancelled", "cancelled by request")
+                raise
         try:
             await asyncio.wait_for(self._execute(inp), timeout=p.deadline_secs)
         except TimeoutError:
@@ -107,6 +120,21 @@ class TaskWorkflow:
         outcome = await self._finish(inp, "completed")
         await self._remember(inp)
         return outcome
+
+    async def _take_slot(self, inp: TaskInput) -> None:
+        """Wait, durably and without polling, for one of the user's running slots: the task
+        that frees one signals the oldest waiting task. Time in the queue is not part of the
+        task's deadline."""
+        admitted = await workflow.execute_local_activity(
+            TAKE_SLOT, inp.task_id, result_type=bool, start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=FINISH_RETRY, summary="take a running slot",
+        )
+        if admitted:
+            return
+        self._set_status(inp, "queued")
+        workflow.set_current_details("queued: the user's running tasks are at their bound")
+        await workflow.wait_condition(lambda: self._slot_granted)
+        self._set_status(inp, "running")
 
     async def _execute(self, inp: TaskInput) -> None:
         p = inp.policy
@@ -209,7 +237,10 @@ class TaskWorkflow:
         # through the Temporal server's task queue.
         preview = await workflow.execute_local_activity(
             FINISH_TASK,
-            FinishInput(task_id=inp.task_id, status=status, error=error, failed_step=failed_step),
+            FinishInput(
+                task_id=inp.task_id, status=status, error=error, failed_step=failed_step,
+                free_slot_of=inp.user_id if inp.bounded else None,
+            ),
             result_type=str,
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=FINISH_RETRY,

@@ -14,7 +14,7 @@ import structlog
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import Priority, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, request_id, require
@@ -61,16 +61,31 @@ def _request_hash(body: TaskCreate) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
+# Temporal priority keys: 1 is served first; 3 is what tasks without a priority get.
+PRIORITY_KEYS = {"high": 1, "normal": 3, "low": 5}
+
+
+def running_bound(principal: Principal, settings: Settings) -> int | None:
+    """How many of the user's tasks may run at once under this key; None (or 0): no bound."""
+    bound = principal.max_running_tasks if principal.max_running_tasks is not None else settings.user_max_running_tasks
+    return bound or None
+
+
 async def _start_workflow(
-    request: Request, task_id: str, user_id: str, description: str, *, webhook: bool = False
+    request: Request, task_id: str, user_id: str, description: str, options: dict[str, Any],
+    *, bounded: bool,
 ) -> None:
     settings: Settings = request.app.state.settings
     await request.app.state.temporal.start_workflow(
         TASK_WORKFLOW,
         TaskInput(
             task_id=task_id, user_id=user_id, policy=execution_policy(settings),
-            search_attributes=settings.search_attributes, webhook=webhook,
+            search_attributes=settings.search_attributes, webhook=bool(options.get("webhook_url")),
+            bounded=bounded,
         ),
+        # Inherited by every activity of the task; the fairness key shares a busy queue between
+        # users on servers with fairness enabled (others ignore it).
+        priority=Priority(priority_key=PRIORITY_KEYS[options.get("priority", "normal")], fairness_key=user_id),
         id=workflow_id_for(task_id),
         task_queue=settings.task_queue,
         # A retried submission (same Idempotency-Key) after a crash between insert and start
@@ -139,6 +154,8 @@ async def create_task(
     _check_submission(body, principal, settings, wait)
     task_id = tasks.new_task_id()
     request_hash = _request_hash(body) if idempotency_key else None
+    options = _task_options(body, settings)
+    bound = running_bound(principal, settings)
     try:
         async with engine.begin() as conn:
             await tasks.insert_task(
@@ -149,13 +166,14 @@ async def create_task(
                 metadata=body.metadata,
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
-                options=_task_options(body, settings),
+                options=options,
+                max_running=bound,
             )
     except IntegrityError:
         if not idempotency_key:
             raise
         return await _replay(request, response, engine, principal, idempotency_key, request_hash)
-    await _start_or_withdraw(request, engine, task_id, principal.user_id, body)
+    await _start_or_withdraw(request, engine, task_id, principal.user_id, body.description, options, bound)
     metrics.TASKS_SUBMITTED.inc()
     if wait:
         finished = await _wait_for_end(engine, settings, task_id, principal.user_id, wait)
@@ -187,14 +205,16 @@ def _task_options(body: TaskCreate, settings: Settings) -> dict[str, Any]:
     return {
         "budget": effective_task_budget(body.budget.model_dump() if body.budget else None, settings),
         **({"webhook_url": body.webhook_url} if body.webhook_url else {}),
+        **({"priority": body.priority} if body.priority != "normal" else {}),
     }
 
 
 async def _start_or_withdraw(
-    request: Request, engine: AsyncEngine, task_id: str, user_id: str, body: TaskCreate
+    request: Request, engine: AsyncEngine, task_id: str, user_id: str, description: str,
+    options: dict[str, Any], bound: int | None,
 ) -> None:
     try:
-        await _start_workflow(request, task_id, user_id, body.description, webhook=body.webhook_url is not None)
+        await _start_workflow(request, task_id, user_id, description, options, bounded=bound is not None)
     except Exception as exc:
         # Nothing half-written: without a workflow the row would sit in 'pending' forever.
         await tasks.delete_task(engine, task_id)
@@ -226,8 +246,8 @@ async def _replay(request, response, engine, principal, key, request_hash):  # t
         raise APIError(409, "idempotency_key_reused",
                        "this Idempotency-Key was used with a different request body")
     if row.status == "pending":
-        await _start_workflow(request, row.id, principal.user_id, row.description,
-                              webhook=bool(row.options.get("webhook_url")))
+        await _start_workflow(request, row.id, principal.user_id, row.description, row.options,
+                              bounded=row.max_running is not None)
     response.status_code = status.HTTP_200_OK
     return _accepted(request, row.id, row.status)
 

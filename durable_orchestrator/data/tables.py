@@ -95,6 +95,8 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime | None = _created()
     expires_at: datetime | None = _when()
     revoked_at: datetime | None = _when()
+    # Overrides ORCH_USER_MAX_RUNNING_TASKS for tasks submitted with this key.
+    max_running_tasks: int | None = Field(default=None, nullable=True)
 
 
 class RevokedToken(SQLModel, table=True):
@@ -126,7 +128,7 @@ class AuditEntry(SQLModel, table=True):
 
 # --- tasks, their steps, events and the LLM ledger --------------------------------------------
 
-TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "cancelled"]
+TaskStatus = Literal["pending", "queued", "running", "waiting_approval", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
 
 # The bases below are shared with the API's views of tasks and steps (api/schemas.py), which
@@ -171,6 +173,10 @@ class Task(TaskOutcomeBase, table=True):
     options: dict[str, Any] = _json()
     created_at: datetime | None = _created()
     updated_at: datetime | None = _created()
+    # Per-user concurrency (data/admission.py): the bound this task was submitted under (NULL:
+    # none), and when it took one of its user's running slots.
+    max_running: int | None = Field(default=None, nullable=True)
+    admitted_at: datetime | None = _when()
 
 
 class StepBase(SQLModel):

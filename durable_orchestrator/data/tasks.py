@@ -49,6 +49,7 @@ _INSERT_TASK = (
             Task.workflow_id: bindparam("workflow_id"),
             Task.idempotency_key: bindparam("idempotency_key"),
             Task.request_hash: bindparam("request_hash"),
+            Task.max_running: bindparam("max_running"),
             # Given although it has a default: for an INSERT that carries a CTE, SQLAlchemy
             # sends NULL instead of computing Python-side column defaults.
             Task.options: bindparam("options"),
@@ -68,6 +69,7 @@ async def insert_task(
     options: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    max_running: int | None = None,
 ) -> None:
     await conn.execute(
         _INSERT_TASK,
@@ -80,6 +82,7 @@ async def insert_task(
             "idempotency_key": idempotency_key,
             "request_hash": request_hash,
             "options": options or {},
+            "max_running": max_running,
         },
     )
     await add_event(conn, task_id, "task.status", {"status": "pending"}, "status:pending")
@@ -103,9 +106,12 @@ class Submission:
     request_hash: str | None
     description: str
     options: dict[str, Any]
+    max_running: int | None
 
 
-_SUBMISSION = select(Task.id, Task.status, Task.request_hash, Task.description, Task.options).where(
+_SUBMISSION = select(
+    Task.id, Task.status, Task.request_hash, Task.description, Task.options, Task.max_running
+).where(
     Task.user_id == _USER, Task.idempotency_key == bindparam("idempotency_key")
 )
 

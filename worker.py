@@ -79,7 +79,7 @@ async def build_worker(
     memory.start_background()
     deltas = make_publisher(settings, engine)
     acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory, tools=tools,
-                          deltas=deltas)
+                          deltas=deltas, temporal=client)
     memory_acts = MemoryActivities(memory=memory, settings=settings)
 
     async def memory_search(user_id: str, query: str, limit: int) -> list[dict[str, Any]]:
@@ -100,7 +100,7 @@ async def build_worker(
             task_queue=task_queue or settings.task_queue,
             workflows=WORKFLOWS,
             activities=[
-                acts.plan_task, acts.run_step, acts.finish_task, tool_acts.run_tool,
+                acts.plan_task, acts.run_step, acts.finish_task, acts.take_slot, tool_acts.run_tool,
                 hooks.send_webhook, memory_acts.remember_result,
                 *MaintenanceActivities(engine=engine, settings=settings).all(),
             ],

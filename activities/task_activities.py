@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
-from durable_orchestrator.data import conversation, provenance, steps, tasks
+from durable_orchestrator.data import admission, conversation, provenance, steps, tasks
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.live.publisher import Publisher, StepStream
 from durable_orchestrator.llm.client import Completion, LLMClient
@@ -27,6 +29,8 @@ from durable_orchestrator.temporal.contracts import (
     FINISH_TASK,
     PLAN_TASK,
     RUN_STEP,
+    SLOT_GRANTED_SIGNAL,
+    TAKE_SLOT,
     FinishInput,
     PlanInput,
     PlannedStep,
@@ -34,6 +38,7 @@ from durable_orchestrator.temporal.contracts import (
     StepInput,
     StepResult,
     ToolCallRef,
+    workflow_id_for,
 )
 from durable_orchestrator.tools import REGISTRY, ToolRegistry, ToolRejected
 from durable_orchestrator.tools.memory_search import from_fetched_content
@@ -64,6 +69,7 @@ class TaskActivities:
     tools: ToolRegistry = field(default_factory=lambda: REGISTRY)
     memory: MemoryService | None = None  # long-term memory for the planner
     deltas: Publisher | None = None  # where the live text of running steps goes
+    temporal: Client | None = None  # finish_task wakes queued tasks through it
 
     @activity.defn(name=PLAN_TASK)
     async def plan_task(self, inp: PlanInput) -> PlanResult:
@@ -301,9 +307,31 @@ class TaskActivities:
             self.engine, inp.task_id, inp.status, error=inp.error, failed_step=inp.failed_step
         )
         log.info("task_finished", task_id=inp.task_id, status=inp.status)
+        if inp.free_slot_of:
+            await self._wake_queued(await admission.free_slot(self.engine, inp.free_slot_of))
         if activity.info().attempt == 1:  # count each task once, not once per retry
             metrics.record_task_finished(inp.status, await tasks.task_age_secs(self.engine, inp.task_id))
         return (result or "")[:200]
+
+    async def _wake_queued(self, task_ids: list[str]) -> None:
+        """Tell admitted tasks' workflows to start. A failure raises, so the retry tells them
+        again; a workflow that has already ended has nothing to be told."""
+        if self.temporal is None:
+            raise ApplicationError("finish_task has no Temporal client to wake queued tasks", non_retryable=True)
+        for task_id in task_ids:
+            try:
+                await self.temporal.get_workflow_handle(workflow_id_for(task_id)).signal(SLOT_GRANTED_SIGNAL)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+            log.info("queued_task_admitted", admitted_task_id=task_id)
+
+    @activity.defn(name=TAKE_SLOT)
+    async def take_slot(self, task_id: str) -> bool:
+        with activity_log_context(task_id):
+            admitted = await admission.take_slot(self.engine, task_id)
+            log.info("task_admitted" if admitted else "task_queued")
+            return admitted
 
     def _metered(self, task_id: str, step_index: int | None, purpose: str, options: Any) -> MeteredLLM:
         """This attempt's LLM calls, each reserved in the ledger before and settled after."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from sqlmodel import Field as ModelField
@@ -146,6 +146,11 @@ class TaskCreate(BaseModel):
         default_factory=dict, description="Free-form JSON object.", json_schema_extra=metadata_schema
     )
     budget: BudgetIn | None = Field(None, description="Token and cost caps for this task.")
+    priority: Literal["high", "normal", "low"] = Field(
+        "normal",
+        description="Temporal task priority of every workflow and activity task of this task "
+        "(high runs before normal before low when workers are busy).",
+    )
     webhook_url: str | None = Field(
         None,
         max_length=2000,

@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     # --- agents, tools, budgets --------------------------------------------------------------
     max_plan_steps: int = Field(8, description="Most steps a plan may have.")
     max_parallel_steps: int = Field(4, description="Steps of one task running at once.")
+    user_max_running_tasks: int = Field(
+        0, ge=0,
+        description="Tasks of one user running at once (`0`: no bound); the rest wait, durably and in "
+        "order, in status `queued`. An API key's own bound (`keys create --max-running-tasks`) wins.",
+    )
     max_turns: int = Field(
         6, description="LLM turns per step in the tool-calling loop; the last turn is offered no tools."
     )

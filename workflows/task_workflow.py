@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import replace
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from durable_orchestrator.temporal.contracts import (
@@ -22,6 +22,8 @@ with workflow.unsafe.imports_passed_through():
         RUN_STEP,
         RUN_TOOL,
         SEND_WEBHOOK,
+        SLOT_GRANTED_SIGNAL,
+        TAKE_SLOT,
         TASK_WORKFLOW,
         ApprovalDecision,
         FinishInput,
@@ -99,6 +101,11 @@ class TaskWorkflow:
         self._steps: list[PlannedStep] = []
         self._paused: dict[int, int] = {}  # step index -> turn it goes on at after the hand-over
         self._handing_over = False
+        self._slot_granted = False
+
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self) -> None:
+        self._slot_granted = True
 
     # POST /tasks/{id}/approvals/{approval_id} (api/routes/approvals.py) sends this update.
     @workflow.update(name=APPROVAL_UPDATE)
@@ -113,8 +120,15 @@ class TaskWorkflow:
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskOutcome:
         p = inp.policy
-        started_at = inp.resume.started_at if inp.resume else workflow.now().timestamp()
         self._set_status(inp, "running", user=True)
+        if inp.bounded and inp.resume is None:  # a continued run keeps the slot of the first
+            try:
+                await self._take_slot(inp)
+            except (asyncio.CancelledError, CancelledError):
+                await self._finish(inp, "cancelled", "cancelled by request")
+                raise
+        # After the slot: time spent queued is not part of the deadline.
+        started_at = inp.resume.started_at if inp.resume else workflow.now().timestamp()
         deadline = f"deadline exceeded: the task did not finish within {p.deadline_secs:g}s"
         remaining = p.deadline_secs - (workflow.now().timestamp() - started_at)
         if remaining <= 0:  # a continued run that starts past the first run's deadline
@@ -147,6 +161,21 @@ class TaskWorkflow:
         outcome = await self._finish(inp, "completed")
         await self._remember(inp)
         return outcome
+
+    async def _take_slot(self, inp: TaskInput) -> None:
+        """Wait, durably and without polling, for one of the user's running slots: the task
+        that frees one signals the oldest waiting task. Time in the queue is not part of the
+        task's deadline."""
+        admitted = await workflow.execute_local_activity(
+            TAKE_SLOT, inp.task_id, result_type=bool, start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=FINISH_RETRY, summary="take a running slot",
+        )
+        if admitted:
+            return
+        self._set_status(inp, "queued")
+        workflow.set_current_details("queued: the user's running tasks are at their bound")
+        await workflow.wait_condition(lambda: self._slot_granted)
+        self._set_status(inp, "running")
 
     async def _execute(self, inp: TaskInput) -> None:
         p = inp.policy
@@ -292,7 +321,10 @@ class TaskWorkflow:
         # through the Temporal server's task queue.
         preview = await workflow.execute_local_activity(
             FINISH_TASK,
-            FinishInput(task_id=inp.task_id, status=status, error=error, failed_step=failed_step),
+            FinishInput(
+                task_id=inp.task_id, status=status, error=error, failed_step=failed_step,
+                free_slot_of=inp.user_id if inp.bounded else None,
+            ),
             result_type=str,
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=FINISH_RETRY,

@@ -170,9 +170,7 @@ async def rerun_task(
             task_queue=settings.task_queue,
         )
     # A start that fails leaves the row to the reconciler, as for any submission.
-    await _start_workflow(
-        request, new_id, principal.user_id, parent.description, webhook=bool(options.get("webhook_url"))
-    )
+    await _start_workflow(request, new_id, principal.user_id, parent.description, options, bounded=False)
     metrics.TASKS_SUBMITTED.inc()
     reused = [i for i, s in enumerate(steps or []) if s.reuse]
     await audit.record(

@@ -45,8 +45,15 @@ def _request_hash(body: TaskCreate) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
+def running_bound(principal: Principal, settings: Settings) -> int | None:
+    """How many of the user's tasks may run at once under this key; None (or 0): no bound."""
+    bound = principal.max_running_tasks if principal.max_running_tasks is not None else settings.user_max_running_tasks
+    return bound or None
+
+
 async def _start_workflow(
-    request: Request, task_id: str, user_id: str, description: str, *, webhook: bool = False
+    request: Request, task_id: str, user_id: str, description: str, options: dict[str, Any],
+    *, bounded: bool,
 ) -> None:
     """Start the task's workflow; the row is already committed. When the start fails (Temporal
     down, or the call timed out after the server accepted it), the row stays: deleting it could
@@ -55,7 +62,9 @@ async def _start_workflow(
     try:
         await start_task_workflow(
             request.app.state.temporal, request.app.state.settings,
-            task_id=task_id, user_id=user_id, description=description, webhook=webhook,
+            task_id=task_id, user_id=user_id, description=description,
+            webhook=bool(options.get("webhook_url")), priority=options.get("priority", "normal"),
+            bounded=bounded,
         )
     except WorkflowAlreadyStartedError:
         pass  # its run has already closed; the reconciler records how it ended
@@ -138,6 +147,8 @@ async def create_task(
     given_plan = client_plan(body, settings)
     task_id = tasks.new_task_id()
     request_hash = _request_hash(body) if idempotency_key else None
+    options = _task_options(body, settings)
+    bound = running_bound(principal, settings)
     try:
         async with engine.begin() as conn:
             await tasks.insert_task(
@@ -148,7 +159,8 @@ async def create_task(
                 metadata=body.metadata,
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
-                options=_task_options(body, settings),
+                options=options,
+                max_running=bound,
                 task_queue=settings.task_queue,
                 plan_source="client" if given_plan else None,
             )
@@ -158,8 +170,7 @@ async def create_task(
         if not idempotency_key:
             raise
         return await _replay(request, response, engine, principal, idempotency_key, request_hash)
-    await _start_workflow(request, task_id, principal.user_id, body.description,
-                          webhook=body.webhook_url is not None)
+    await _start_workflow(request, task_id, principal.user_id, body.description, options, bounded=bound is not None)
     metrics.TASKS_SUBMITTED.inc()
     if wait:
         finished = await _wait_for_end(engine, settings, task_id, principal.user_id, wait)
@@ -229,7 +240,11 @@ def _task_options(body: TaskCreate, settings: Settings) -> dict[str, Any]:
             422, "validation_error", f"invalid request: budget.{exc.field}",
             [{"field": f"budget.{exc.field}", "message": str(exc)}],
         ) from None
-    return {"budget": budget, **({"webhook_url": body.webhook_url} if body.webhook_url else {})}
+    return {
+        "budget": budget,
+        **({"webhook_url": body.webhook_url} if body.webhook_url else {}),
+        **({"priority": body.priority} if body.priority != "normal" else {}),
+    }
 
 
 async def _wait_for_end(
@@ -256,8 +271,8 @@ async def _replay(request, response, engine, principal, key, request_hash):  # t
         raise APIError(409, "idempotency_key_reused",
                        "this Idempotency-Key was used with a different request body")
     if row.status == "pending":
-        await _start_workflow(request, row.id, principal.user_id, row.description,
-                              webhook=bool(row.options.get("webhook_url")))
+        await _start_workflow(request, row.id, principal.user_id, row.description, row.options,
+                          bounded=row.max_running is not None)
     response.status_code = status.HTTP_200_OK
     return _accepted(request, row.id, row.status)
 
@@ -327,6 +342,7 @@ async def cancel_task(
             await start_task_workflow(
                 client, request.app.state.settings, task_id=task_id, user_id=principal.user_id,
                 description=row.description, webhook=bool(row.options.get("webhook_url")),
+                priority=row.options.get("priority", "normal"),
             )
             await handle.cancel()
     except WorkflowAlreadyStartedError as exc:  # its run closed meanwhile

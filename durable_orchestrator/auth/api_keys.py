@@ -26,6 +26,8 @@ class Principal:
     user_id: str
     key_id: str
     scopes: frozenset[str]
+    # This key's own bound on the user's running tasks (None: ORCH_USER_MAX_RUNNING_TASKS).
+    max_running_tasks: int | None = None
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -50,6 +52,7 @@ async def create_key(
     name: str | None = None,
     scopes: tuple[str, ...] = DEFAULT_SCOPES,
     expires_at: datetime | None = None,
+    max_running_tasks: int | None = None,
     actor: str = "system",
     request_id: str | None = None,
 ) -> tuple[str, KeyInfo]:
@@ -66,7 +69,7 @@ async def create_key(
         await keys.add_user(conn, user_id)
         created_at = await keys.add_key(
             conn, key_id=key_id, user_id=user_id, prefix=prefix, key_hash=hash_key(key),
-            name=name, scopes=scopes, expires_at=expires_at,
+            name=name, scopes=scopes, expires_at=expires_at, max_running_tasks=max_running_tasks,
         )
         await audit.record(
             conn, actor, "key.create", "success", request_id,
@@ -80,7 +83,8 @@ async def authenticate(engine: AsyncEngine, key: str) -> Principal | None:
     row = await keys.live_key(engine, hash_key(key))
     if row is None:
         return None
-    return Principal(user_id=row.user_id, key_id=row.id, scopes=frozenset(row.scopes))
+    return Principal(user_id=row.user_id, key_id=row.id, scopes=frozenset(row.scopes),
+                     max_running_tasks=row.max_running_tasks)
 
 
 async def list_keys(engine: AsyncEngine, user_id: str | None = None) -> list[KeyInfo]:

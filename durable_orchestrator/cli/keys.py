@@ -22,6 +22,10 @@ def create(
         ",".join(api_keys.DEFAULT_SCOPES), help=f"Comma-separated, of: {', '.join(api_keys.ALL_SCOPES)}"
     ),
     expires_in_days: float | None = typer.Option(None, help="Expire the key after N days."),
+    max_running_tasks: int | None = typer.Option(
+        None, min=0, help="Tasks of the user running at once when submitted with this key (0: no bound); "
+        "default ORCH_USER_MAX_RUNNING_TASKS.",
+    ),
     save: bool = typer.Option(False, "--save", help="Save key and API URL in the CLI config."),
     data_dir: Path = DataDirOption,
 ) -> None:
@@ -32,7 +36,8 @@ def create(
         key, info = with_engine(
             data_dir,
             lambda e: api_keys.create_key(
-                e, user, name=name, scopes=wanted, expires_at=expires, actor=cli_actor()
+                e, user, name=name, scopes=wanted, expires_at=expires,
+                max_running_tasks=max_running_tasks, actor=cli_actor(),
             ),
         )
     except ValueError as exc:

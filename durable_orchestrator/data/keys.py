@@ -24,7 +24,7 @@ _ADD_USER = pg_insert(User).values(id=sa.bindparam("user_id")).on_conflict_do_no
 _ADD_KEY = sa.insert(ApiKey).returning(ApiKey.created_at)
 
 # Every request with an X-API-Key runs this: one primary-key-like (unique index) read.
-_LIVE_KEY = select(ApiKey.id, ApiKey.user_id, ApiKey.scopes).where(
+_LIVE_KEY = select(ApiKey.id, ApiKey.user_id, ApiKey.scopes, ApiKey.max_running_tasks).where(
     ApiKey.key_hash == sa.bindparam("key_hash"),
     col(ApiKey.revoked_at).is_(None),
     sa.or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > sa.func.now()),
@@ -78,19 +78,21 @@ async def add_key(
     name: str | None,
     scopes: Sequence[str],
     expires_at: datetime | None,
+    max_running_tasks: int | None = None,
 ) -> datetime:
     """Store a key of an existing user; returns its created_at (the database clock's)."""
     return (
         await conn.execute(
             _ADD_KEY,
             {"id": key_id, "user_id": user_id, "prefix": prefix, "key_hash": key_hash,
-             "name": name, "scopes": list(scopes), "expires_at": expires_at},
+             "name": name, "scopes": list(scopes), "expires_at": expires_at,
+             "max_running_tasks": max_running_tasks},
         )
     ).scalar_one()
 
 
 async def live_key(engine: AsyncEngine, key_hash: str) -> sa.Row[Any] | None:
-    """(id, user_id, scopes) of the unrevoked, unexpired key with this hash, if any."""
+    """(id, user_id, scopes, max_running_tasks) of the unrevoked, unexpired key with this hash, if any."""
     async with read(engine) as conn:
         return (await conn.execute(_LIVE_KEY, {"key_hash": key_hash})).first()
 

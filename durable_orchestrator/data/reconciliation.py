@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy import bindparam, func
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from durable_orchestrator.data.engine import read
 from durable_orchestrator.data.tables import UNFINISHED, Task
@@ -25,6 +25,8 @@ class UnfinishedTask:
     description: str
     webhook: bool
     updated_at: datetime
+    priority: str = "normal"
+    bounded: bool = False  # submitted under its user's running bound
 
 
 _QUIET = (
@@ -35,6 +37,8 @@ _QUIET = (
         Task.description,
         Task.options.has_key("webhook_url").label("webhook"),  # type: ignore[attr-defined]
         Task.updated_at,
+        func.coalesce(Task.options["priority"].astext, "normal").label("priority"),  # type: ignore[index]
+        col(Task.max_running).is_not(None).label("bounded"),
     )
     .where(
         sa.text(UNFINISHED),
@@ -72,7 +76,8 @@ async def quiet_unfinished_tasks(
             ).all()
         for r in rows:
             yield UnfinishedTask(
-                r.id, r.user_id, r.status, r.description, bool(r.webhook), r.updated_at
+                r.id, r.user_id, r.status, r.description, bool(r.webhook), r.updated_at,
+                r.priority, bool(r.bounded),
             )
         if len(rows) < page:
             return

@@ -104,6 +104,8 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime | None = _created()
     expires_at: datetime | None = _when()
     revoked_at: datetime | None = _when()
+    # Overrides ORCH_USER_MAX_RUNNING_TASKS for tasks submitted with this key.
+    max_running_tasks: int | None = Field(default=None, nullable=True)
 
 
 class RevokedToken(SQLModel, table=True):
@@ -135,7 +137,7 @@ class AuditEntry(SQLModel, table=True):
 
 # --- tasks, their steps, events and the LLM ledger --------------------------------------------
 
-TaskStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "cancelled"]
+TaskStatus = Literal["pending", "queued", "running", "waiting_approval", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
 # The same predicate in the reconciler's partial index and in its query, so the planner uses it.
 UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
@@ -207,6 +209,10 @@ class Task(TaskOutcomeBase, table=True):
     # The number of the task's last event: each event takes the next one under this row's
     # lock, so a task's events are numbered in commit order.
     last_event_seq: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
+    # Per-user concurrency (data/admission.py): the bound this task was submitted under (NULL:
+    # none), and when it took one of its user's running slots.
+    max_running: int | None = Field(default=None, nullable=True)
+    admitted_at: datetime | None = _when()
 
 
 class StepBase(SQLModel):

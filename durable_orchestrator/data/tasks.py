@@ -49,6 +49,7 @@ _INSERT_TASK = (
             Task.workflow_id: bindparam("workflow_id"),
             Task.idempotency_key: bindparam("idempotency_key"),
             Task.request_hash: bindparam("request_hash"),
+            Task.max_running: bindparam("max_running"),
             # Given although it has a default: for an INSERT that carries a CTE, SQLAlchemy
             # sends NULL instead of computing Python-side column defaults.
             Task.options: bindparam("options"),
@@ -77,6 +78,7 @@ async def insert_task(
     plan_source: str | None = None,
     parent_task_id: str | None = None,
     rerun_of_step: int | None = None,
+    max_running: int | None = None,
 ) -> None:
     """`plan_source` when the steps come with the task (inserted by the caller, in `conn`);
     `parent_task_id` and `rerun_of_step` for a rerun (data/reruns.py)."""
@@ -95,6 +97,7 @@ async def insert_task(
             "plan_source": plan_source,
             "parent_task_id": parent_task_id,
             "rerun_of_step": rerun_of_step,
+            "max_running": max_running,
         },
     )
     await add_event(conn, task_id, "task.status", {"status": "pending"}, "status:pending")
@@ -118,9 +121,12 @@ class Submission:
     request_hash: str | None
     description: str
     options: dict[str, Any]
+    max_running: int | None
 
 
-_SUBMISSION = select(Task.id, Task.status, Task.request_hash, Task.description, Task.options).where(
+_SUBMISSION = select(
+    Task.id, Task.status, Task.request_hash, Task.description, Task.options, Task.max_running
+).where(
     Task.user_id == _USER, Task.idempotency_key == bindparam("idempotency_key")
 )
 

@@ -16,11 +16,13 @@ from typing import Final
 # and sqlalchemy, which fail in the workflow sandbox).
 TASK_WORKFLOW: Final = "TaskWorkflow"
 APPROVAL_UPDATE: Final = "decide_approval"  # sent by POST /tasks/{id}/approvals/{approval_id}
+SLOT_GRANTED_SIGNAL: Final = "slot_granted"  # sent by finish_task when a queued task may start
 
 PLAN_TASK: Final = "plan_task"
 RUN_STEP: Final = "run_step"
 RUN_TOOL: Final = "run_tool"
 FINISH_TASK: Final = "finish_task"  # local activity
+TAKE_SLOT: Final = "take_slot"  # local activity
 REMEMBER_RESULT: Final = "remember_result"  # local activity
 SEND_WEBHOOK: Final = "send_webhook"
 
@@ -68,6 +70,8 @@ class TaskInput:
     search_attributes: bool = False
     # The task has a webhook_url (in tasks.options): send it when the task ends.
     webhook: bool = False
+    # Submitted under its user's concurrency bound (tasks.max_running): take a slot first.
+    bounded: bool = False
     # Step titles (derived from the user's text) in the workflow's current details, which
     # every Web UI user can read (ORCH_TEMPORAL_USER_TEXT).
     show_user_text: bool = False
@@ -190,6 +194,8 @@ class FinishInput:
     status: str  # completed | failed | cancelled
     error: str | None = None
     failed_step: int | None = None
+    # The task held one of this user's running slots: hand it on to their oldest queued task.
+    free_slot_of: str | None = None
 
 
 # --- maintenance (workflows/maintenance.py, started by Temporal Schedules) --------------------

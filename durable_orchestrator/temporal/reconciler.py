@@ -144,6 +144,8 @@ class Reconciler:
                 user_id=row.user_id,
                 description=row.description,
                 webhook=row.webhook,
+                priority=row.priority,
+                bounded=row.bounded,
             )
         except WorkflowAlreadyStartedError:
             return  # it ran and closed since we looked: the next pass records how it ended

@@ -4,7 +4,7 @@ and from the reconciler (for a row whose workflow never started)."""
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import Priority, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal import search_attributes
@@ -14,6 +14,9 @@ from durable_orchestrator.temporal.contracts import (
     TaskInput,
     workflow_id_for,
 )
+
+# Temporal priority keys: 1 is served first; 3 is what tasks without a priority get.
+PRIORITY_KEYS = {"high": 1, "normal": 3, "low": 5}
 
 
 def execution_policy(settings: Settings) -> ExecutionPolicy:
@@ -50,6 +53,8 @@ async def start_task_workflow(
     user_id: str,
     description: str,
     webhook: bool = False,
+    priority: str = "normal",
+    bounded: bool = False,
 ) -> None:
     """Idempotent: a second start while the run exists attaches to it (USE_EXISTING), and a
     start after the run closed raises WorkflowAlreadyStartedError (REJECT_DUPLICATE) instead of
@@ -63,7 +68,11 @@ async def start_task_workflow(
             search_attributes=settings.search_attributes,
             webhook=webhook,
             show_user_text=settings.temporal_user_text,
+            bounded=bounded,
         ),
+        # Inherited by every activity of the task; the fairness key shares a busy queue between
+        # users on servers with fairness enabled (others ignore it).
+        priority=Priority(priority_key=PRIORITY_KEYS[priority], fairness_key=user_id),
         id=workflow_id_for(task_id),
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -203,8 +203,8 @@ def tool(
     def wrap(fn: Handler) -> Handler:
         registry.register(
             Tool(
-                name, description, args, fn, timeout_secs, requires_approval, side_effect,
-                frozenset(capabilities),
+                name, description, args, fn, timeout_secs=timeout_secs, requires_approval=requires_approval,
+                side_effect=side_effect, capabilities=frozenset(capabilities),
             )
         )
         return fn

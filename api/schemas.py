@@ -6,10 +6,11 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, computed_field, field_validator
 from sqlmodel import Field as ModelField
 
 from durable_orchestrator.data.tables import StepBase, TaskBase, TaskOutcomeBase, TaskStatus
+from planner.agents import AGENTS
 from planner.models import PlanStep
 
 MAX_METADATA_BYTES = 16_384
@@ -131,7 +132,8 @@ class TaskCreate(BaseModel):
                      {"title": "Compare", "agent": "analyst",
                       "instructions": "Compare price per performance", "depends_on": [0]},
                  ]},
-            ]
+            ],
+            "not": {"required": ["agent", "plan"]},
         },
     )
 
@@ -157,13 +159,15 @@ class TaskCreate(BaseModel):
         description="Optional http(s) URL POSTed (HMAC-SHA256 signed) when the task ends; its "
         "host must be in ORCH_WEBHOOK_ALLOWED_HOSTS.",
     )
-    agent: str | None = Field(
+    # Not nullable (null is refused, as the schema says): None only means "not given".
+    agent: str = Field(  # type: ignore[assignment]
         None,
         max_length=100,
         description="Run the task as one step for this agent (see GET /agents), without a "
         "planning call. Not together with `plan`.",
+        json_schema_extra={"enum": list(AGENTS)},
     )
-    plan: list[PlanStep] | None = Field(
+    plan: list[PlanStep] = Field(  # type: ignore[assignment]
         None,
         min_length=1,
         description="The steps to run, without a planning call; checked like a planner's plan "
@@ -196,38 +200,62 @@ class TaskCreate(BaseModel):
         return v
 
 
+def _rerun_variants(schema: dict[str, Any]) -> None:
+    """What the checks in api/routes/reruns.py accept, said in the schema: `from_step` (with
+    optional edits), or `replan: true` without `from_step`, `instructions` and `agents`."""
+    schema["examples"] = [
+        {"from_step": 2},
+        {"from_step": 1, "instructions": {"1": "Use only 2026 prices"}, "model": "gpt-4o"},
+        {"from_step": 3, "agents": {"3": "reviewer"}},
+        {"replan": True},
+    ]
+    schema["oneOf"] = [
+        {"required": ["from_step"], "properties": {"replan": {"const": False}}},
+        {
+            "required": ["replan"],
+            "properties": {"replan": {"const": True}},
+            "not": {"anyOf": [{"required": [f]} for f in ("from_step", "instructions", "agents")]},
+        },
+    ]
+
+
 class RerunRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"from_step": 2},
-                {"from_step": 1, "instructions": {"1": "Use only 2026 prices"}, "model": "gpt-4o"},
-                {"from_step": 3, "agents": {"3": "reviewer"}},
-                {"replan": True},
-            ]
-        },
+        json_schema_extra=_rerun_variants,
     )
 
-    from_step: int | None = Field(
+    # Not nullable (an explicit null is refused, as the schema says): the None defaults only
+    # mean "not given".
+    from_step: StrictInt = Field(  # type: ignore[assignment]
         None,
         ge=0,
         description="Index of the first step to run again (with everything downstream of it).",
     )
-    instructions: dict[str, str] | None = Field(
+    instructions: dict[str, str] = Field(  # type: ignore[assignment]
         None,
         description='New instructions by step index (`{"1": "..."}`); an edited step runs again.',
+        json_schema_extra={
+            "propertyNames": {"pattern": "^[0-9]+$"},
+            "additionalProperties": {"type": "string", "pattern": DESCRIPTION_PATTERN},
+        },
     )
-    agents: dict[str, str] | None = Field(
+    agents: dict[str, str] = Field(  # type: ignore[assignment]
         None,
         description='Another agent by step index (`{"3": "reviewer"}`); such a step runs again.',
+        json_schema_extra={
+            "propertyNames": {"pattern": "^[0-9]+$"},
+            "additionalProperties": {"type": "string", "enum": list(AGENTS)},
+        },
     )
-    model: str | None = Field(
-        None, min_length=1, max_length=200, description="The model of the steps that run again."
+    model: str = Field(  # type: ignore[assignment]
+        None, min_length=1, max_length=200, description="The model of the steps that run again.",
+        json_schema_extra={"pattern": DESCRIPTION_PATTERN},
     )
-    replan: bool = Field(
+    replan: StrictBool = Field(
         False,
-        description="Plan again from the same description (nothing reused); not with the fields above.",
+        description="Plan again from the same description (nothing reused); not with from_step, "
+        "instructions or agents.",
     )
 
     @field_validator("instructions", "agents", "model")

@@ -69,7 +69,7 @@ def rerun_plan(
 ) -> list[reruns.RerunStep] | None:
     """The rerun's steps, each reused or to run; None when the planner is to plan again."""
     if body.replan:
-        if body.from_step is not None or body.instructions or body.agents:
+        if body.from_step is not None or body.instructions is not None or body.agents is not None:
             raise _invalid(
                 "replan",
                 "plans again from the description: not with from_step, instructions or agents",

@@ -53,7 +53,7 @@ async def list_tools(
     _user: ReadUser,
     engine: EngineDep,
     settings: SettingsDep,
-    agent: Annotated[str | None, Query(description="Only the tools this agent may call.")] = None,
+    agent: Annotated[str | None, Query(description="Only the tools this agent may call.", json_schema_extra={"enum": list(AGENTS)})] = None,
 ) -> ToolList:
     if agent is not None and agent not in AGENTS:
         raise APIError(
@@ -70,7 +70,7 @@ async def list_tools(
             agents=_agents_of(t.name, list(t.agents)),
             requires_approval=t.requires_approval,
             timeout_secs=t.timeout_secs,
-            capabilities=dict(t.capabilities),
+            capabilities=dict.fromkeys(sorted(t.capabilities), True),
         )
         for t in REGISTRY.tools.values()
     ]

@@ -33,6 +33,8 @@ def _st_run(
     (stateful included, following the schema's links), two workers."""
     command = [
         str(Path(sys.executable).parent / "st"),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         f"{base_url}/openapi.json",
         "--checks",
@@ -76,6 +78,7 @@ async def test_openapi_fuzz_every_operation_every_check(
         # The documented example's host is allowed (a webhook to it fails to resolve, which
         # the task survives); generated hosts are refused with a 422 the schema documents.
         webhook_allowed_hosts=["hooks.example.com"],
+        webhook_secret="fuzz-webhook-secret-0123456789abcdef",
         readyz_cache_secs=0,
     ) as s:
         app = s.http._transport.app  # type: ignore[attr-defined]

@@ -6,7 +6,15 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, computed_field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    computed_field,
+    field_validator,
+)
 from sqlmodel import Field as ModelField
 
 from durable_orchestrator.data.tables import StepBase, TaskBase, TaskOutcomeBase, TaskStatus

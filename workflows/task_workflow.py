@@ -228,8 +228,15 @@ class TaskWorkflow:
                 workflow.set_current_details(f"{len(self._done)}/{len(steps)} steps done")
             if self._paused:
                 raise HandOver
-        finally:
+        except GeneratorExit:
+            # The worker is evicting this run from its cache (shutdown, cache pressure): nothing
+            # may be awaited now, and a replay elsewhere carries the task on.
+            for fut in running:
+                fut.cancel()
+            raise
+        except BaseException:
             await _stop(*running)
+            raise
 
     def _hand_over_due(self, inp: TaskInput) -> bool:
         """Continue as new before history reaches the server's limits (Temporal says when) or

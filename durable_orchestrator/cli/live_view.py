@@ -77,12 +77,12 @@ class TaskView:
         return [f"  step {index} · {step.agent}: {status}"]
 
     def render(self) -> RenderableType:
-        table = Table("#", "agent", "title", "status", title=f"task {self.task_id}: {self.status}")
+        table = Table("#", "agent", "title", "status")
         for s in sorted(self.steps.values(), key=lambda s: s.index):
             table.add_row(str(s.index), s.agent, s.title[:60], s.status)
         running = [s for s in sorted(self.steps.values(), key=lambda s: s.index) if s.text]
         panels = [Panel(Text(s.text), title=f"step {s.index} · {s.agent}", title_align="left") for s in running]
-        return Group(table, *panels)
+        return Group(Text(f"task {self.task_id}: {self.status}"), table, *panels)
 
 
 def follow(api: Api, task_id: str, timeout: float | None = None) -> dict[str, Any]:

@@ -76,7 +76,7 @@ async def test_stdio_tool_runs_as_one_run_tool_activity_and_is_listed(
         Reply(content="Paris lies on the Seine."),
     )
     server = stdio_server(
-        agents=["researcher"], tools={"lookup": {"capabilities": {"reads_private": False}}}
+        agents=["researcher"], tools={"lookup": {"capabilities": {"reads_private": True, "sends_out": False}}}
     )
     async with running_stack(
         base_settings, temporal_client, fake_llm, mcp_servers=[server]
@@ -107,7 +107,7 @@ async def test_stdio_tool_runs_as_one_run_tool_activity_and_is_listed(
     by_name = {t["name"]: t for t in listed}
     assert by_name["files_lookup"]["origin"] == "mcp:files"
     assert by_name["files_lookup"]["agents"] == ["researcher"]
-    assert by_name["files_lookup"]["capabilities"] == {"reads_private": False}
+    assert by_name["files_lookup"]["capabilities"] == {"reads_private": True}  # a false flag is none
     assert by_name["calculator"]["origin"] == "builtin"
     assert "researcher" in by_name["calculator"]["agents"]
     assert "files_broken" not in by_name

@@ -147,6 +147,7 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
+@pytest.mark.usefixtures("subprocesses")  # the system tier
 def test_docker_compose_config() -> None:
     cli = _compose_cli()
     if cli is None:

@@ -9,7 +9,7 @@ from limits import parse
 from temporalio.client import Client
 
 from api.app import create_app
-from api.rate_limits import get_rate_limits, rate_limited
+from api.rate_limits import get_rate_limits
 from durable_orchestrator.auth.api_keys import authenticate
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI

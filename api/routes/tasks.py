@@ -130,7 +130,7 @@ async def create_task(
     engine: EngineDep,
     settings: SettingsDep,
     _temporal: TemporalDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     wait: Annotated[
         float | None,
         Query(ge=0, description="Seconds to wait for the task to finish (max ORCH_MAX_WAIT_SECS)."),

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -43,6 +46,25 @@ if TYPE_CHECKING:
     from memory.service import MemoryService
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+async def recorded_despite_outage(write: Callable[[], Awaitable[T]]) -> T:
+    """Run `write`, the transaction that records an answer the provider has already sent (and
+    billed), until the database takes it. Failing the attempt instead would make Temporal
+    call the provider again and leave the first answer out of the ledger. Only connection
+    trouble is waited out; the activity's start-to-close timeout bounds the wait."""
+    delay = 0.2
+    while True:
+        try:
+            return await write()
+        except (IntegrityError, ProgrammingError, DataError):
+            raise
+        except (DBAPIError, OSError) as exc:
+            log.warning("answer_not_recorded_yet", error=type(exc).__name__, retry_in=delay)
+        activity.heartbeat()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def call_key(seq: int = 0) -> str:
@@ -89,12 +111,16 @@ class TaskActivities:
                 before_call=check_budget,
             )
         planned = [s.model_dump() for s in outcome.plan.steps]
-        async with self.engine.begin() as conn:  # ledger + plan in one transaction
-            for seq, c in enumerate(outcome.calls):
-                await self._record(conn, inp.task_id, None, "plan", c, seq)
-            saved = await steps.save_plan(
-                conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors
-            )
+
+        async def save() -> list[dict[str, Any]]:
+            async with self.engine.begin() as conn:  # ledger + plan in one transaction
+                for seq, c in enumerate(outcome.calls):
+                    await self._record(conn, inp.task_id, None, "plan", c, seq)
+                return await steps.save_plan(
+                    conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors
+                )
+
+        saved = await recorded_despite_outage(save)
         if outcome.fallback:
             log.warning("plan_fallback", task_id=inp.task_id, errors=outcome.errors)
         log.info("plan_ready", steps=len(saved), fallback=outcome.fallback)
@@ -151,8 +177,10 @@ class TaskActivities:
                 model=model, messages=messages, max_tokens=self.settings.llm_max_tokens, tools=tools
             )
         if completion.tool_calls and not final_turn:
-            return await self._save_tool_turn(inp, agent, prompt, completion)
-        return await self._finish_step(inp, agent, completion)
+            return await recorded_despite_outage(
+                lambda: self._save_tool_turn(inp, agent, prompt, completion)
+            )
+        return await recorded_despite_outage(lambda: self._finish_step(inp, agent, completion))
 
     async def _messages(
         self, inp: StepInput, ctx: steps.StepContext, agent: Agent, final_turn: bool

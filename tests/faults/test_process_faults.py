@@ -26,7 +26,7 @@ from durable_orchestrator.data.engine import migrate
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI, Reply
-from tests.utils import Stack, running_stack
+from tests.utils import Stack, running_stack, service_dir
 
 # Starts processes of its own: the `system` tier (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("subprocesses")
@@ -104,6 +104,24 @@ async def _assert_all_done_once(stack: Stack, ids: list[str], within: float = 12
         per_step[(r.task_id, r.purpose, r.step_index)] += 1
     assert set(per_step.values()) == {1}, "a step's LLM work was recorded twice"
     assert len(per_step) == sum(len(t["steps"]) + 1 for t in tasks)
+    # Every answer the provider sent (and would bill) is in the ledger: one row per step is
+    # not enough, an answer whose ledger write was lost and the call then made again would
+    # pass that. The fake serves only these tasks in this test.
+    answered = [r for r in list(stack.fake.requests) if r.status == 200]
+    assert len(rows) == len(answered), (
+        f"{len(answered)} answers sent, {len(rows)} in the ledger: an answered call went unrecorded"
+    )
+    async with stack.engine.connect() as conn:
+        recorded = (
+            await conn.execute(
+                sa.text(
+                    "SELECT sum(prompt_tokens), sum(completion_tokens) FROM llm_calls "
+                    "WHERE task_id = ANY(:t)"
+                ),
+                {"t": ids},
+            )
+        ).one()
+    assert tuple(recorded) == stack.fake.successful_usage()
 
 
 async def test_worker_killed_mid_task_another_one_finishes(
@@ -155,8 +173,15 @@ async def test_temporal_server_restarted_mid_run(base_settings, fake_llm, tmp_pa
         await asyncio.to_thread(server.stop)
 
 
-async def test_postgres_restarted_mid_run(base_settings, temporal_client, fake_llm, tmp_path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pgdata")
+async def test_postgres_restarted_mid_run(base_settings, temporal_client, fake_llm) -> None:
+    with service_dir() as root:
+        await _postgres_restarted_mid_run(base_settings, temporal_client, fake_llm, root)
+
+
+async def _postgres_restarted_mid_run(base_settings, temporal_client, fake_llm, root: Path) -> None:  # type: ignore[no-untyped-def]
+    # Outside pytest's tmp tree: a pytest session started meanwhile resets it to 0700, which
+    # locks the postgres user out of its own data (tests/utils.py, service_dir).
+    pg = EmbeddedPostgres(root / "pgdata")
     url = await asyncio.to_thread(pg.start)
     try:
         await asyncio.to_thread(migrate, url)

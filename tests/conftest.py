@@ -207,6 +207,17 @@ def redis_url() -> str:
     return url
 
 
+@pytest.fixture(scope="module")
+async def shared_stack(
+    base_settings: Settings, temporal_client: Client, fake_llm_server: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    """One stack for a module's read-only API tests (auth, validation, response shapes):
+    building a worker and an app is most of such a test's time. Tests on it must not script
+    the fake, read its recorded requests or change the app; they own their tasks by user."""
+    async with running_stack(base_settings, temporal_client, fake_llm_server) as s:
+        yield s
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"

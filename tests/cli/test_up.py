@@ -115,8 +115,10 @@ def _up_twice(data_dir: Path) -> None:
         children = _stop(proc)
     assert proc.returncode == 0
     assert children, "up started no children?"
-    time.sleep(0.5)
-    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    # Children reaped by their own parents may take a moment on a loaded machine: wait for
+    # them to go (bounded) rather than look once after a fixed pause.
+    _, alive = psutil.wait_procs(children, timeout=30)
+    alive = [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"left running: {alive}"
     assert not _postgres_running_on(data_dir)
     assert not (data_dir / "api-url").exists(), "a clean stop leaves no API URL record"

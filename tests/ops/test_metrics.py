@@ -72,7 +72,8 @@ async def test_metrics_after_a_task_run(stack: Stack) -> None:
     assert stack.user not in text
 
 
-async def test_unknown_route_is_one_label(stack: Stack) -> None:
+async def test_unknown_route_is_one_label(shared_stack: Stack) -> None:
+    stack = shared_stack
     for i in range(3):
         await stack.http.get(f"/no/such/path/{i}")
     text = (await stack.http.get("/metrics")).text
@@ -80,7 +81,8 @@ async def test_unknown_route_is_one_label(stack: Stack) -> None:
     assert "/no/such/path" not in text
 
 
-async def test_request_id_is_echoed(stack: Stack) -> None:
+async def test_request_id_is_echoed(shared_stack: Stack) -> None:
+    stack = shared_stack
     resp = await stack.http.get("/healthz", headers={"X-Request-ID": "req-123"})
     assert resp.headers["x-request-id"] == "req-123"
     fresh = await stack.http.get("/healthz")

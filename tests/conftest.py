@@ -76,6 +76,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if unlisted and reporter is not None:
+        reporter.write_line("")
         reporter.section("skips not allowed by tests/skips.py", sep="=", red=True)
         for nodeid, reason in unlisted:
             reporter.line(f"{nodeid}: {reason}")

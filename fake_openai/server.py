@@ -208,13 +208,15 @@ class FakeOpenAI:
             return True
         return False
 
-    async def _held(self, hold: Hold) -> bool:
-        """Wait for the test to release ``hold``; False if the server stops meanwhile."""
+    async def _held(self, hold: Hold, request: Request) -> bool:
+        """Wait for the test to release ``hold``; False if the server stops or the client goes
+        away meanwhile (asking also resumes reading, so a closed connection is noticed: a
+        client killed while held never gets an answer, however soon the hold is released)."""
         hold._arrive()
         while not hold.released:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or await request.is_disconnected():
                 return False
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)
         return True
 
     async def _chat(self, request: Request) -> Response:
@@ -252,7 +254,7 @@ class FakeOpenAI:
         reply, extra_delay, record.fault = self._roller.roll(model)
         if reply is None:
             reply = self._script.next(body, model)
-        if reply.hold is not None and not await self._held(reply.hold):
+        if reply.hold is not None and not await self._held(reply.hold, request):
             self._finish(record, None)
             return DropConnection(self._transports)
         if not await self._pause(extra_delay + reply.delay) or reply.drop:

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
@@ -51,6 +54,25 @@ if TYPE_CHECKING:
     from memory.service import MemoryService
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+async def recorded_despite_outage(write: Callable[[], Awaitable[T]]) -> T:
+    """Run `write`, the transaction that records an answer the provider has already sent (and
+    billed), until the database takes it. Failing the attempt instead would make Temporal
+    call the provider again and leave the first answer out of the ledger. Only connection
+    trouble is waited out; the activity's start-to-close timeout bounds the wait."""
+    delay = 0.2
+    while True:
+        try:
+            return await write()
+        except (IntegrityError, ProgrammingError, DataError):
+            raise
+        except (DBAPIError, OSError) as exc:
+            log.warning("answer_not_recorded_yet", error=type(exc).__name__, retry_in=delay)
+        activity.heartbeat()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def too_many_calls(seq: int, requested: int, cap: int) -> str:
@@ -95,12 +117,17 @@ class TaskActivities:
                 max_tokens=self.settings.llm_max_tokens,
             )
         planned = [s.model_dump() for s in outcome.plan.steps]
-        async with self.engine.begin() as conn:
-            saved = await steps.save_plan(
-                conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors
-            )
-            if plan_labels:  # the plan's instructions may carry what the memories said
-                await provenance.set_plan_labels(conn, inp.task_id, plan_labels)
+
+        async def save() -> list[dict[str, Any]]:
+            async with self.engine.begin() as conn:
+                saved = await steps.save_plan(
+                    conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors
+                )
+                if plan_labels:  # the plan's instructions may carry what the memories said
+                    await provenance.set_plan_labels(conn, inp.task_id, plan_labels)
+                return saved
+
+        saved = await recorded_despite_outage(save)
         if outcome.fallback:
             log.warning("plan_fallback", task_id=inp.task_id, errors=outcome.errors)
         log.info("plan_ready", steps=len(saved), fallback=outcome.fallback)
@@ -169,8 +196,10 @@ class TaskActivities:
                 if live is not None:
                     await live.close()
         if completion.tool_calls and not final_turn:
-            return await self._save_tool_turn(inp, agent, prompt, completion, labels)
-        return await self._finish_step(inp, agent, completion, labels)
+            return await recorded_despite_outage(
+                lambda: self._save_tool_turn(inp, agent, prompt, completion, labels)
+            )
+        return await recorded_despite_outage(lambda: self._finish_step(inp, agent, completion, labels))
 
     def _live_text(self, inp: StepInput) -> StepStream | None:
         if self.deltas is None or not self.settings.llm_stream:

@@ -7,7 +7,7 @@ answer, recorded requests), `faults` (injected errors, slowness, dropped connect
 as a process."""
 
 from fake_openai.faults import Faults
-from fake_openai.replies import RecordedRequest, Reply
+from fake_openai.replies import Hold, RecordedRequest, Reply
 from fake_openai.server import FakeOpenAI
 
-__all__ = ["FakeOpenAI", "Faults", "RecordedRequest", "Reply"]
+__all__ = ["FakeOpenAI", "Faults", "Hold", "RecordedRequest", "Reply"]

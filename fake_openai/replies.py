@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +15,45 @@ from fake_openai import plans
 JSON = dict[str, Any]
 
 
+class Hold:
+    """A gate that held replies wait behind until the test calls :meth:`release`: how a test
+    keeps a step in flight for exactly as long as it needs, with no sleep and no time window.
+
+    One Hold may gate many replies; ``arrived`` counts the requests that reached it.
+    Thread-safe: the server's loop waits on it while the test's thread (or loop) releases."""
+
+    def __init__(self) -> None:
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self._arrived = 0
+
+    @property
+    def arrived(self) -> int:
+        with self._lock:
+            return self._arrived
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _arrive(self) -> None:
+        with self._lock:
+            self._arrived += 1
+
+    async def reached(self, count: int = 1, *, within: float = 60) -> None:
+        """Wait (without blocking the caller's loop) until ``count`` requests are held here."""
+        deadline = time.monotonic() + within
+        while self.arrived < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.arrived} of {count} requests reached the hold in {within}s"
+                )
+            await asyncio.sleep(0.01)
+
+
 @dataclass
 class Reply:
     """One scripted response.
@@ -20,7 +61,8 @@ class Reply:
     A 200 reply with neither ``content`` nor ``tool_calls`` takes its content from
     :func:`default_reply`, so ``Reply(delay=3)`` means "the normal answer, but slowly".
     For non-200 replies ``content`` (if given) becomes the error message. A scripted
-    ``content`` is sent as it is, which is how a test gets an invalid plan.
+    ``content`` is sent as it is, which is how a test gets an invalid plan. With ``hold`` the
+    reply waits until the test releases that :class:`Hold`.
     """
 
     content: str | None = None
@@ -43,6 +85,7 @@ class Reply:
     # Benchmarks: each streamed word is replaced by `t<CLOCK_MONOTONIC ns at send> `, so a client
     # on the same machine can tell how long the text took to reach it.
     stamp_chunks: bool = False
+    hold: Hold | None = None
 
 
 @dataclass

@@ -11,7 +11,8 @@ What a request gets, in order:
 1. ``latency`` (every chat request, an asyncio wait so concurrent requests overlap);
 2. a probabilistic fault from ``faults`` (:mod:`fake_openai.faults`);
 3. the next scripted :class:`~fake_openai.replies.Reply` (a queue for the request's model
-   first, then the model-agnostic queue);
+   first, then the model-agnostic queue), waiting behind its ``hold`` until the test
+   releases it;
 4. ``responder(body)`` if set;
 5. the default: a valid plan for a plan request (:mod:`fake_openai.plans`), otherwise
    ``"fake answer: <first 80 chars of the last user message>"``.
@@ -40,7 +41,7 @@ from fake_openai.faults import (
     Faults,
     tracking_protocol,
 )
-from fake_openai.replies import RecordedRequest, Reply, Responder, Script
+from fake_openai.replies import Hold, RecordedRequest, Reply, Responder, Script
 from fake_openai.streaming import ChunkStream
 from fake_openai.wire import DEFAULT_MODEL, completion, error_response
 
@@ -211,6 +212,17 @@ class FakeOpenAI:
             return True
         return False
 
+    async def _held(self, hold: Hold, request: Request) -> bool:
+        """Wait for the test to release ``hold``; False if the server stops or the client goes
+        away meanwhile (asking also resumes reading, so a closed connection is noticed: a
+        client killed while held never gets an answer, however soon the hold is released)."""
+        hold._arrive()
+        while not hold.released:
+            if self._stopping.is_set() or await request.is_disconnected():
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def _chat(self, request: Request) -> Response:
         received_monotonic, received_at = time.monotonic(), time.time()
         self._loop = asyncio.get_running_loop()
@@ -247,6 +259,9 @@ class FakeOpenAI:
         reply, extra_delay, record.fault = self._roller.roll(model)
         if reply is None:
             reply = self._script.next(body, model)
+        if reply.hold is not None and not await self._held(reply.hold, request):
+            self._finish(record, None)
+            return DropConnection(self._transports)
         if not await self._pause(extra_delay + reply.delay) or reply.drop:
             self._finish(record, None)
             return DropConnection(self._transports)

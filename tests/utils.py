@@ -55,6 +55,9 @@ def settings_for_tests(database_url: str, temporal_address: str, llm_base_url: s
         # Breaker state is shared through the session database; tests that fault a model must
         # not trip it for every later test. Breaker tests turn it on with their own model names.
         circuit_breaker_threshold=0,
+        # REDIS_URL is set where the Redis tests run (CI): the Redis backends are used only by
+        # the tests that ask for them (the `redis_url` fixture), never by every stack.
+        redis_url=None,
     )
 
 

@@ -47,13 +47,17 @@ class SSE:
 async def read_sse(
     client: httpx.AsyncClient, url: str, headers: dict[str, str], *, max_events: int | None = None,
     deadline_secs: float = 60, deltas: bool = False, until: Callable[[SSE], bool] | None = None,
+    connected: asyncio.Event | None = None,
 ) -> list[SSE]:
     """Read events until the server ends the stream (or `max_events` were read, or `until` an
-    event, then hang up). Live `step.delta` events are kept only with `deltas=True`."""
+    event, then hang up). Live `step.delta` events are kept only with `deltas=True`.
+    `connected` is set once the stream is open (the server has answered 200)."""
     out: list[SSE] = []
     async with asyncio.timeout(deadline_secs), client.stream("GET", url, headers=headers) as resp:
         assert resp.status_code == 200, await resp.aread()
         assert resp.headers["content-type"].startswith("text/event-stream")
+        if connected is not None:
+            connected.set()
         fields: dict[str, str] = {}
         async for line in resp.aiter_lines():
             if line == "":

@@ -230,6 +230,7 @@ async def test_key_lifecycle_and_token_revocation_are_audited(stack) -> None:  #
     assert all(key not in str(r.details) for r in rows)
 
 
+@pytest.mark.usefixtures("subprocesses")  # the system tier
 def test_cli_tokens_revoke_is_refused_afterwards_and_audited(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import os
     import subprocess

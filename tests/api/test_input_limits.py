@@ -28,6 +28,8 @@ async def test_every_4xx_uses_the_envelope(stack: Stack) -> None:
         ("form body", "POST", "/tasks", {"data": {"description": "x"}}, 422),
         ("text body", "POST", "/tasks", {"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 422),
         ("long idempotency key", "POST", "/tasks", {"json": {"description": "x"}, "headers": {"Idempotency-Key": "k" * 201}}, 422),
+        # Empty is not "no key": a second submission with it was an unhandled unique violation.
+        ("empty idempotency key", "POST", "/tasks", {"json": {"description": "x"}, "headers": {"Idempotency-Key": ""}}, 422),
         ("long webhook url", "POST", "/tasks", {"json": {"description": "x", "webhook_url": "http://a/" + "p" * 2000}}, 422),
         ("wait not a number", "POST", "/tasks?wait=soon", {"json": {"description": "x"}}, 422),
         ("limit not a number", "GET", "/tasks?limit=many", {}, 422),

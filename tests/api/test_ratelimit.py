@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import httpx
-import pytest
 from limits import parse
 from temporalio.client import Client
 
 from api.app import create_app
-from api.rate_limits import get_rate_limits, rate_limited
+from api.rate_limits import get_rate_limits
 from durable_orchestrator.auth.api_keys import authenticate
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI
 from tests.utils import Stack, running_stack
-
-
-def _add_memory_search_route(app) -> None:  # type: ignore[no-untyped-def]
-    """Stands in for /memory/search (built on another branch) with the same dependency."""
-
-    async def search() -> dict[str, list[str]]:
-        return {"items": []}
-
-    app.add_api_route(
-        "/_test/memory/search", search, methods=["POST"],
-        dependencies=[rate_limited("memory_search", "memory_search_rate_limit", per="user")],
-    )
 
 
 def _assert_headers(resp: httpx.Response, limit: int, remaining: int) -> None:
@@ -35,6 +21,10 @@ def _assert_headers(resp: httpx.Response, limit: int, remaining: int) -> None:
     assert resp.headers["x-ratelimit-remaining"] == str(remaining), resp.headers
     reset = int(resp.headers["x-ratelimit-reset"])
     assert time.time() - 1 <= reset <= time.time() + 61
+
+
+async def _search(s: Stack, headers: dict[str, str]) -> httpx.Response:
+    return await s.http.post("/memory/search", json={"query": "tea"}, headers=headers)
 
 
 async def _submit(s: Stack, key: str) -> httpx.Response:
@@ -47,7 +37,6 @@ async def test_submission_limit_per_key_and_memory_search_limit_per_user(
     async with running_stack(
         base_settings, temporal_client, fake_llm, rate_limit="3/minute", memory_search_rate_limit="2/minute"
     ) as s:
-        _add_memory_search_route(s.http._transport.app)  # type: ignore[attr-defined]
         responses = [await _submit(s, s.key) for _ in range(4)]
         assert [r.status_code for r in responses] == [202, 202, 202, 429]
         for i, r in enumerate(responses[:3]):
@@ -72,37 +61,24 @@ async def test_submission_limit_per_key_and_memory_search_limit_per_user(
 
         # Memory search is limited independently (task budget of s.key is exhausted) and per
         # user: both keys of the user share its 2/minute.
-        m1 = await s.http.post("/_test/memory/search", headers=s.headers)
-        m2 = await s.http.post("/_test/memory/search", headers={"X-API-Key": other_key})
-        m3 = await s.http.post("/_test/memory/search", headers=s.headers)
+        m1 = await _search(s, s.headers)
+        m2 = await _search(s, {"X-API-Key": other_key})
+        m3 = await _search(s, s.headers)
         assert [m1.status_code, m2.status_code, m3.status_code] == [200, 200, 429]
         _assert_headers(m1, 2, 1)
         _assert_headers(m3, 2, 0)
         assert m3.json()["error"]["details"]["limit"] == "memory_search"
         # Another user is unaffected.
         _, stranger = await s.new_user()
-        assert (await s.http.post("/_test/memory/search", headers={"X-API-Key": stranger})).status_code == 200
+        assert (await _search(s, {"X-API-Key": stranger})).status_code == 200
         assert get_rate_limits(s.http._transport.app).backend == "memory"  # type: ignore[attr-defined]
 
 
-REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
-
-
-def _redis_up() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _redis_up(), reason=f"no Redis at {REDIS_URL}: the Redis rate-limit backend is not tested")
 async def test_redis_backend_is_shared_by_replicas(
-    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI, redis_url: str
 ) -> None:
     async with running_stack(
-        base_settings, temporal_client, fake_llm, rate_limit="3/minute", redis_url=REDIS_URL
+        base_settings, temporal_client, fake_llm, rate_limit="3/minute", redis_url=redis_url
     ) as s:
         # A second API replica: its own app, process-local state, same Redis.
         replica = create_app(s.settings)

@@ -7,6 +7,8 @@ import asyncio
 
 import httpx
 
+from fake_openai import Hold, Reply
+from fake_openai.plans import is_plan_request
 from tests.api.helpers import read_sse, serve
 from tests.utils import Stack
 
@@ -47,7 +49,9 @@ async def test_listing_pages_newest_first_own_tasks_only(stack: Stack) -> None:
 
 
 async def test_sse_reads_to_the_end_and_resumes_exactly(stack: Stack) -> None:
-    stack.fake.latency = 0.3  # three LLM-backed steps: long enough to join mid-run
+    # Every step's LLM call waits behind `hold`: the task is running until the test says so.
+    hold = Hold()
+    stack.fake.responder = lambda body: None if is_plan_request(body) else Reply(hold=hold)
     app = stack.http._transport.app  # type: ignore[attr-defined]
     task_id = await stack.submit("stream me")
     url_path = f"/tasks/{task_id}/events"
@@ -55,9 +59,17 @@ async def test_sse_reads_to_the_end_and_resumes_exactly(stack: Stack) -> None:
         # Client A joins while the task runs, reads two events and hangs up.
         first = await read_sse(http, url_path, stack.headers, max_events=2)
         assert len(first) == 2
-        # Client B reconnects with Last-Event-ID, while the task is (most likely) still
-        # running, and reads to the end.
-        rest = await read_sse(http, url_path, {**stack.headers, "Last-Event-ID": first[-1].id})
+        await hold.reached()
+        # Client B reconnects with Last-Event-ID while a step is held, so the task is still
+        # running when B is connected; only then does the step answer, and B reads to the end.
+        connected = asyncio.Event()
+        reading = asyncio.create_task(
+            read_sse(http, url_path, {**stack.headers, "Last-Event-ID": first[-1].id}, connected=connected)
+        )
+        await asyncio.wait_for(connected.wait(), 30)
+        assert (await stack.get(task_id))["status"] == "running"
+        hold.release()
+        rest = await reading
         # Client C, after the end, reads everything from the start.
         full = await read_sse(http, url_path, stack.headers)
         # And resuming after the terminal event ends at once with nothing.
@@ -96,11 +108,12 @@ async def test_wait_returns_finished_task_or_202(stack: Stack) -> None:
     assert body["status"] == "completed" and body["result"] and body["steps"]
     assert body == await stack.get(body["id"])  # same body as GET /tasks/{id}
 
-    stack.fake.latency = 3.0
+    hold = Hold()  # the plan waits until the test releases it: the wait runs out first
+    stack.fake.script(Reply(hold=hold))
     slow = await stack.http.post("/tasks?wait=0.5", json={"description": "slow one"}, headers=stack.headers)
     assert slow.status_code == 202, slow.text
     assert set(slow.json()) == {"id", "status", "workflow_id", "status_url"}
-    stack.fake.latency = 0.0
+    hold.release()
     await stack.wait(slow.json()["id"], timeout=60)
 
     too_long = await stack.http.post(
@@ -114,14 +127,15 @@ async def test_wait_returns_finished_task_or_202(stack: Stack) -> None:
 
 async def test_wait_does_not_block_other_requests(stack: Stack) -> None:
     """While one request waits, the API keeps answering (it polls Postgres, never holds the LLM)."""
-    stack.fake.latency = 1.0
+    hold = Hold()  # the task's plan is held: the waiting request cannot finish meanwhile
+    stack.fake.script(Reply(hold=hold))
     waiting = asyncio.create_task(
-        stack.http.post("/tasks?wait=20", json={"description": "waited"}, headers=stack.headers)
+        stack.http.post("/tasks?wait=60", json={"description": "waited"}, headers=stack.headers)
     )
-    await asyncio.sleep(0.3)
-    assert not waiting.done()
+    await hold.reached()
     quick = await stack.http.get("/tasks?limit=1", headers=stack.headers)
     assert quick.status_code == 200
+    assert not waiting.done()
+    hold.release()
     resp = await waiting
-    stack.fake.latency = 0.0
     assert resp.status_code == 200 and resp.json()["status"] == "completed"

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
 import sqlalchemy as sa
 
+from durable_orchestrator.data.tables import Task
 from tests.utils import Stack
 
 
-async def _task_count(stack: Stack) -> int:
+async def _task_count(stack: Stack, *users: str) -> int:
+    """Tasks of this test's own users only: other tests submit tasks of their own meanwhile
+    (or under pytest-xdist), so a count of every user's tasks proves nothing."""
+    owners = (stack.user, *users)
     async with stack.engine.connect() as conn:
-        return (await conn.execute(sa.text("SELECT count(*) FROM tasks"))).scalar_one()
+        query = sa.select(sa.func.count()).select_from(Task).where(Task.user_id.in_(owners))
+        return (await conn.execute(query)).scalar_one()
+
+
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """These tests only submit and read as the stack's user (or a fresh one), never script the
+    fake: one stack serves the whole module."""
+    return shared_stack
 
 
 async def test_missing_key_is_401_with_instructions(stack: Stack) -> None:
@@ -38,13 +53,14 @@ async def test_user_id_in_body_must_match_key(stack: Stack) -> None:
         "/tasks", json={"description": "d", "user_id": stack.user}, headers=stack.headers
     )
     assert ok.status_code == 202
-    before = await _task_count(stack)
+    someone_else = f"someone-else-{uuid.uuid4().hex[:8]}"
+    before = await _task_count(stack, someone_else)
     bad = await stack.http.post(
-        "/tasks", json={"description": "d", "user_id": "someone-else"}, headers=stack.headers
+        "/tasks", json={"description": "d", "user_id": someone_else}, headers=stack.headers
     )
     assert bad.status_code == 403
     assert bad.json()["error"]["details"] == {"field": "user_id"}
-    assert await _task_count(stack) == before
+    assert await _task_count(stack, someone_else) == before
 
 
 async def test_accepted_response_shape(stack: Stack) -> None:

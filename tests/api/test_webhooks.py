@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from temporalio.client import Client
 
-from activities.webhook_activities import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from activities.webhook_activities import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import workflow_id_for
 from fake_openai import FakeOpenAI
@@ -30,6 +33,7 @@ HOOKS_ON_LOOPBACK = {
 class Receiver:
     url: str
     calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    arrived_at: list[float] = field(default_factory=list)
     fail_first: int = 0
 
 
@@ -40,6 +44,7 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            state.arrived_at.append(time.time())
             state.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
             code = 503 if len(state.calls) <= state.fail_first else 204
             self.send_response(code)
@@ -61,11 +66,30 @@ def receiver() -> Iterator[Receiver]:
         thread.join(timeout=10)
 
 
-def _check_signed(headers: dict[str, str], body: bytes) -> dict:  # type: ignore[type-arg]
+def receiver_verify(secret: str, headers: dict[str, str], body: bytes, *, now: float) -> bool:
+    """The receiver recipe of docs/api.md ("Webhooks"), written out here rather than imported
+    from the product, so a wrong signature on the sending side cannot agree with itself."""
+    ts = headers[TIMESTAMP_HEADER.lower()]
+    if abs(now - int(ts)) > 300:
+        return False  # stale: possibly replayed
+    want = "sha256=" + hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, headers[SIGNATURE_HEADER.lower()])
+
+
+def _check_signed(headers: dict[str, str], body: bytes, arrived_at: float) -> dict:  # type: ignore[type-arg]
     assert headers["content-type"] == "application/json"
     assert headers[SIGNATURE_HEADER.lower()].startswith("sha256=")
-    assert verify(SECRET, headers[TIMESTAMP_HEADER.lower()], body, headers[SIGNATURE_HEADER.lower()])
-    assert not verify("wrong-secret", headers[TIMESTAMP_HEADER.lower()], body, headers[SIGNATURE_HEADER.lower()])
+    sent_at = int(headers[TIMESTAMP_HEADER.lower()])
+    assert sent_at <= arrived_at + 1, "the timestamp is the time of sending, not a later one"
+    assert receiver_verify(SECRET, headers, body, now=arrived_at)
+    assert not receiver_verify("wrong-secret", headers, body, now=arrived_at)
+    # A tampered body, or a replay with a refreshed timestamp, fails the signature.
+    assert not receiver_verify(SECRET, headers, body.replace(b'"status"', b'"Status"'), now=arrived_at)
+    assert not receiver_verify(SECRET, headers, body + b" ", now=arrived_at)
+    refreshed = {**headers, TIMESTAMP_HEADER.lower(): str(sent_at + 60)}
+    assert not receiver_verify(SECRET, refreshed, body, now=arrived_at)
+    # The same call captured and replayed more than five minutes later is refused.
+    assert not receiver_verify(SECRET, headers, body, now=sent_at + 301)
     return json.loads(body)
 
 
@@ -80,7 +104,7 @@ async def test_webhook_gets_one_signed_call(
         await temporal_client.get_workflow_handle(workflow_id_for(task_id)).result()
         assert len(receiver.calls) == 1
         headers, body = receiver.calls[0]
-        payload = _check_signed(headers, body)
+        payload = _check_signed(headers, body, receiver.arrived_at[0])
         task = await s.get(task_id)
         assert payload == {"task_id": task_id, "status": "completed", "result": task["result"], "error": None}
 
@@ -100,8 +124,8 @@ async def test_webhook_retried_until_2xx(
         task_id = await s.submit("hook me twice", webhook_url=receiver.url)
         await temporal_client.get_workflow_handle(workflow_id_for(task_id)).result()
         assert len(receiver.calls) == 3  # 503, 503, then accepted; nothing after
-        for headers, body in receiver.calls:
-            assert _check_signed(headers, body)["task_id"] == task_id
+        for (headers, body), arrived_at in zip(receiver.calls, receiver.arrived_at, strict=True):
+            assert _check_signed(headers, body, arrived_at)["task_id"] == task_id
 
 
 async def test_webhook_url_must_be_allowed(

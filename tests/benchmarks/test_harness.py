@@ -16,6 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -8,8 +8,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from durable_orchestrator.cli.config import reference_markdown
 from tests.cli.test_up import ORCHESTRATOR, REPO
+
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
 
 
 def _config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
@@ -13,6 +14,9 @@ from durable_orchestrator.data.engine import alembic_config, create_engine
 from durable_orchestrator.devstack import EmbeddedPostgres
 from tests.cli.test_up import REPO, _cli
 from tests.utils import service_dir
+
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
 
 
 def _env() -> dict[str, str]:

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from activities.webhook_activities import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from durable_orchestrator.devstack import free_port
 from tests.utils import service_dir
+
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
 
 REPO = Path(__file__).resolve().parents[2]
 # The installed console script when there is one (as a user runs it), else the module.
@@ -154,8 +158,10 @@ def _up_twice(data_dir: Path, hook: tuple[str, list[tuple[dict[str, str], bytes]
         children = _stop(proc)
     assert proc.returncode == 0
     assert children, "up started no children?"
-    time.sleep(0.5)
-    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    # Children reaped by their own parents may take a moment on a loaded machine: wait for
+    # them to go (bounded) rather than look once after a fixed pause.
+    _, alive = psutil.wait_procs(children, timeout=30)
+    alive = [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"left running: {alive}"
     assert not _postgres_running_on(data_dir)
     assert not (data_dir / "api-url").exists(), "a clean stop leaves no API URL record"

@@ -28,6 +28,9 @@ from durable_orchestrator.devstack import (
     wait_for_port,
 )
 
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
+
 
 def _asyncpg_dsn(url: str) -> str:
     # asyncpg takes libpq-style DSNs; the SQLAlchemy driver suffix is not part of that.

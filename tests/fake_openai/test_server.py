@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from fake_openai import FakeOpenAI, Faults, Reply
+from fake_openai import FakeOpenAI, Faults, Hold, Reply
 from fake_openai.plans import build_plan
 from planner.agents import AGENTS
 from planner.models import Plan, response_format, validate_plan
@@ -188,21 +188,25 @@ async def test_latency_and_delay_are_honoured(fake: FakeOpenAI) -> None:
     start = time.monotonic()
     await ask(fake)
     assert time.monotonic() - start >= 0.5
-    # Latency is asyncio.sleep, so concurrent requests overlap instead of queueing.
-    start = time.monotonic()
-    await asyncio.gather(*(ask(fake) for _ in range(20)))
-    assert 0.3 <= time.monotonic() - start < 3.0
 
 
-async def test_many_concurrent_requests(fake: FakeOpenAI) -> None:
-    fake.latency = 0.2
+async def test_held_replies_wait_for_release_and_overlap(fake: FakeOpenAI) -> None:
+    """Requests wait on the server's loop, not in a queue: all 200 are held at once, and
+    none is answered before the test releases them."""
+    hold = Hold()
+    fake.responder = lambda body: Reply(hold=hold)
     async with client(fake) as c:
-        start = time.monotonic()
-        results = await asyncio.gather(
-            *(c.chat.completions.create(model="m", messages=MESSAGES) for _ in range(200))
-        )
-    assert len(results) == 200 and time.monotonic() - start < 6.0
-    assert len(fake.requests) == 200
+        calls = [
+            asyncio.create_task(c.chat.completions.create(model="m", messages=MESSAGES))
+            for _ in range(200)
+        ]
+        await hold.reached(200)
+        assert not any(call.done() for call in calls)
+        assert all(r.status is None for r in fake.requests)
+        hold.release()
+        results = await asyncio.gather(*calls)
+    assert len(results) == 200 and len(fake.requests) == 200
+    assert all(r.choices[0].message.content == "fake answer: " + MESSAGES[-1]["content"] for r in results)
 
 
 async def _fault_run(fake: FakeOpenAI, n: int) -> list[str]:
@@ -255,6 +259,7 @@ async def test_models_and_healthz(fake: FakeOpenAI) -> None:
     assert "seen-model" in ids
 
 
+@pytest.mark.usefixtures("subprocesses")  # the system tier
 def test_subprocess_mode_ready_and_sigterm() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "fake_openai", "--port", "0", "--latency", "0.05"],
@@ -283,12 +288,16 @@ def test_subprocess_mode_ready_and_sigterm() -> None:
 
 
 async def test_client_giving_up_is_not_counted_as_sent(fake: FakeOpenAI) -> None:
-    fake.script(Reply(content="too late", delay=0.5))
+    hold = Hold()
+    fake.script(Reply(content="too late", hold=hold))
     async with openai.AsyncOpenAI(
         base_url=fake.base_url, api_key="x", max_retries=0, timeout=0.1
     ) as c:
         with pytest.raises(openai.APITimeoutError):
             await c.chat.completions.create(model="m", messages=MESSAGES)
-    await asyncio.sleep(0.7)
-    assert fake.requests[0].responded_monotonic is not None
+    hold.release()  # the server goes on only now, after the client has given up
+    async with asyncio.timeout(30):
+        # The server thread sets it; there is no event of this loop to wait on.
+        while fake.requests[0].responded_monotonic is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     assert fake.requests[0].status is None and fake.successful_usage() == (0, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from temporalio.client import Client
 
@@ -25,8 +27,11 @@ from durable_orchestrator.data import ledger
 from durable_orchestrator.data.engine import migrate
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer
 from durable_orchestrator.settings import Settings
-from fake_openai import FakeOpenAI, Reply
-from tests.utils import Stack, running_stack
+from fake_openai import FakeOpenAI, Hold, Reply
+from tests.utils import Stack, running_stack, service_dir
+
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,6 +89,25 @@ async def _wait_progress(stack: Stack, ids: list[str], within: float = 60) -> No
         await asyncio.sleep(0.1)
 
 
+async def _ledger_caught_up(stack: Stack, ids: list[str], within: float = 60) -> None:
+    """Until every answer the fake has sent is settled in the ledger (the live worker does it;
+    the held calls are reserved rows meanwhile)."""
+    deadline = time.monotonic() + within
+    while True:
+        async with stack.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.text("SELECT count(*) FROM llm_calls WHERE task_id = ANY(:t) AND status = 'settled'"),
+                    {"t": ids},
+                )
+            ).scalar_one()
+        answered = sum(r.status == 200 for r in list(stack.fake.requests))
+        if rows == answered:
+            return
+        assert time.monotonic() < deadline, f"{answered} answers, {rows} ledger rows"
+        await asyncio.sleep(0.1)
+
+
 async def _assert_all_done_once(stack: Stack, ids: list[str], within: float = 120) -> list:
     tasks = [await stack.wait(t, timeout=within) for t in ids]
     assert [t["status"] for t in tasks] == ["completed"] * len(ids), [t["error"] for t in tasks]
@@ -115,17 +139,35 @@ async def test_worker_killed_mid_task_another_one_finishes(
     base_settings, temporal_client, fake_llm, tmp_path
 ) -> None:
     settings = base_settings.model_copy(update={"task_queue": f"tq-{uuid.uuid4().hex[:8]}"})
-    fake_llm.responder = _slow_steps(1.0)
+    # The first three step calls are answered; from the fourth on every call (plans too) is
+    # held, so the kill finds calls in flight and no answer between the provider and the
+    # ledger (an answer a killed process has received but not written yet is lost to any
+    # design that records after the call, and would make the ledger check a matter of timing).
+    hold, step_calls, holding = Hold(), itertools.count(), [False]
+
+    def responder(body: dict) -> Reply | None:  # type: ignore[type-arg]
+        if not holding[0] and (body.get("response_format") or next(step_calls) < 3):
+            return None
+        holding[0] = True
+        return Reply(hold=hold)
+
+    fake_llm.responder = responder
     log = tmp_path / "worker.log"
     first = _worker_process(settings, log)
     second = None
     try:
         async with api_only(settings, temporal_client, fake_llm) as stack:
             ids = [await stack.submit(f"Killed worker task {i}") for i in range(5)]
-            await _wait_progress(stack, ids, within=90)
+            await hold.reached(within=90)
+            await _ledger_caught_up(stack, ids)
             in_flight = _in_flight(fake_llm)
             first.kill()  # SIGKILL: no graceful shutdown, activities die mid-call
             assert first.wait(10) == -9
+            async with asyncio.timeout(30):  # the fake sees the held calls' clients go
+                while _in_flight(fake_llm):  # noqa: ASYNC110 - set by the fake's thread
+                    await asyncio.sleep(0.05)
+            fake_llm.responder = None
+            hold.release()
             second = _worker_process(settings, log)
             rows = await _assert_all_done_once(stack, ids)
             # The calls the kill interrupted stay reserved (the provider may have billed them)
@@ -169,8 +211,15 @@ async def test_temporal_server_restarted_mid_run(base_settings, fake_llm, tmp_pa
         await asyncio.to_thread(server.stop)
 
 
-async def test_postgres_restarted_mid_run(base_settings, temporal_client, fake_llm, tmp_path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pgdata")
+async def test_postgres_restarted_mid_run(base_settings, temporal_client, fake_llm) -> None:
+    with service_dir() as root:
+        await _postgres_restarted_mid_run(base_settings, temporal_client, fake_llm, root)
+
+
+async def _postgres_restarted_mid_run(base_settings, temporal_client, fake_llm, root: Path) -> None:  # type: ignore[no-untyped-def]
+    # Outside pytest's tmp tree: a pytest session started meanwhile resets it to 0700, which
+    # locks the postgres user out of its own data (tests/utils.py, service_dir).
+    pg = EmbeddedPostgres(root / "pgdata")
     url = await asyncio.to_thread(pg.start)
     try:
         await asyncio.to_thread(migrate, url)

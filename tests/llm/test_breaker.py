@@ -7,9 +7,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
+from durable_orchestrator.data.tables import CircuitBreakerState as Breaker
 from durable_orchestrator.llm.breaker import CircuitBreakers, CircuitOpen, breaker_states
 from durable_orchestrator.llm.limits import RATE_LIMITED, LLMRateLimiter
 
@@ -18,11 +21,22 @@ def gauge(model: str) -> float | None:
     return REGISTRY.get_sample_value("circuit_breaker_state", {"model": model})
 
 
+async def open_time_is_up(engine: AsyncEngine, key: str) -> None:
+    """Move the breaker's open_until into the past: its open time is over without the test
+    waiting for a wall-clock window (which flakes on a loaded machine)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.update(Breaker)
+            .where(Breaker.key == key)
+            .values(open_until=sa.func.now() - sa.text("interval '1 second'"))
+        )
+
+
 async def test_breaker_opens_after_threshold_then_probe_closes_it(engine) -> None:
     model = f"m-{uuid.uuid4().hex[:6]}"
     key = f"prov:{model}"
-    cb = CircuitBreakers(engine, threshold=3, open_secs=1.0)
-    other_worker = CircuitBreakers(engine, threshold=3, open_secs=1.0)  # shares the row
+    cb = CircuitBreakers(engine, threshold=3, open_secs=600)
+    other_worker = CircuitBreakers(engine, threshold=3, open_secs=600)  # shares the row
 
     for i in range(3):
         permit = await cb.acquire(key)
@@ -32,10 +46,10 @@ async def test_breaker_opens_after_threshold_then_probe_closes_it(engine) -> Non
 
     with pytest.raises(CircuitOpen) as err:
         await other_worker.acquire(key)
-    assert timedelta(0) < err.value.retry_in <= timedelta(seconds=1)
+    assert timedelta(seconds=590) < err.value.retry_in <= timedelta(seconds=600)
     assert [s["state"] for s in await breaker_states(engine) if s["model"] == model] == ["open"]
 
-    await asyncio.sleep(err.value.retry_in.total_seconds() + 0.05)
+    await open_time_is_up(engine, key)
     probe = await other_worker.acquire(key)
     assert probe.probe is True and gauge(model) == 2
     with pytest.raises(CircuitOpen) as second:  # only one probe at a time
@@ -49,18 +63,21 @@ async def test_breaker_opens_after_threshold_then_probe_closes_it(engine) -> Non
 
 async def test_failed_probe_reopens_and_a_success_resets_the_count(engine) -> None:
     key = f"prov:m-{uuid.uuid4().hex[:6]}"
-    cb = CircuitBreakers(engine, threshold=2, open_secs=0.3)
+    cb = CircuitBreakers(engine, threshold=2, open_secs=600)
     await cb.failure(await cb.acquire(key), "timeout")
     await cb.success(await cb.acquire(key))  # not consecutive any more
     assert await cb.failure(await cb.acquire(key), "timeout") is False
     assert await cb.failure(await cb.acquire(key), "timeout") is True
-    await asyncio.sleep(0.4)
+    with pytest.raises(CircuitOpen):
+        await cb.acquire(key)
+    await open_time_is_up(engine, key)
     probe = await cb.acquire(key)
     assert probe.probe
     assert await cb.failure(probe, "still down") is True
-    with pytest.raises(CircuitOpen):
+    with pytest.raises(CircuitOpen) as reopened:  # for a whole open time again
         await cb.acquire(key)
-    await asyncio.sleep(0.4)
+    assert reopened.value.retry_in > timedelta(seconds=590)
+    await open_time_is_up(engine, key)
     probe = await cb.acquire(key)
     await cb.release(probe)  # cancelled probe: the next caller may probe at once
     assert (await cb.acquire(key)).probe
@@ -138,47 +155,25 @@ async def test_rate_limiter_tpm_waits_inside_the_activity_when_short(engine) -> 
     assert loop.time() - started >= 0.3
 
 
-@pytest.fixture
-def redis_url(tmp_path):  # type: ignore[no-untyped-def]
-    import shutil
-    import subprocess
-
-    from durable_orchestrator.devstack import free_port, wait_for_port
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 10)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 async def test_redis_rate_limiter_shares_rpm_and_tpm(engine, redis_url) -> None:
     from durable_orchestrator.llm.limits import RedisRateLimiter, make_rate_limiter
 
+    # The Redis is shared (CI's, a developer's): model names unique to this run.
+    rpm_model, tpm_model = f"m-{uuid.uuid4().hex[:6]}", f"t-{uuid.uuid4().hex[:6]}"
     a = make_rate_limiter(engine, redis_url=redis_url, rpm=3, tpm=1000, max_wait_secs=0)
     b = RedisRateLimiter(redis_url, rpm=3, tpm=1000, max_wait_secs=0)
     assert isinstance(a, RedisRateLimiter)
     for lim in (a, b, a):
-        await lim.acquire("m", 10)
+        await lim.acquire(rpm_model, 10)
     with pytest.raises(ApplicationError) as err:
-        await b.acquire("m", 10)
+        await b.acquire(rpm_model, 10)
     assert err.value.type == RATE_LIMITED
     assert timedelta(seconds=50) <= err.value.next_retry_delay <= timedelta(seconds=61)
 
-    await a.acquire("t", 900)
-    await a.settle("t", 900, 995)  # the answer used more than reserved
+    await a.acquire(tpm_model, 900)
+    await a.settle(tpm_model, 900, 995)  # the answer used more than reserved
     with pytest.raises(ApplicationError):
-        await b.acquire("t", 10)
+        await b.acquire(tpm_model, 10)
 
 
 async def test_rate_bucket_never_gives_out_more_than_the_cap_under_contention(engine) -> None:

@@ -24,6 +24,9 @@ from durable_orchestrator.auth.api_keys import create_key
 from durable_orchestrator.devstack import free_port
 from durable_orchestrator.settings import Settings
 
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
+import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.utils import Stack
@@ -15,18 +16,38 @@ from tests.utils import Stack
 DESCRIPTION = "Secret-free but recognisable prompt text: zebra quokka"
 
 
-def _exporter() -> InMemorySpanExporter:
+class _ToCurrentTest(SpanProcessor):
+    """Added to the global provider once (a provider cannot drop a processor again): it hands
+    finished spans to the exporter of the test running now, and to nobody between tests, so
+    exporters do not pile up on the provider for the rest of the session."""
+
+    exporter: InMemorySpanExporter | None = None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.exporter is not None:
+            self.exporter.export((span,))
+
+
+_FORWARD = _ToCurrentTest()
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider()
         trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
+    if _FORWARD not in provider._active_span_processor._span_processors:
+        provider.add_span_processor(_FORWARD)
+    _FORWARD.exporter = InMemorySpanExporter()
+    try:
+        yield _FORWARD.exporter
+    finally:
+        _FORWARD.exporter.shutdown()
+        _FORWARD.exporter = None
 
 
-async def test_span_tree_http_to_llm(stack: Stack) -> None:
-    exporter = _exporter()
+async def test_span_tree_http_to_llm(stack: Stack, exporter: InMemorySpanExporter) -> None:
     task_id = await stack.submit(DESCRIPTION)
     assert (await stack.wait(task_id))["status"] == "completed"
 

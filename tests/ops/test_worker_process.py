@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from temporalio.client import Client
 
 from api.app import create_app
@@ -29,6 +30,9 @@ from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.schedules import JOBS
 from fake_openai import FakeOpenAI
 from tests.utils import Stack
+
+# Starts processes of its own: the `system` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("subprocesses")
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = f"sk-test-{uuid.uuid4().hex}"

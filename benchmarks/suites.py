@@ -22,7 +22,9 @@ import httpx
 import psutil
 from temporalio.client import Client
 
+from benchmarks.baselines.handwritten_workflow import HANDWRITTEN_WORKFLOW, PlanInput
 from benchmarks.baselines.raw_workflow import RAW_WORKFLOW, STEPS
+from benchmarks.cpu import CpuMeter, median_per_task
 from benchmarks.db import DoneWatcher
 from benchmarks.env import BenchEnv, Product, submit, wait_done
 from benchmarks.live_text import streaming
@@ -78,6 +80,28 @@ async def _raw_task(client: Client, tq: str, workflow: str = RAW_WORKFLOW) -> fl
     return time.perf_counter() - t0
 
 
+async def _handwritten_task(client: Client, tq: str) -> float:
+    t0 = time.perf_counter()
+    task_id = uuid.uuid4().hex
+    await client.execute_workflow(HANDWRITTEN_WORKFLOW, PlanInput(task_id, PROMPT), id=f"hw-{task_id}",
+                                  task_queue=tq, execution_timeout=_td(120))
+    return time.perf_counter() - t0
+
+
+SIDE_NAMES = {"product": "this product", "handwritten": "hand-written", "raw_sdk": "raw SDK (3 activities)"}
+
+
+def _side_pids(env: BenchEnv, llm_url: str, prod: Product, raw_pid: int, hw_pid: int) -> dict[str, dict[str, int | None]]:
+    """Per side, the pid of each process role whose CPU is charged to it: its own worker (and
+    API for the product) and the shared Temporal, PostgreSQL and fake LLM."""
+    shared = env.service_pids(llm_url)
+    return {
+        "product": {"worker": prod.worker_pid, "api": prod.api_pid, **shared},
+        "handwritten": {"worker": hw_pid, "api": None, **shared},
+        "raw_sdk": {"worker": raw_pid, "api": None, **shared},
+    }
+
+
 def _td(secs: float):  # type: ignore[no-untyped-def]
     from datetime import timedelta
 
@@ -96,12 +120,18 @@ def overhead(env: BenchEnv, quick: bool) -> Result:
                                 "Postgres every 50 ms (no HTTP polling load)",
         "repetitions": 1 if quick else 3,
         "note": "product: POST /tasks then poll GET /tasks/{id} until completed (plan call + 3 step "
-                "calls + finish); raw SDK: execute_workflow of 3 activities, each one chat completion",
+                "calls + finish); hand-written: execute_workflow of a plan activity + one activity per "
+                "step, each one chat completion and its row written with asyncpg; raw SDK: "
+                "execute_workflow of 3 activities, each one chat completion",
+        "cpu_per_task": "CPU seconds per task of each process role over the concurrent phase (psutil, "
+                        "process + descendants + reaped children); temporal/postgres/fake_llm are "
+                        "shared, so they include idle background work of the other sides",
     }
     fake = env.fake(0.0)
     timeout = 60 if quick else 300
 
-    async def run_rep(prod: Product, raw_tq: str) -> dict[str, Any]:
+    async def run_rep(prod: Product, raw_tq: str, hw_tq: str,
+                      pids: dict[str, dict[str, int | None]]) -> dict[str, Any]:
         client = await Client.connect(env.temporal_address)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=prod.api_url, headers=prod.headers, timeout=30,
@@ -112,31 +142,39 @@ def overhead(env: BenchEnv, quick: bool) -> Result:
             async def r(_: int) -> float:
                 return await _raw_task(client, raw_tq)
 
-            out: dict[str, Any] = {}
-            for side, fn in (("product", p), ("raw_sdk", r)):
+            async def h(_: int) -> float:
+                return await _handwritten_task(client, hw_tq)
+
+            out: dict[str, Any] = {"cpu_per_task": {}}
+            for side, fn in (("product", p), ("handwritten", h), ("raw_sdk", r)):
                 lats, _ = await _bounded_gather(params["sequential_tasks"], 1, fn, timeout)
                 out[f"{side}_seq"] = summary_ms(lats)
             async with DoneWatcher(env.db_url) as watcher:
                 async def pw(_: int) -> float:
                     return await _product_task_watched(http, watcher)
 
-                for side, fn in (("product", pw), ("raw_sdk", r)):
-                    lats, wall = await _bounded_gather(params["concurrent_tasks"], params["concurrency"],
-                                                       fn, timeout)
+                for side, fn in (("product", pw), ("handwritten", h), ("raw_sdk", r)):
+                    with CpuMeter(pids[side]) as meter:
+                        lats, wall = await _bounded_gather(params["concurrent_tasks"], params["concurrency"],
+                                                           fn, timeout)
                     out[f"{side}_conc"] = {**summary_ms(lats), "tasks_per_s": round(len(lats) / wall, 2)}
+                    out["cpu_per_task"][side] = meter.per_task(len(lats))
         return out
 
     reps = []
-    with env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, _):
+    with (env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, raw_pid),
+          env.handwritten_worker(fake) as (hw_tq, hw_pid)):
+        pids = _side_pids(env, fake, prod, raw_pid, hw_pid)
         for _ in range(params["repetitions"]):
-            reps.append(asyncio.run(run_rep(prod, raw_tq)))
+            reps.append(asyncio.run(run_rep(prod, raw_tq, hw_tq, pids)))
 
     res: dict[str, Any] = {}
-    for key, sort in (("product_seq", "p50"), ("raw_sdk_seq", "p50"),
-                      ("product_conc", "tasks_per_s"), ("raw_sdk_conc", "tasks_per_s")):
-        res[key] = median_run([r[key] for r in reps], sort)
-    ps, rs = res["product_seq"]["p50"], res["raw_sdk_seq"]["p50"]
-    pc, rc = res["product_conc"]["tasks_per_s"], res["raw_sdk_conc"]["tasks_per_s"]
+    for side in SIDE_NAMES:
+        res[f"{side}_seq"] = median_run([r[f"{side}_seq"] for r in reps], "p50")
+        res[f"{side}_conc"] = median_run([r[f"{side}_conc"] for r in reps], "tasks_per_s")
+    cpu = {side: median_per_task([r["cpu_per_task"][side] for r in reps]) for side in SIDE_NAMES}
+    ps, rs, hs = res["product_seq"]["p50"], res["raw_sdk_seq"]["p50"], res["handwritten_seq"]["p50"]
+    pc, rc, hc = (res[f"{s}_conc"]["tasks_per_s"] for s in ("product", "raw_sdk", "handwritten"))
     per_step = {
         "product_ms": round(ps / STEPS, 2),
         "raw_sdk_ms": round(rs / STEPS, 2),
@@ -144,23 +182,41 @@ def overhead(env: BenchEnv, quick: bool) -> Result:
     }
     ratios = {
         "sequential_latency_product_vs_raw_sdk": ratio(ps, rs),
+        "sequential_latency_product_vs_handwritten": ratio(ps, hs),
         "concurrent_throughput_product_vs_raw_sdk": ratio(pc, rc),
+        "concurrent_throughput_product_vs_handwritten": ratio(pc, hc),
         "concurrent_p50_latency_product_vs_raw_sdk": ratio(res["product_conc"]["p50"], res["raw_sdk_conc"]["p50"]),
+        "worker_cpu_per_task_product_vs_handwritten": ratio(cpu["product"]["worker"], cpu["handwritten"]["worker"]),
     }
     payload = {"parameters": params, "results": res, "per_step_overhead": per_step,
-               "ratios": ratios, "repetitions_raw": reps}
+               "ratios": ratios, "cpu_seconds_per_task": cpu, "repetitions_raw": reps}
     rows: Rows = [
         ("sequential latency p50 / p99", f"{ps:.0f} / {res['product_seq']['p99']:.0f} ms",
          f"raw SDK {rs:.0f} / {res['raw_sdk_seq']['p99']:.0f} ms", f"{ratios['sequential_latency_product_vs_raw_sdk']}x"),
         ("per-step overhead (p50 ÷ 3)", f"{per_step['product_ms']:.1f} ms", f"raw SDK {per_step['raw_sdk_ms']:.1f} ms",
          f"+{per_step['extra_ms']:.1f} ms/step"),
+        ("sequential latency p50 vs hand-written", f"{ps:.0f} ms", f"hand-written {hs:.0f} ms",
+         f"{ratios['sequential_latency_product_vs_handwritten']}x"),
         (f"concurrency {params['concurrency']}: tasks/s", f"{pc:.1f}", f"raw SDK {rc:.1f}",
          f"{ratios['concurrent_throughput_product_vs_raw_sdk']}x"),
+        (f"concurrency {params['concurrency']}: tasks/s vs hand-written", f"{pc:.1f}", f"hand-written {hc:.1f}",
+         f"{ratios['concurrent_throughput_product_vs_handwritten']}x"),
         (f"concurrency {params['concurrency']}: p50 / p99", f"{res['product_conc']['p50']:.0f} / {res['product_conc']['p99']:.0f} ms",
          f"raw SDK {res['raw_sdk_conc']['p50']:.0f} / {res['raw_sdk_conc']['p99']:.0f} ms",
          f"{ratios['concurrent_p50_latency_product_vs_raw_sdk']}x"),
+        *_cpu_rows(cpu),
     ]
     return payload, rows
+
+
+def _cpu_rows(cpu: dict[str, dict[str, float | None]]) -> Rows:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v * 1000:.0f}"
+
+    roles = ("worker", "api", "temporal", "postgres", "fake_llm")
+    head = "CPU ms/task " + " / ".join(roles)
+    return [(head if i == 0 else "", SIDE_NAMES[side], " / ".join(ms(cpu[side].get(r)) for r in roles), "")
+            for i, side in enumerate(cpu)]
 
 
 # --- 2. throughput ---------------------------------------------------------------------------
@@ -187,13 +243,19 @@ async def _product_batch(env: BenchEnv, prod: Product, n: int, limit_s: float) -
         return max(done) - t0
 
 
-async def _raw_batch(env: BenchEnv, tq: str, n: int, limit_s: float) -> float:
+async def _raw_batch(env: BenchEnv, tq: str, n: int, limit_s: float, *, handwritten: bool = False) -> float:
     client = await Client.connect(env.temporal_address)
+
+    def start(i: int):  # type: ignore[no-untyped-def]
+        wid = uuid.uuid4().hex
+        if handwritten:
+            return client.start_workflow(HANDWRITTEN_WORKFLOW, PlanInput(wid, f"{PROMPT} #{i}"), id=f"hw-{wid}",
+                                         task_queue=tq, execution_timeout=_td(limit_s))
+        return client.start_workflow(RAW_WORKFLOW, f"{PROMPT} #{i}", id=f"raw-{wid}",
+                                     task_queue=tq, execution_timeout=_td(limit_s))
+
     t0 = time.perf_counter()
-    handles = await asyncio.gather(*(
-        client.start_workflow(RAW_WORKFLOW, f"{PROMPT} #{i}", id=f"raw-{uuid.uuid4().hex}",
-                              task_queue=tq, execution_timeout=_td(limit_s))
-        for i in range(n)))
+    handles = await asyncio.gather(*(start(i) for i in range(n)))
     await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), limit_s)
     return time.perf_counter() - t0
 
@@ -233,11 +295,22 @@ def throughput(env: BenchEnv, quick: bool) -> Result:
     ideal = n / (STEPS * latency)
     fake = env.fake(latency)
     timeout = 120 if quick else 600
-    sides: dict[str, list[float]] = {"product": [], "raw_sdk": []}
-    with env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, _):
+    sides: dict[str, list[float]] = {"product": [], "handwritten": [], "raw_sdk": []}
+    cpu_reps: dict[str, list[dict[str, float | None]]] = {s: [] for s in SIDE_NAMES}
+    with (env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, raw_pid),
+          env.handwritten_worker(fake) as (hw_tq, hw_pid)):
+        pids = _side_pids(env, fake, prod, raw_pid, hw_pid)
+        asyncio.run(_raw_batch(env, hw_tq, 1, 60, handwritten=True))  # warm-up, as the product's
         for _ in range(params["repetitions"]):
-            sides["product"].append(n / asyncio.run(_product_batch(env, prod, n, timeout)))
-            sides["raw_sdk"].append(n / asyncio.run(_raw_batch(env, raw_tq, n, timeout)))
+            for side, batch in (
+                ("product", lambda: _product_batch(env, prod, n, timeout)),
+                ("handwritten", lambda: _raw_batch(env, hw_tq, n, timeout, handwritten=True)),
+                ("raw_sdk", lambda: _raw_batch(env, raw_tq, n, timeout)),
+            ):
+                with CpuMeter(pids[side]) as meter:
+                    sides[side].append(n / asyncio.run(batch()))
+                cpu_reps[side].append(meter.per_task(n))
+    cpu = {side: median_per_task(reps) for side, reps in cpu_reps.items()}
 
     celery_note = None
     broker = redis_bench_url()
@@ -277,9 +350,11 @@ def throughput(env: BenchEnv, quick: bool) -> Result:
     prod_tps = res["product"]["tasks_per_s"]
     ratios = {f"product_vs_{side}": ratio(prod_tps, r["tasks_per_s"])
               for side, r in res.items() if side != "product"}
+    ratios["worker_cpu_per_task_product_vs_handwritten"] = ratio(cpu["product"]["worker"],
+                                                                 cpu["handwritten"]["worker"])
     payload = {"parameters": params, "results": res, "ratios": ratios,
-               "skipped": celery_note}
-    names = {"product": "this product", "raw_sdk": "raw Temporal SDK",
+               "cpu_seconds_per_task": cpu, "skipped": celery_note}
+    names = {"product": "this product", "handwritten": "hand-written Temporal", "raw_sdk": "raw Temporal SDK",
              "celery_prefork": f"Celery prefork c={cores}", "celery_threads": "Celery threads c=200"}
     rows: Rows = []
     for side, r in res.items():
@@ -288,6 +363,7 @@ def throughput(env: BenchEnv, quick: bool) -> Result:
                      "" if side == "product" else f"product {ratios[f'product_vs_{side}']}x"))
     if celery_note:
         rows.append(("Celery baselines", "skipped", celery_note, ""))
+    rows += _cpu_rows(cpu)
     return payload, rows
 
 

@@ -41,9 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set it")
         app.state.engine = create_engine(settings.database_url)
         app.state.temporal = await connect(settings)
-        # Long-term memory: one service (model + FAISS cache) per process, warmed in the background.
+        # Long-term memory: one service (model + FAISS cache) per process. The index is warmed in
+        # the background; the model only on request, since most API processes never embed (the
+        # worker embeds task memories) and loading it costs ~10 s of CPU at every start.
         app.state.memory = MemoryService(app.state.engine, settings)
-        app.state.memory.start_background()
+        app.state.memory.start_background(load_model=settings.api_preload_embedding_model)
         app.state.deltas = DeltaHub(settings)
         try:
             yield

@@ -520,7 +520,51 @@ def memory(env: BenchEnv, quick: bool) -> Result:
 # --- 5. startup ------------------------------------------------------------------------------
 
 
-def _up_once(procs: Procs, data_dir: Path, timeout: float) -> float:
+def _stack_roles(up_pid: int, data_dir: Path) -> dict[str, psutil.Process]:
+    """The processes of one `up`: its worker, API and Temporal children, and the embedded
+    PostgreSQL (pg_ctl daemonizes it, so it is found through postmaster.pid)."""
+    roles: dict[str, psutil.Process] = {"up": psutil.Process(up_pid)}
+    for child in roles["up"].children():
+        cmd = " ".join(child.cmdline())
+        role = "api" if "uvicorn" in cmd else "worker" if "-m worker" in cmd else "temporal" if "temporal" in cmd else None
+        if role:
+            roles[role] = child
+    pid_file = data_dir / "pg" / "postmaster.pid"
+    if pid_file.exists():
+        roles["postgres"] = psutil.Process(int(pid_file.read_text().split()[0]))
+    return roles
+
+
+def _rss_mb(proc: psutil.Process) -> float:
+    total = 0
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return round(total / 2**20, 1)
+
+
+def _loads_torch(proc: psutil.Process) -> bool:
+    try:
+        return any("libtorch" in m.path for m in proc.memory_maps(grouped=True))
+    except psutil.Error:
+        return False
+
+
+def _idle_footprint(up_pid: int, data_dir: Path, settle_s: float) -> dict[str, Any]:
+    """RSS per process of the `up` stack `settle_s` after ready (background warm-ups done), and
+    which processes have torch mapped."""
+    time.sleep(settle_s)
+    roles = _stack_roles(up_pid, data_dir)
+    # `up` itself is counted alone: its children are the other roles.
+    rss = {role: round(p.memory_info().rss / 2**20, 1) if role == "up" else _rss_mb(p) for role, p in roles.items()}
+    return {"settle_s": settle_s, "rss_mb": rss, "total_rss_mb": round(sum(rss.values()), 1),
+            "torch_loaded": {role: _loads_torch(p) for role, p in roles.items() if role in ("api", "worker")}}
+
+
+def _up_once(procs: Procs, data_dir: Path, timeout: float, idle: dict[str, Any] | None = None,
+             settle_s: float = 0.0) -> float:
     env = child_env({"COLUMNS": "200"})
     for name in ("DATABASE_URL", "TEMPORAL_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
         env.pop(name, None)
@@ -530,7 +574,10 @@ def _up_once(procs: Procs, data_dir: Path, timeout: float) -> float:
     proc = procs.spawn("up", args, env, stdout_pipe=True)
     try:
         read_ready_line(proc, "Press Ctrl-C to stop", timeout)
-        return time.perf_counter() - t0
+        ready = time.perf_counter() - t0
+        if idle is not None:
+            idle.update(_idle_footprint(proc.pid, data_dir, settle_s))
+        return ready
     finally:
         # SIGTERM by pid: `up` stops its worker, API, Temporal and PostgreSQL itself.
         procs.stop(proc, 60)
@@ -543,23 +590,33 @@ def startup(env: BenchEnv | None, quick: bool) -> Result:
               "cold": "new data dir (initdb, migrations, new Temporal db)", "warm": "same data dir again"}
     root = Path(tempfile.mkdtemp(prefix="bench-up-"))
     procs = Procs(root / "logs")
+    params["idle_footprint"] = ("RSS of each process of the stack (with its children), measured once "
+                                "after the last warm start, settle_s after ready")
+    settle = 5.0 if quick else 20.0
     cold, warm = [], []
+    idle: dict[str, Any] = {}
     try:
         for i in range(reps):
             d = root / f"d{i}"
             cold.append(_up_once(procs, d, 120))
-            warm.append(_up_once(procs, d, 120))
+            last = i == reps - 1
+            warm.append(_up_once(procs, d, 120, idle if last else None, settle))
     finally:
         procs.stop_all()
         shutil.rmtree(root, ignore_errors=True)
     res = {"cold": {**summary_ms(cold), "all_s": [round(x, 2) for x in cold]},
            "warm": {**summary_ms(warm), "all_s": [round(x, 2) for x in warm]}}
+    res["idle"] = idle
     payload = {"parameters": params, "results": res,
                "ratios": {"cold_vs_warm": ratio(res["cold"]["p50"], res["warm"]["p50"])}}
     rows: Rows = [
         ("`up` to ready, cold (median)", f"{res['cold']['p50'] / 1000:.2f} s", f"max {res['cold']['max'] / 1000:.2f} s", ""),
         ("`up` to ready, warm (median)", f"{res['warm']['p50'] / 1000:.2f} s", f"max {res['warm']['max'] / 1000:.2f} s",
          f"cold {payload['ratios']['cold_vs_warm']}x warm"),
+        ("idle RSS of the stack", f"{idle.get('total_rss_mb')} MB",
+         " / ".join(f"{k} {v:.0f}" for k, v in idle.get("rss_mb", {}).items()), ""),
+        ("torch loaded at idle", ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in idle.get("torch_loaded", {}).items()),
+         "", ""),
     ]
     return payload, rows
 

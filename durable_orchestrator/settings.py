@@ -328,6 +328,12 @@ class Settings(BaseSettings):
         1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "
         "stable on a busy machine, more only helps large batches on idle cores; `0` = torch's default."
     )
+    api_preload_embedding_model: bool = Field(
+        False, description="Load the embedding model (torch, sentence-transformers: ~400 MB and ~10 s of CPU) "
+        "when the API starts. Off: the API loads it on its first memory search or write, so it starts "
+        "small and does not compete with the worker's own model load for CPU; that first request waits "
+        "for the load."
+    )
 
     # --- metrics ------------------------------------------------------------------------------
     worker_metrics_port: int | None = Field(

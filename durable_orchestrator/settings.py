@@ -328,6 +328,11 @@ class Settings(BaseSettings):
         1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "
         "stable on a busy machine, more only helps large batches on idle cores; `0` = torch's default."
     )
+    auth_key_cache_secs: float = Field(
+        2.0, ge=0, le=5, description="How long an API process remembers an authenticated API key "
+        "(one database lookup per key per period instead of one per request); a revoked or expired "
+        "key keeps working at most this long. `0` = look the key up on every request."
+    )
     api_preload_embedding_model: bool = Field(
         False, description="Load the embedding model (torch, sentence-transformers: ~400 MB and ~10 s of CPU) "
         "when the API starts. Off: the API loads it on its first memory search or write, so it starts "

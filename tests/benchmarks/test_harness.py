@@ -113,6 +113,11 @@ def test_startup_quick_measures_cold_and_warm(tmp_path: Path) -> None:
         assert startup["results"][kind]["p50"] > 0
         assert len(startup["results"][kind]["all_s"]) == 1
     assert startup["ratios"]["cold_vs_warm"] > 0
+    # The idle stack's memory is reported per process; the API has not loaded torch.
+    idle = startup["results"]["idle"]
+    assert {"api", "worker", "temporal", "postgres"} <= set(idle["rss_mb"])
+    assert 0 < idle["rss_mb"]["api"] < idle["total_rss_mb"]
+    assert idle["torch_loaded"]["api"] is False
 
 
 def test_unknown_suite_is_refused(tmp_path: Path) -> None:

@@ -94,8 +94,10 @@ class Settings(BaseSettings):
         "while it is generated; an endpoint that refuses `stream: true` gets whole answers.",
     )
     stream_flush_secs: float = Field(
-        0.03, ge=0, le=5,
-        description="Text deltas of one step are batched this long before they are published (the first at once).",
+        0.1, ge=0, le=5,
+        description="Text deltas of one step are batched this long before they are published (the first at once). "
+        "Each batch is one NOTIFY (or Redis publish): at 30 ms, 40 concurrent tasks on 2 cores ran 30% "
+        "slower than at 100 ms, which still updates a live view 10 times a second.",
     )
     offline_llm: bool | None = Field(
         None,

@@ -14,6 +14,7 @@ from api.middleware import BodySizeLimit, RequestContext
 from api.routes import admin, agents, approvals, events, health, reruns, tasks, usage
 from api.routes import memory as memory_routes
 from api.routes import tools as tools_routes
+from durable_orchestrator.auth.key_cache import KeyCache
 from durable_orchestrator.data.engine import create_engine
 from durable_orchestrator.live.hub import DeltaHub
 from durable_orchestrator.settings import Settings, get_settings
@@ -40,10 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set it")
         app.state.engine = create_engine(settings.database_url)
+        app.state.key_cache = KeyCache(settings.auth_key_cache_secs)
         app.state.temporal = await connect(settings)
-        # Long-term memory: one service (model + FAISS cache) per process, warmed in the background.
+        # Long-term memory: one service (model + FAISS cache) per process. The index is warmed in
+        # the background; the model only on request, since most API processes never embed (the
+        # worker embeds task memories) and loading it costs ~10 s of CPU at every start.
         app.state.memory = MemoryService(app.state.engine, settings)
-        app.state.memory.start_background()
+        app.state.memory.start_background(load_model=settings.api_preload_embedding_model)
         app.state.deltas = DeltaHub(settings)
         try:
             yield

@@ -13,7 +13,7 @@ from temporalio.client import Client
 from api import auth_failures
 from api.errors import APIError
 from durable_orchestrator.auth import bearer
-from durable_orchestrator.auth.api_keys import KEY_PREFIX, Principal, authenticate
+from durable_orchestrator.auth.api_keys import KEY_PREFIX, Principal
 from durable_orchestrator.data import audit
 from durable_orchestrator.settings import Settings
 
@@ -80,7 +80,7 @@ async def current_principal(
 ) -> Principal:
     await auth_failures.refuse_if_exhausted(request)  # before any database work
     if key:
-        principal = await authenticate(request.app.state.engine, key)
+        principal = await request.app.state.key_cache.authenticate(request.app.state.engine, key)
         if principal is None:
             raise await _auth_failed(
                 request, "invalid_key",

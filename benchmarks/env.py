@@ -47,13 +47,16 @@ class BenchEnv:
         self.temporal_address = ""
         self.key = ""
         self._fakes: dict[tuple[float, tuple[str, ...]], str] = {}
+        self.fake_pids: dict[str, int] = {}
         self.temporal_pid: int | None = None
+        self.pg_pid: int | None = None
 
     # --- shared services ---------------------------------------------------------------------
 
     def start(self) -> None:
         self._pg = EmbeddedPostgres(self.workdir / "pg")
         self.db_url = self._pg.start()
+        self.pg_pid = self._pg.pid
         product_cli.migrate(self.db_url)
         self._temporal = TemporalDevServer(
             self.workdir / "temporal.db", ui=False, log_file=self.workdir / "logs" / "temporal.log"
@@ -80,6 +83,7 @@ class BenchEnv:
                 stdout_pipe=True,
             )
             self._fakes[key] = read_ready_line(proc, "READY", 30)
+            self.fake_pids[self._fakes[key]] = proc.pid
         return self._fakes[key]
 
     # --- the product -------------------------------------------------------------------------
@@ -157,6 +161,29 @@ class BenchEnv:
             yield tq, proc.pid
         finally:
             self.procs.stop(proc, 35)
+
+    # --- the hand-written baseline ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def handwritten_worker(self, llm_url: str) -> Iterator[tuple[str, int]]:
+        """(task queue, pid) of the hand-written baseline's worker subprocess."""
+        tq = f"hw-{uuid.uuid4().hex[:8]}"
+        proc = self.procs.python(
+            "handwritten-worker",
+            ["-m", "benchmarks.baselines.handwritten_worker", "--address", self.temporal_address,
+             "--task-queue", tq, "--llm-url", llm_url, "--db-url", self.db_url],
+            child_env(),
+            stdout_pipe=True,
+        )
+        try:
+            read_ready_line(proc, "READY", 60)
+            yield tq, proc.pid
+        finally:
+            self.procs.stop(proc, 35)
+
+    def service_pids(self, llm_url: str) -> dict[str, int | None]:
+        """Pids of the shared services one side's CPU is read from."""
+        return {"temporal": self.temporal_pid, "postgres": self.pg_pid, "fake_llm": self.fake_pids.get(llm_url)}
 
     # --- the Celery baseline -----------------------------------------------------------------
 

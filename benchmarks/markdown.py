@@ -27,12 +27,18 @@ def render(d: Path = RESULTS_DIR) -> str:
             f"| overhead | sequential latency p50 / p99 | {r['product_seq']['p50']:.0f} / {r['product_seq']['p99']:.0f} ms | raw SDK {r['raw_sdk_seq']['p50']:.0f} / {r['raw_sdk_seq']['p99']:.0f} ms | **{x['sequential_latency_product_vs_raw_sdk']}×** latency |",
             f"| | per step (p50 ÷ 3) | {ps['product_ms']:.0f} ms | raw SDK {ps['raw_sdk_ms']:.0f} ms | +{ps['extra_ms']:.0f} ms/step |",
             f"| | concurrency {c}: tasks/s | {r['product_conc']['tasks_per_s']:.1f} | raw SDK {r['raw_sdk_conc']['tasks_per_s']:.1f} | **{x['concurrent_throughput_product_vs_raw_sdk']}×** throughput |",
+        ]
+        if "handwritten_seq" in r:  # results from before the hand-written baseline lack it
+            lines += [
+                f"| | vs hand-written: sequential p50; concurrency {c} tasks/s | {r['product_seq']['p50']:.0f} ms; {r['product_conc']['tasks_per_s']:.1f} | hand-written {r['handwritten_seq']['p50']:.0f} ms; {r['handwritten_conc']['tasks_per_s']:.1f} | **{x['sequential_latency_product_vs_handwritten']}×** latency; **{x['concurrent_throughput_product_vs_handwritten']}×** throughput |",
+            ]
+        lines += [
             f"| | concurrency {c}: p50 / p99 | {r['product_conc']['p50'] / 1000:.1f} / {r['product_conc']['p99'] / 1000:.1f} s | raw SDK {r['raw_sdk_conc']['p50'] / 1000:.1f} / {r['raw_sdk_conc']['p99'] / 1000:.1f} s | {x['concurrent_p50_latency_product_vs_raw_sdk']}× |",
         ]
     if (t := _load(d, "throughput")) and "results" in t:
         machine = machine or t["machine"]
         ideal = t["parameters"]["ideal_tasks_per_s"]
-        names = {"product": "this product", "raw_sdk": "raw Temporal SDK",
+        names = {"product": "this product", "handwritten": "hand-written Temporal", "raw_sdk": "raw Temporal SDK",
                  "celery_prefork": f"Celery prefork c={t['parameters']['celery_prefork_concurrency']}",
                  "celery_threads": "Celery threads c=200"}
         first = True
@@ -63,9 +69,11 @@ def render(d: Path = RESULTS_DIR) -> str:
     head = ""
     if machine:
         dates = sorted({x["date"][:10] for x in (o, t, a, s) if x})
-        head = (f"Full run of {', '.join(dates)} on {machine['cores']} cores ({machine['cpu_model']}), "
+        quick = any(x.get("quick") for x in (o, t, a, s) if x)
+        head = (f"{'Quick' if quick else 'Full'} run of {', '.join(dates)} on {machine['cores']} cores ({machine['cpu_model']}), "
                 f"Python {machine['python']}, temporalio {machine['versions'].get('temporalio')}, "
-                f"load average at start {machine.get('load_avg_at_start')}. Median of 3 repetitions.\n\n")
+                f"load average at start {machine.get('load_avg_at_start')}. "
+                f"{'1 repetition, quick sizes' if quick else 'Median of 3 repetitions'}.\n\n")
     return head + "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,9 @@ import httpx
 import psutil
 from temporalio.client import Client
 
+from benchmarks.baselines.handwritten_workflow import HANDWRITTEN_WORKFLOW, PlanInput
 from benchmarks.baselines.raw_workflow import RAW_WORKFLOW, STEPS
+from benchmarks.cpu import CpuMeter, median_per_task
 from benchmarks.db import DoneWatcher
 from benchmarks.env import BenchEnv, Product, submit, wait_done
 from benchmarks.live_text import streaming
@@ -78,6 +80,28 @@ async def _raw_task(client: Client, tq: str, workflow: str = RAW_WORKFLOW) -> fl
     return time.perf_counter() - t0
 
 
+async def _handwritten_task(client: Client, tq: str) -> float:
+    t0 = time.perf_counter()
+    task_id = uuid.uuid4().hex
+    await client.execute_workflow(HANDWRITTEN_WORKFLOW, PlanInput(task_id, PROMPT), id=f"hw-{task_id}",
+                                  task_queue=tq, execution_timeout=_td(120))
+    return time.perf_counter() - t0
+
+
+SIDE_NAMES = {"product": "this product", "handwritten": "hand-written", "raw_sdk": "raw SDK (3 activities)"}
+
+
+def _side_pids(env: BenchEnv, llm_url: str, prod: Product, raw_pid: int, hw_pid: int) -> dict[str, dict[str, int | None]]:
+    """Per side, the pid of each process role whose CPU is charged to it: its own worker (and
+    API for the product) and the shared Temporal, PostgreSQL and fake LLM."""
+    shared = env.service_pids(llm_url)
+    return {
+        "product": {"worker": prod.worker_pid, "api": prod.api_pid, **shared},
+        "handwritten": {"worker": hw_pid, "api": None, **shared},
+        "raw_sdk": {"worker": raw_pid, "api": None, **shared},
+    }
+
+
 def _td(secs: float):  # type: ignore[no-untyped-def]
     from datetime import timedelta
 
@@ -96,12 +120,18 @@ def overhead(env: BenchEnv, quick: bool) -> Result:
                                 "Postgres every 50 ms (no HTTP polling load)",
         "repetitions": 1 if quick else 3,
         "note": "product: POST /tasks then poll GET /tasks/{id} until completed (plan call + 3 step "
-                "calls + finish); raw SDK: execute_workflow of 3 activities, each one chat completion",
+                "calls + finish); hand-written: execute_workflow of a plan activity + one activity per "
+                "step, each one chat completion and its row written with asyncpg; raw SDK: "
+                "execute_workflow of 3 activities, each one chat completion",
+        "cpu_per_task": "CPU seconds per task of each process role over the concurrent phase (psutil, "
+                        "process + descendants + reaped children); temporal/postgres/fake_llm are "
+                        "shared, so they include idle background work of the other sides",
     }
     fake = env.fake(0.0)
     timeout = 60 if quick else 300
 
-    async def run_rep(prod: Product, raw_tq: str) -> dict[str, Any]:
+    async def run_rep(prod: Product, raw_tq: str, hw_tq: str,
+                      pids: dict[str, dict[str, int | None]]) -> dict[str, Any]:
         client = await Client.connect(env.temporal_address)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=prod.api_url, headers=prod.headers, timeout=30,
@@ -112,31 +142,39 @@ def overhead(env: BenchEnv, quick: bool) -> Result:
             async def r(_: int) -> float:
                 return await _raw_task(client, raw_tq)
 
-            out: dict[str, Any] = {}
-            for side, fn in (("product", p), ("raw_sdk", r)):
+            async def h(_: int) -> float:
+                return await _handwritten_task(client, hw_tq)
+
+            out: dict[str, Any] = {"cpu_per_task": {}}
+            for side, fn in (("product", p), ("handwritten", h), ("raw_sdk", r)):
                 lats, _ = await _bounded_gather(params["sequential_tasks"], 1, fn, timeout)
                 out[f"{side}_seq"] = summary_ms(lats)
             async with DoneWatcher(env.db_url) as watcher:
                 async def pw(_: int) -> float:
                     return await _product_task_watched(http, watcher)
 
-                for side, fn in (("product", pw), ("raw_sdk", r)):
-                    lats, wall = await _bounded_gather(params["concurrent_tasks"], params["concurrency"],
-                                                       fn, timeout)
+                for side, fn in (("product", pw), ("handwritten", h), ("raw_sdk", r)):
+                    with CpuMeter(pids[side]) as meter:
+                        lats, wall = await _bounded_gather(params["concurrent_tasks"], params["concurrency"],
+                                                           fn, timeout)
                     out[f"{side}_conc"] = {**summary_ms(lats), "tasks_per_s": round(len(lats) / wall, 2)}
+                    out["cpu_per_task"][side] = meter.per_task(len(lats))
         return out
 
     reps = []
-    with env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, _):
+    with (env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, raw_pid),
+          env.handwritten_worker(fake) as (hw_tq, hw_pid)):
+        pids = _side_pids(env, fake, prod, raw_pid, hw_pid)
         for _ in range(params["repetitions"]):
-            reps.append(asyncio.run(run_rep(prod, raw_tq)))
+            reps.append(asyncio.run(run_rep(prod, raw_tq, hw_tq, pids)))
 
     res: dict[str, Any] = {}
-    for key, sort in (("product_seq", "p50"), ("raw_sdk_seq", "p50"),
-                      ("product_conc", "tasks_per_s"), ("raw_sdk_conc", "tasks_per_s")):
-        res[key] = median_run([r[key] for r in reps], sort)
-    ps, rs = res["product_seq"]["p50"], res["raw_sdk_seq"]["p50"]
-    pc, rc = res["product_conc"]["tasks_per_s"], res["raw_sdk_conc"]["tasks_per_s"]
+    for side in SIDE_NAMES:
+        res[f"{side}_seq"] = median_run([r[f"{side}_seq"] for r in reps], "p50")
+        res[f"{side}_conc"] = median_run([r[f"{side}_conc"] for r in reps], "tasks_per_s")
+    cpu = {side: median_per_task([r["cpu_per_task"][side] for r in reps]) for side in SIDE_NAMES}
+    ps, rs, hs = res["product_seq"]["p50"], res["raw_sdk_seq"]["p50"], res["handwritten_seq"]["p50"]
+    pc, rc, hc = (res[f"{s}_conc"]["tasks_per_s"] for s in ("product", "raw_sdk", "handwritten"))
     per_step = {
         "product_ms": round(ps / STEPS, 2),
         "raw_sdk_ms": round(rs / STEPS, 2),
@@ -144,23 +182,41 @@ def overhead(env: BenchEnv, quick: bool) -> Result:
     }
     ratios = {
         "sequential_latency_product_vs_raw_sdk": ratio(ps, rs),
+        "sequential_latency_product_vs_handwritten": ratio(ps, hs),
         "concurrent_throughput_product_vs_raw_sdk": ratio(pc, rc),
+        "concurrent_throughput_product_vs_handwritten": ratio(pc, hc),
         "concurrent_p50_latency_product_vs_raw_sdk": ratio(res["product_conc"]["p50"], res["raw_sdk_conc"]["p50"]),
+        "worker_cpu_per_task_product_vs_handwritten": ratio(cpu["product"]["worker"], cpu["handwritten"]["worker"]),
     }
     payload = {"parameters": params, "results": res, "per_step_overhead": per_step,
-               "ratios": ratios, "repetitions_raw": reps}
+               "ratios": ratios, "cpu_seconds_per_task": cpu, "repetitions_raw": reps}
     rows: Rows = [
         ("sequential latency p50 / p99", f"{ps:.0f} / {res['product_seq']['p99']:.0f} ms",
          f"raw SDK {rs:.0f} / {res['raw_sdk_seq']['p99']:.0f} ms", f"{ratios['sequential_latency_product_vs_raw_sdk']}x"),
         ("per-step overhead (p50 ÷ 3)", f"{per_step['product_ms']:.1f} ms", f"raw SDK {per_step['raw_sdk_ms']:.1f} ms",
          f"+{per_step['extra_ms']:.1f} ms/step"),
+        ("sequential latency p50 vs hand-written", f"{ps:.0f} ms", f"hand-written {hs:.0f} ms",
+         f"{ratios['sequential_latency_product_vs_handwritten']}x"),
         (f"concurrency {params['concurrency']}: tasks/s", f"{pc:.1f}", f"raw SDK {rc:.1f}",
          f"{ratios['concurrent_throughput_product_vs_raw_sdk']}x"),
+        (f"concurrency {params['concurrency']}: tasks/s vs hand-written", f"{pc:.1f}", f"hand-written {hc:.1f}",
+         f"{ratios['concurrent_throughput_product_vs_handwritten']}x"),
         (f"concurrency {params['concurrency']}: p50 / p99", f"{res['product_conc']['p50']:.0f} / {res['product_conc']['p99']:.0f} ms",
          f"raw SDK {res['raw_sdk_conc']['p50']:.0f} / {res['raw_sdk_conc']['p99']:.0f} ms",
          f"{ratios['concurrent_p50_latency_product_vs_raw_sdk']}x"),
+        *_cpu_rows(cpu),
     ]
     return payload, rows
+
+
+def _cpu_rows(cpu: dict[str, dict[str, float | None]]) -> Rows:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v * 1000:.0f}"
+
+    roles = ("worker", "api", "temporal", "postgres", "fake_llm")
+    head = "CPU ms/task " + " / ".join(roles)
+    return [(head if i == 0 else "", SIDE_NAMES[side], " / ".join(ms(cpu[side].get(r)) for r in roles), "")
+            for i, side in enumerate(cpu)]
 
 
 # --- 2. throughput ---------------------------------------------------------------------------
@@ -187,13 +243,19 @@ async def _product_batch(env: BenchEnv, prod: Product, n: int, limit_s: float) -
         return max(done) - t0
 
 
-async def _raw_batch(env: BenchEnv, tq: str, n: int, limit_s: float) -> float:
+async def _raw_batch(env: BenchEnv, tq: str, n: int, limit_s: float, *, handwritten: bool = False) -> float:
     client = await Client.connect(env.temporal_address)
+
+    def start(i: int):  # type: ignore[no-untyped-def]
+        wid = uuid.uuid4().hex
+        if handwritten:
+            return client.start_workflow(HANDWRITTEN_WORKFLOW, PlanInput(wid, f"{PROMPT} #{i}"), id=f"hw-{wid}",
+                                         task_queue=tq, execution_timeout=_td(limit_s))
+        return client.start_workflow(RAW_WORKFLOW, f"{PROMPT} #{i}", id=f"raw-{wid}",
+                                     task_queue=tq, execution_timeout=_td(limit_s))
+
     t0 = time.perf_counter()
-    handles = await asyncio.gather(*(
-        client.start_workflow(RAW_WORKFLOW, f"{PROMPT} #{i}", id=f"raw-{uuid.uuid4().hex}",
-                              task_queue=tq, execution_timeout=_td(limit_s))
-        for i in range(n)))
+    handles = await asyncio.gather(*(start(i) for i in range(n)))
     await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), limit_s)
     return time.perf_counter() - t0
 
@@ -233,11 +295,22 @@ def throughput(env: BenchEnv, quick: bool) -> Result:
     ideal = n / (STEPS * latency)
     fake = env.fake(latency)
     timeout = 120 if quick else 600
-    sides: dict[str, list[float]] = {"product": [], "raw_sdk": []}
-    with env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, _):
+    sides: dict[str, list[float]] = {"product": [], "handwritten": [], "raw_sdk": []}
+    cpu_reps: dict[str, list[dict[str, float | None]]] = {s: [] for s in SIDE_NAMES}
+    with (env.product(fake) as prod, env.raw_worker(fake) as (raw_tq, raw_pid),
+          env.handwritten_worker(fake) as (hw_tq, hw_pid)):
+        pids = _side_pids(env, fake, prod, raw_pid, hw_pid)
+        asyncio.run(_raw_batch(env, hw_tq, 1, 60, handwritten=True))  # warm-up, as the product's
         for _ in range(params["repetitions"]):
-            sides["product"].append(n / asyncio.run(_product_batch(env, prod, n, timeout)))
-            sides["raw_sdk"].append(n / asyncio.run(_raw_batch(env, raw_tq, n, timeout)))
+            for side, batch in (
+                ("product", lambda: _product_batch(env, prod, n, timeout)),
+                ("handwritten", lambda: _raw_batch(env, hw_tq, n, timeout, handwritten=True)),
+                ("raw_sdk", lambda: _raw_batch(env, raw_tq, n, timeout)),
+            ):
+                with CpuMeter(pids[side]) as meter:
+                    sides[side].append(n / asyncio.run(batch()))
+                cpu_reps[side].append(meter.per_task(n))
+    cpu = {side: median_per_task(reps) for side, reps in cpu_reps.items()}
 
     celery_note = None
     broker = redis_bench_url()
@@ -277,9 +350,11 @@ def throughput(env: BenchEnv, quick: bool) -> Result:
     prod_tps = res["product"]["tasks_per_s"]
     ratios = {f"product_vs_{side}": ratio(prod_tps, r["tasks_per_s"])
               for side, r in res.items() if side != "product"}
+    ratios["worker_cpu_per_task_product_vs_handwritten"] = ratio(cpu["product"]["worker"],
+                                                                 cpu["handwritten"]["worker"])
     payload = {"parameters": params, "results": res, "ratios": ratios,
-               "skipped": celery_note}
-    names = {"product": "this product", "raw_sdk": "raw Temporal SDK",
+               "cpu_seconds_per_task": cpu, "skipped": celery_note}
+    names = {"product": "this product", "handwritten": "hand-written Temporal", "raw_sdk": "raw Temporal SDK",
              "celery_prefork": f"Celery prefork c={cores}", "celery_threads": "Celery threads c=200"}
     rows: Rows = []
     for side, r in res.items():
@@ -288,6 +363,7 @@ def throughput(env: BenchEnv, quick: bool) -> Result:
                      "" if side == "product" else f"product {ratios[f'product_vs_{side}']}x"))
     if celery_note:
         rows.append(("Celery baselines", "skipped", celery_note, ""))
+    rows += _cpu_rows(cpu)
     return payload, rows
 
 
@@ -444,7 +520,51 @@ def memory(env: BenchEnv, quick: bool) -> Result:
 # --- 5. startup ------------------------------------------------------------------------------
 
 
-def _up_once(procs: Procs, data_dir: Path, timeout: float) -> float:
+def _stack_roles(up_pid: int, data_dir: Path) -> dict[str, psutil.Process]:
+    """The processes of one `up`: its worker, API and Temporal children, and the embedded
+    PostgreSQL (pg_ctl daemonizes it, so it is found through postmaster.pid)."""
+    roles: dict[str, psutil.Process] = {"up": psutil.Process(up_pid)}
+    for child in roles["up"].children():
+        cmd = " ".join(child.cmdline())
+        role = "api" if "uvicorn" in cmd else "worker" if "-m worker" in cmd else "temporal" if "temporal" in cmd else None
+        if role:
+            roles[role] = child
+    pid_file = data_dir / "pg" / "postmaster.pid"
+    if pid_file.exists():
+        roles["postgres"] = psutil.Process(int(pid_file.read_text().split()[0]))
+    return roles
+
+
+def _rss_mb(proc: psutil.Process) -> float:
+    total = 0
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return round(total / 2**20, 1)
+
+
+def _loads_torch(proc: psutil.Process) -> bool:
+    try:
+        return any("libtorch" in m.path for m in proc.memory_maps(grouped=True))
+    except psutil.Error:
+        return False
+
+
+def _idle_footprint(up_pid: int, data_dir: Path, settle_s: float) -> dict[str, Any]:
+    """RSS per process of the `up` stack `settle_s` after ready (background warm-ups done), and
+    which processes have torch mapped."""
+    time.sleep(settle_s)
+    roles = _stack_roles(up_pid, data_dir)
+    # `up` itself is counted alone: its children are the other roles.
+    rss = {role: round(p.memory_info().rss / 2**20, 1) if role == "up" else _rss_mb(p) for role, p in roles.items()}
+    return {"settle_s": settle_s, "rss_mb": rss, "total_rss_mb": round(sum(rss.values()), 1),
+            "torch_loaded": {role: _loads_torch(p) for role, p in roles.items() if role in ("api", "worker")}}
+
+
+def _up_once(procs: Procs, data_dir: Path, timeout: float, idle: dict[str, Any] | None = None,
+             settle_s: float = 0.0) -> float:
     env = child_env({"COLUMNS": "200"})
     for name in ("DATABASE_URL", "TEMPORAL_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
         env.pop(name, None)
@@ -454,7 +574,10 @@ def _up_once(procs: Procs, data_dir: Path, timeout: float) -> float:
     proc = procs.spawn("up", args, env, stdout_pipe=True)
     try:
         read_ready_line(proc, "Press Ctrl-C to stop", timeout)
-        return time.perf_counter() - t0
+        ready = time.perf_counter() - t0
+        if idle is not None:
+            idle.update(_idle_footprint(proc.pid, data_dir, settle_s))
+        return ready
     finally:
         # SIGTERM by pid: `up` stops its worker, API, Temporal and PostgreSQL itself.
         procs.stop(proc, 60)
@@ -467,23 +590,33 @@ def startup(env: BenchEnv | None, quick: bool) -> Result:
               "cold": "new data dir (initdb, migrations, new Temporal db)", "warm": "same data dir again"}
     root = Path(tempfile.mkdtemp(prefix="bench-up-"))
     procs = Procs(root / "logs")
+    params["idle_footprint"] = ("RSS of each process of the stack (with its children), measured once "
+                                "after the last warm start, settle_s after ready")
+    settle = 5.0 if quick else 20.0
     cold, warm = [], []
+    idle: dict[str, Any] = {}
     try:
         for i in range(reps):
             d = root / f"d{i}"
             cold.append(_up_once(procs, d, 120))
-            warm.append(_up_once(procs, d, 120))
+            last = i == reps - 1
+            warm.append(_up_once(procs, d, 120, idle if last else None, settle))
     finally:
         procs.stop_all()
         shutil.rmtree(root, ignore_errors=True)
     res = {"cold": {**summary_ms(cold), "all_s": [round(x, 2) for x in cold]},
            "warm": {**summary_ms(warm), "all_s": [round(x, 2) for x in warm]}}
+    res["idle"] = idle
     payload = {"parameters": params, "results": res,
                "ratios": {"cold_vs_warm": ratio(res["cold"]["p50"], res["warm"]["p50"])}}
     rows: Rows = [
         ("`up` to ready, cold (median)", f"{res['cold']['p50'] / 1000:.2f} s", f"max {res['cold']['max'] / 1000:.2f} s", ""),
         ("`up` to ready, warm (median)", f"{res['warm']['p50'] / 1000:.2f} s", f"max {res['warm']['max'] / 1000:.2f} s",
          f"cold {payload['ratios']['cold_vs_warm']}x warm"),
+        ("idle RSS of the stack", f"{idle.get('total_rss_mb')} MB",
+         " / ".join(f"{k} {v:.0f}" for k, v in idle.get("rss_mb", {}).items()), ""),
+        ("torch loaded at idle", ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in idle.get("torch_loaded", {}).items()),
+         "", ""),
     ]
     return payload, rows
 

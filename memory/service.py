@@ -101,12 +101,13 @@ class MemoryService:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def start_background(self) -> None:
-        """Load the model and the index without holding up startup (worker / API lifespan)."""
+    def start_background(self, *, load_model: bool = True) -> None:
+        """Load the index (and the model, with `load_model`) without holding up startup (worker /
+        API lifespan). Without it the model is loaded by the first add or search."""
 
         async def warm() -> None:
             try:
-                await asyncio.gather(self.embedder.warm(), self.sync(force=True))
+                await asyncio.gather(*([self.embedder.warm()] if load_model else []), self.sync(force=True))
             except Exception as exc:  # the first real use reports it again, loudly
                 log.warning("memory_warmup_failed", error=str(exc))
 

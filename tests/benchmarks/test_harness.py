@@ -77,13 +77,24 @@ def test_quick_overhead_and_memory_write_valid_json(tmp_path: Path) -> None:
     assert {"cores", "cpu_model", "python", "versions"} <= set(overhead["machine"])
     assert overhead["machine"]["versions"]["temporalio"]
     assert overhead["date"]
-    for side in ("product_seq", "raw_sdk_seq", "product_conc", "raw_sdk_conc"):
+    for side in ("product_seq", "raw_sdk_seq", "handwritten_seq", "product_conc", "raw_sdk_conc",
+                 "handwritten_conc"):
         summary = overhead["results"][side]
         assert {"p50", "p90", "p99", "max"} <= set(summary), side
         assert 0 < summary["p50"] <= summary["p99"] <= summary["max"]
     assert overhead["results"]["product_conc"]["tasks_per_s"] > 0
     assert overhead["ratios"]["sequential_latency_product_vs_raw_sdk"] > 0
     assert set(overhead["per_step_overhead"]) == {"product_ms", "raw_sdk_ms", "extra_ms"}
+    # Fixed result keys, so runs can be compared; CPU per task of every process role per side.
+    for key in ("sequential_latency_product_vs_raw_sdk", "sequential_latency_product_vs_handwritten",
+                "concurrent_throughput_product_vs_handwritten"):
+        assert overhead["ratios"][key] > 0, key
+    cpu = overhead["cpu_seconds_per_task"]
+    assert set(cpu) == {"product", "handwritten", "raw_sdk"}
+    for side, roles in cpu.items():
+        assert set(roles) == {"worker", "api", "temporal", "postgres", "fake_llm"}, side
+        assert roles["worker"] > 0 and roles["temporal"] > 0, (side, roles)
+    assert cpu["product"]["api"] > 0 and cpu["handwritten"]["api"] is None
 
     memory = json.loads((tmp_path / "memory.json").read_text())
     assert memory["suite"] == "memory" and memory["available"] is True, memory.get("error")
@@ -105,6 +116,11 @@ def test_startup_quick_measures_cold_and_warm(tmp_path: Path) -> None:
         assert startup["results"][kind]["p50"] > 0
         assert len(startup["results"][kind]["all_s"]) == 1
     assert startup["ratios"]["cold_vs_warm"] > 0
+    # The idle stack's memory is reported per process; the API has not loaded torch.
+    idle = startup["results"]["idle"]
+    assert {"api", "worker", "temporal", "postgres"} <= set(idle["rss_mb"])
+    assert 0 < idle["rss_mb"]["api"] < idle["total_rss_mb"]
+    assert idle["torch_loaded"]["api"] is False
 
 
 def test_unknown_suite_is_refused(tmp_path: Path) -> None:

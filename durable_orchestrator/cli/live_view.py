@@ -102,7 +102,7 @@ def follow(api: Api, task_id: str, timeout: float | None = None) -> dict[str, An
                     last_id = sse.id or last_id
                     lines = view.apply(sse.event, sse.json())
                     if live is not None:
-                        live.update(view.render())
+                        live.update(view.render(), refresh=True)  # deltas come batched: draw each
                     else:
                         for line in lines:
                             console.print(line, highlight=False, markup=False)

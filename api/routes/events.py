@@ -26,6 +26,8 @@ from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.live.deltas import StepDelta
 from durable_orchestrator.live.hub import DeltaHub
 
+MAX_EVENT_ID = 10**18 - 1
+
 router = APIRouter(prefix="/tasks", tags=["events"], responses=ERROR_RESPONSES)
 
 ReadUser = Annotated[Principal, require("tasks:read")]
@@ -70,14 +72,16 @@ async def task_events(
     last_event_id: Annotated[
         str | None,
         Header(
-            alias="Last-Event-ID", max_length=30, pattern="^[0-9]+$",
+            alias="Last-Event-ID", max_length=18, pattern="^[0-9]+$",
             description="Resume after this event id.",
             # A header is a string or absent; "null" is not an event id.
-            json_schema_extra={"anyOf": [{"type": "string", "maxLength": 30, "pattern": "^[0-9]+$"}]},
+            json_schema_extra={"anyOf": [{"type": "string", "maxLength": 18, "pattern": "^[0-9]+$"}]},
         ),
     ] = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Same as Last-Event-ID, for clients that cannot set headers.")
+        int | None,
+        # Bounded like Last-Event-ID's 18 digits: ids are PostgreSQL bigints.
+        Query(ge=0, le=MAX_EVENT_ID, description="Same as Last-Event-ID, for clients that cannot set headers."),
     ] = None,
     deltas: Annotated[
         bool, Query(description="Also send live `step.delta` events with the text of running steps.")

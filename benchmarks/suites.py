@@ -27,6 +27,7 @@ from benchmarks.baselines.raw_workflow import RAW_WORKFLOW, STEPS
 from benchmarks.cpu import CpuMeter, median_per_task
 from benchmarks.db import DoneWatcher
 from benchmarks.env import BenchEnv, Product, submit, wait_done
+from benchmarks.fair_share import fairness
 from benchmarks.live_text import streaming
 from benchmarks.procs import Procs, child_env, read_ready_line
 from benchmarks.product_cli import ORCHESTRATOR
@@ -628,5 +629,6 @@ SUITES: dict[str, Callable[[Any, bool], Result]] = {
     "memory": memory,
     "startup": startup,
     "streaming": streaming,
+    "fairness": fairness,
 }
-NEEDS_ENV = {"overhead", "throughput", "api", "memory", "streaming"}
+NEEDS_ENV = {"overhead", "throughput", "api", "memory", "streaming", "fairness"}

@@ -49,8 +49,12 @@ async def test_a_backlog_waits_in_order_and_another_user_goes_first(base_setting
         resp = await stack.http.post("/tasks", json={"description": "just one"}, headers={"X-API-Key": b_key})
         assert resp.status_code == 202, resp.text  # never refused, for A either
         b_id = resp.json()["id"]
-        # A's backlog is visible as queued, not refused and not running.
-        statuses = {(await stack.get(i))["status"] for i in a_ids[10:]}
+        # A's backlog becomes visible as queued (once its workflows asked for a slot).
+        for _ in range(600):
+            statuses = {(await stack.get(i))["status"] for i in a_ids[10:]}
+            if "queued" in statuses:
+                break
+            await asyncio.sleep(0.1)
         assert "queued" in statuses, statuses
         b_view = await _wait_other(stack, b_id, b_key)
         assert b_view["status"] == "completed"

@@ -66,7 +66,7 @@ async def build_worker(
     except BaseException:
         await engine.dispose()
         raise
-    # Breakers, shared rate limits and the fallback chain wrap the provider client (issue 4);
+    # Breakers, shared rate limits and the fallback chain wrap the provider client;
     # spans and metrics sit inside them, so each model actually tried is measured.
     # Prices and tokenizers load here, off the event loop; a broken ORCH_PRICES_FILE stops the
     # worker now rather than failing tasks.

@@ -140,7 +140,7 @@ class Settings(BaseSettings):
         description="How long an open breaker stays open before one half-open probe.",
     )
 
-    # --- issue 4: LLM rate limits shared by all workers (unset = unlimited) -------------------
+    # --- LLM rate limits shared by all workers (unset = unlimited) ----------------------------
     llm_rpm: int | None = Field(None, description="LLM requests per minute per model, all workers together; unset = unlimited.")
     llm_tpm: int | None = Field(None, description="LLM tokens per minute per model, all workers together; unset = unlimited.")
     llm_wait_max_secs: float = Field(
@@ -308,7 +308,7 @@ class Settings(BaseSettings):
     memory_remember_results: bool = Field(
         True, description="Remember each completed task's result in long-term memory (one embedding per task)."
     )
-    # issue 6 (memory/): index shape, freshness, limits
+    # long-term memory (memory/): index shape, freshness, limits
     memory_max_text_chars: int = Field(16_000, description="Longest text `POST /memory` accepts.")
     memory_hnsw_m: int = Field(32, description="HNSW graph degree of a user's index above `ORCH_MEMORY_FLAT_MAX`.")
     memory_hnsw_ef_construction: int = Field(80, description="HNSW build effort (efConstruction).")
@@ -350,7 +350,7 @@ class Settings(BaseSettings):
         None, description="Prometheus port of the Temporal SDK's metrics in the worker; unset = not served (`up` picks a free port)."
     )
 
-    # --- observability and operations (issue 8) -----------------------------------------------
+    # --- observability and operations ---------------------------------------------------------
     metrics_bind_host: str = Field("0.0.0.0", description="Interface the worker's metrics ports bind to.")
     log_prompts: bool = Field(False, description="Let prompt/completion text into logs (debugging only).")
     search_attributes: bool = Field(
@@ -382,7 +382,7 @@ class Settings(BaseSettings):
         None, repr=False,
         description="The CLI's API key; unset = the config saved by `keys create --save`, else a local `up`'s demo key.",
     )
-    # --- issue 7: API security and streaming -------------------------------------------------
+    # --- API security and streaming ------------------------------------------------------------
     jwt_algorithm: Literal["HS256", "RS256"] | None = Field(
         None,
         description="Force `HS256` or `RS256` for bearer JWTs; unset = RS256 if a public key is set, else HS256 if a secret is.",

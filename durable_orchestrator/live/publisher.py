@@ -5,6 +5,7 @@ flush: an error is logged once per step and the rest of its deltas are dropped."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -53,7 +54,8 @@ def make_publisher(settings: Settings, engine: AsyncEngine) -> Publisher:
 class StepStream:
     """The deltas of one LLM call of one step. The first piece goes out at once (time to first
     token is what a watcher feels); later pieces are batched for `flush_secs`, so a fast model
-    costs at most one publish per interval. `close()` sends what is left."""
+    costs at most one publish per interval. `close()` sends what is left at once: the step's
+    answer is complete, and waiting out the interval would add it to every LLM call."""
 
     def __init__(
         self, publisher: Publisher, *, task_id: str, step: int, attempt: int, turn: int, flush_secs: float
@@ -65,6 +67,7 @@ class StepStream:
         self._seq = 0
         self._last_flush = float("-inf")
         self._timer: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._broken = False
 
     async def write(self, text: str) -> None:
@@ -80,19 +83,24 @@ class StepStream:
             self._timer = asyncio.create_task(self._flush_after(wait))
 
     async def close(self) -> None:
+        self._closing.set()  # cuts the timer's wait short; a publish on the wire completes
         if self._timer is not None:
             await self._timer
         await self._flush()
 
     async def _flush_after(self, wait: float) -> None:
         # Text written while a flush is on the wire waits for the next interval, in order.
-        while True:
-            await asyncio.sleep(wait)
-            await self._flush()
-            if not self._buffer:
-                break
-            wait = self._flush_secs
-        self._timer = None
+        try:
+            while not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._closing.wait()
+                await self._flush()
+                if not self._buffer:
+                    break
+                wait = self._flush_secs
+        finally:
+            self._timer = None
 
     async def _flush(self) -> None:
         text = "".join(self._buffer)

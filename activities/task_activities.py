@@ -185,7 +185,7 @@ class TaskActivities:
         else:
             labels = await provenance.earlier_turns_labels(self.engine, inp.task_id, inp.index, inp.turn)
         llm = self._metered(inp.task_id, inp.index, "step", ctx.options)
-        live = self._live_text(inp)
+        live = self._live_text(inp, ctx.watched)
         async with heartbeating():
             try:
                 completion = await llm.complete(
@@ -201,8 +201,10 @@ class TaskActivities:
             )
         return await recorded_despite_outage(lambda: self._finish_step(inp, agent, completion, labels))
 
-    def _live_text(self, inp: StepInput) -> StepStream | None:
+    def _live_text(self, inp: StepInput, watched: bool) -> StepStream | None:
         if self.deltas is None or not self.settings.llm_stream:
+            return None
+        if not (watched or self.settings.llm_stream_unwatched):
             return None
         return StepStream(
             self.deltas, task_id=inp.task_id, step=inp.index, attempt=activity.info().attempt,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from benchmarks import product_cli
 from benchmarks.procs import Procs, child_env, read_ready_line, wait_http
@@ -105,7 +106,7 @@ class BenchEnv:
         self, llm_url: str, *, worker: bool = True, settings: dict[str, str] | None = None
     ) -> Iterator[Product]:
         """Worker + API subprocesses on a fresh task queue (with extra environment `settings`);
-        warmed up by one finished task."""
+        warmed up by finished tasks, then given time to finish loading (see `settle`)."""
         tq = f"bench-{uuid.uuid4().hex[:8]}"
         env = {**self._product_env(llm_url, tq), **(settings or {})}
         started = []
@@ -120,6 +121,8 @@ class BenchEnv:
             if worker:
                 for _ in range(1 if self.quick else 3):
                     asyncio.run(warm_up(prod))
+                assert wproc is not None
+                settle(wproc.pid)
             yield prod
         finally:
             for proc in reversed(started):
@@ -203,6 +206,15 @@ class BenchEnv:
             yield queue
         finally:
             self.procs.stop(proc, 30)
+
+
+def settle(pid: int, *, idle_pct: float = 10.0, limit_s: float = 90.0) -> None:
+    """Wait until the process goes idle: a worker loads its embedding model in the background
+    after it starts (about 10 s of CPU here), and a measurement that overlaps it measures that."""
+    proc = psutil.Process(pid)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.cpu_percent(interval=0.5) > idle_pct:
+        pass
 
 
 async def warm_up(prod: Product, limit_s: float = 60) -> None:

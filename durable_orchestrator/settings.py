@@ -91,7 +91,14 @@ class Settings(BaseSettings):
     llm_stream: bool = Field(
         True,
         description="Stream step answers from the provider and publish the text as `step.delta` events "
-        "while it is generated; an endpoint that refuses `stream: true` gets whole answers.",
+        "while it is generated, for steps whose task an event-stream client is watching (with live "
+        "text) when the step starts; an endpoint that refuses `stream: true` gets whole answers.",
+    )
+    llm_stream_unwatched: bool = Field(
+        False,
+        description="Stream and publish the text of steps nobody is watching too. Off: such steps get "
+        "whole answers, which costs the worker less CPU; a client that connects mid-step sees that "
+        "step's text when it finishes.",
     )
     stream_flush_secs: float = Field(
         0.1, ge=0, le=5,

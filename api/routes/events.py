@@ -21,7 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.deps import EngineDep, SettingsDep, require
 from api.errors import ERROR_RESPONSES, APIError
 from durable_orchestrator.auth.api_keys import Principal
-from durable_orchestrator.data import events, tasks
+from durable_orchestrator.data import events, tasks, watching
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.live.deltas import StepDelta
 from durable_orchestrator.live.hub import DeltaHub
@@ -103,9 +103,12 @@ async def task_events(
         # Subscribed before the first read, so no delta falls between history and live.
         async with hub.subscribe(task_id) if deltas else _no_deltas() as live:
             loop = asyncio.get_running_loop()
-            last, next_poll = start, 0.0
+            last, next_poll, renew_at = start, 0.0, 0.0
             finished: set[int] = set()
             while True:
+                if deltas and loop.time() >= renew_at:  # steps started meanwhile stream for us
+                    await watching.watch(engine, task_id)
+                    renew_at = loop.time() + watching.LEASE_SECS / 3
                 if loop.time() >= next_poll:
                     batch = await events.read_after(engine, task_id, last)
                     for ev in batch:

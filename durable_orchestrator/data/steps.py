@@ -18,6 +18,7 @@ from durable_orchestrator.data.clauses import none_of, one_of
 from durable_orchestrator.data.engine import read
 from durable_orchestrator.data.events import add_event
 from durable_orchestrator.data.tables import TERMINAL, Step, Task
+from durable_orchestrator.data.watching import IS_WATCHED
 
 # Parameters are not named like columns: SQLAlchemy reads an UPDATE's parameters named after
 # a column of its table as values to SET.
@@ -136,12 +137,13 @@ class StepContext:
     model: str | None
     dependencies: list[tuple[int, str, str]]  # (index, title, output)
     options: dict[str, Any] | None = None  # the task's options (budget), read in the same query
+    watched: bool = False  # an event-stream client wants this task's live text (data/watching.py)
 
 
 _CONTEXT = (
     select(
         Task.description, Task.options, Step.agent, Step.title, Step.instructions, Step.status,
-        Step.output, Step.model, Step.depends_on,
+        Step.output, Step.model, Step.depends_on, IS_WATCHED,
     )
     .join_from(Step, Task, Task.id == Step.task_id)
     .where(Step.task_id == _TASK, Step.index == _STEP)
@@ -177,6 +179,7 @@ async def step_context(engine: AsyncEngine, task_id: str, index: int) -> StepCon
         model=row.model,
         dependencies=deps,
         options=row.options,
+        watched=row.watched,
     )
 
 

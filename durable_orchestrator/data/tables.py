@@ -213,6 +213,9 @@ class Task(TaskOutcomeBase, table=True):
     # none), and when it took one of its user's running slots.
     max_running: int | None = Field(default=None, nullable=True)
     admitted_at: datetime | None = _when()
+    # Until when an event-stream client wants the live text of this task's steps; steps nobody
+    # watches get whole answers instead of streamed ones (data/watching.py).
+    watched_until: datetime | None = _when()
 
 
 class StepBase(SQLModel):

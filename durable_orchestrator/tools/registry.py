@@ -19,6 +19,7 @@ dependencies. They return text (or something JSON-serialisable) for the LLM, and
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -84,10 +85,15 @@ class Tool:
         return schema
 
     def openai_schema(self) -> dict[str, Any]:
-        schema = self.parameters()
+        return self._openai_schema
+
+    @functools.cached_property
+    def _openai_schema(self) -> dict[str, Any]:
+        # Built once per tool: pydantic's JSON schema generation was a few percent of a worker's
+        # CPU when it ran on every LLM turn.
         return {
             "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": schema},
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters()},
         }
 
 

@@ -118,3 +118,34 @@ async def test_clients_can_ask_for_durable_events_only(stack: Stack) -> None:
     _, events, outputs = await run_and_watch(stack, "?deltas=false")
     assert outputs and not [e for e in events if e.event == "step.delta"]
     assert sum(e.event == "step.finished" for e in events) == len(outputs)
+
+
+def step_requests(fake: Any) -> list[Any]:
+    """The recorded step calls (plans ask for the `plan` json_schema)."""
+    return [r for r in fake.requests if r.body and "response_format" not in r.body]
+
+
+async def test_steps_nobody_watches_get_whole_answers(stack: Stack) -> None:
+    stream_steps(stack.fake)
+    task_id = await stack.submit("nobody is watching")
+    task = await stack.wait(task_id)
+    assert task["status"] == "completed", task
+    calls = step_requests(stack.fake)
+    assert len(calls) == len(task["steps"]) > 0
+    assert not any(r.body.get("stream") for r in calls)  # parsed and published for nobody otherwise
+
+
+async def test_durable_events_only_do_not_make_a_task_watched(stack: Stack) -> None:
+    stream_steps(stack.fake)
+    await run_and_watch(stack, "?deltas=false")
+    assert step_requests(stack.fake) and not any(r.body.get("stream") for r in step_requests(stack.fake))
+
+
+async def test_unwatched_steps_stream_when_configured(base_settings, temporal_client, fake_llm) -> None:  # type: ignore[no-untyped-def]
+    fake_llm.reset()
+    async with running_stack(base_settings, temporal_client, fake_llm, llm_stream_unwatched=True) as stack:
+        stream_steps(stack.fake)
+        task = await stack.wait(await stack.submit("stream for nobody"))
+    assert task["status"] == "completed"
+    assert {s["output"] for s in task["steps"]} == {ANSWER}
+    assert all(r.body.get("stream") for r in step_requests(fake_llm))

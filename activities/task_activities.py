@@ -178,12 +178,7 @@ class TaskActivities:
         final_turn = inp.turn >= max(1, inp.max_turns) - 1
         offered = () if final_turn else self.tools.allowed_for(agent.name, agent.tools)
         tools = self.tools.openai_tools(offered) or None
-        prompt, messages = await self._messages(inp, ctx, agent, final_turn)
-        # Read after the prompt was built, so they cover at least what it contains.
-        if inp.turn == 0:
-            labels = await provenance.prompt_labels(self.engine, inp.task_id, inp.index)
-        else:
-            labels = await provenance.earlier_turns_labels(self.engine, inp.task_id, inp.index, inp.turn)
+        prompt, messages, labels = await self._messages(inp, ctx, agent, final_turn)
         llm = self._metered(inp.task_id, inp.index, "step", ctx.options)
         live = self._live_text(inp, ctx.watched)
         async with heartbeating():
@@ -213,18 +208,20 @@ class TaskActivities:
 
     async def _messages(
         self, inp: StepInput, ctx: steps.StepContext, agent: Agent, final_turn: bool
-    ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]:
-        """What to send this turn, and the prompt to store with it (the first turn only). The
-        first turn also marks the step started; later turns replay the stored conversation."""
+    ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]], list[str]]:
+        """What to send this turn, the prompt to store with it (the first turn only), and the
+        provenance labels of what it contains (read after its sources). The first turn also
+        marks the step started; later turns replay the stored conversation."""
         prompt: list[dict[str, Any]] | None = None
         if inp.turn == 0:
-            async with self.engine.begin() as conn:  # one round of BEGIN/COMMIT for both
+            async with self.engine.begin() as conn:  # one round of BEGIN/COMMIT for all three
                 await steps.mark_step_started(conn, inp.task_id, inp.index, agent.name)
                 memory = await short_term.window(
                     conn, inp.task_id, exclude_step=inp.index,
                     exclude_outputs_of=[d[0] for d in ctx.dependencies],
                     max_chars=self.settings.short_term_window_chars,
                 )
+                labels = await provenance.prompt_labels(conn, inp.task_id, inp.index)
             prompt = step_messages(
                 agent, ctx, max_input_chars=self.settings.short_term_window_chars,
                 memory=short_term.render(memory),
@@ -232,10 +229,11 @@ class TaskActivities:
             messages = list(prompt)
         else:
             messages = await conversation.conversation(self.engine, inp.task_id, inp.index)
+            labels = await provenance.earlier_turns_labels(self.engine, inp.task_id, inp.index, inp.turn)
         if final_turn and inp.turn > 0:
             messages.append({"role": "user", "content": "The tool-call limit is reached: answer now "
                              "with what you have, without calling tools."})
-        return prompt, messages
+        return prompt, messages, labels
 
     async def _finish_step(
         self, inp: StepInput, agent: Agent, completion: Completion, labels: list[str]

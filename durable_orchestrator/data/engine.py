@@ -62,6 +62,10 @@ async def read(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+#: The same for a write that is one statement: it commits on its own, without BEGIN/COMMIT.
+single_statement = read
+
+
 def _ping_idle(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
     dialect = sync_engine.dialect

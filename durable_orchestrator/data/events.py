@@ -40,7 +40,9 @@ _AFTER = bindparam("after")
 _NEXT_SEQ = (
     sa.update(Task)
     .where(Task.id == _TASK)
-    .values(last_event_seq=Task.last_event_seq + 1)
+    # An event reports a change to the task, so the row's updated_at moves with it (no second
+    # statement for it beside the event).
+    .values(last_event_seq=Task.last_event_seq + 1, updated_at=sa.func.now())
     .returning(Task.last_event_seq)
     .cte("next_seq")
 )

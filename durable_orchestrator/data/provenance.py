@@ -63,11 +63,11 @@ async def set_result_labels(conn: AsyncConnection, call_row_id: int, labels: lis
     await conn.execute(_SET_RESULT_LABELS, {"call": call_row_id, "new_labels": labels})
 
 
-async def prompt_labels(engine: AsyncEngine, task_id: str, step_index: int) -> list[str]:
+async def prompt_labels(conn: AsyncConnection, task_id: str, step_index: int) -> list[str]:
     """The labels of what a step's first prompt can contain: the plan, and whatever the other
-    steps left in short-term memory (their outputs, tool results, notes)."""
-    async with read(engine) as conn:
-        rows = (await conn.execute(_PROMPT_LABELS, {"task": task_id, "step": step_index})).all()
+    steps left in short-term memory (their outputs, tool results, notes). Read after what the
+    prompt was built from, so they cover at least that."""
+    rows = (await conn.execute(_PROMPT_LABELS, {"task": task_id, "step": step_index})).all()
     return _union(rows)
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam, func
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import aliased
 from sqlmodel import select
 
 from durable_orchestrator.data.clauses import none_of, one_of
@@ -140,18 +141,28 @@ class StepContext:
     watched: bool = False  # an event-stream client wants this task's live text (data/watching.py)
 
 
+_DEP = aliased(Step, name="dep")
+# The steps it depends on, in the same round trip: [[index, title, output], ...] by index.
+_DEPENDENCIES = (
+    select(
+        func.json_agg(
+            aggregate_order_by(
+                func.json_build_array(_DEP.index, _DEP.title, func.coalesce(_DEP.output, "")),
+                _DEP.index,
+            ),
+            type_=JSON,
+        )
+    )
+    .where(_DEP.task_id == Step.task_id, _DEP.index == sa.any_(Step.depends_on))
+    .scalar_subquery()
+)
 _CONTEXT = (
     select(
         Task.description, Task.options, Step.agent, Step.title, Step.instructions, Step.status,
-        Step.output, Step.model, Step.depends_on, IS_WATCHED,
+        Step.output, Step.model, IS_WATCHED, _DEPENDENCIES.label("dependencies"),
     )
     .join_from(Step, Task, Task.id == Step.task_id)
     .where(Step.task_id == _TASK, Step.index == _STEP)
-)
-_DEPENDENCIES = (
-    select(Step.index, Step.title, Step.output)
-    .where(Step.task_id == _TASK, Step.index == sa.any_(bindparam("steps", type_=ARRAY(sa.Integer))))
-    .order_by(Step.index)
 )
 
 
@@ -159,16 +170,9 @@ async def step_context(engine: AsyncEngine, task_id: str, index: int) -> StepCon
     """Everything a step's prompt needs, plus its own state (to skip work already done)."""
     async with read(engine) as conn:
         row = (await conn.execute(_CONTEXT, {"task": task_id, "step": index})).first()
-        if row is None:
-            raise LookupError(f"step {index} of task {task_id} does not exist")
-        deps = []
-        if row.depends_on:
-            deps = [
-                (r.index, r.title, r.output or "")
-                for r in await conn.execute(
-                    _DEPENDENCIES, {"task": task_id, "steps": list(row.depends_on)}
-                )
-            ]
+    if row is None:
+        raise LookupError(f"step {index} of task {task_id} does not exist")
+    deps = [(i, title, output) for i, title, output in row.dependencies or ()]
     return StepContext(
         description=row.description,
         agent=row.agent,
@@ -211,7 +215,6 @@ _FINISH_STEP = (
         finished_at=func.now(),
     )
 )
-_TOUCH_TASK = sa.update(Task).where(Task.id == _TASK).values(updated_at=func.now())
 
 
 async def mark_step_finished(
@@ -220,8 +223,7 @@ async def mark_step_finished(
     await conn.execute(
         _FINISH_STEP, {"task": task_id, "step": index, "new_output": output, "new_model": model}
     )
-    await conn.execute(_TOUCH_TASK, {"task": task_id})
-    await add_event(
+    await add_event(  # also moves the task's updated_at
         conn,
         task_id,
         "step.finished",

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from durable_orchestrator.data import ledger
+from durable_orchestrator.data.engine import single_statement
 from durable_orchestrator.llm import budget
 from durable_orchestrator.llm.client import Completion, DeltaSink, LLMClient
 from durable_orchestrator.settings import Settings
@@ -90,7 +91,7 @@ class MeteredLLM:
             with contextlib.suppress(Exception):
                 await asyncio.shield(ledger.release(self.engine, key))
             raise
-        async with self.engine.begin() as conn:
+        async with single_statement(self.engine) as conn:
             await ledger.record_llm_call(
                 conn,
                 task_id=self.task_id,

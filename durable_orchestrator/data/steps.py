@@ -120,10 +120,14 @@ _START_GIVEN = (
 async def start_given_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any]]:
     """Start a task whose steps are already written (given by the client, or by an earlier
     attempt of the planner): the same status and events as a planned one, at most once."""
-    async with engine.begin() as conn:
+    # Steps are never changed once written, so the usual case (no steps yet: the planner's
+    # turn) is one read outside a transaction.
+    async with read(engine) as conn:
         plan = [dict(r) for r in (await conn.execute(_PLAN, {"task": task_id})).mappings()]
-        if plan and (await conn.execute(_START_GIVEN, {"task": task_id})).first() is not None:
-            await _announce_plan(conn, task_id, plan, False)
+    if plan:
+        async with engine.begin() as conn:
+            if (await conn.execute(_START_GIVEN, {"task": task_id})).first() is not None:
+                await _announce_plan(conn, task_id, plan, False)
     return plan
 
 

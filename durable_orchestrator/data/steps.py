@@ -120,8 +120,8 @@ _START_GIVEN = (
 async def start_given_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any]]:
     """Start a task whose steps are already written (given by the client, or by an earlier
     attempt of the planner): the same status and events as a planned one, at most once."""
-    # Steps are never changed once written, so the usual case (no steps yet: the planner's
-    # turn) is one read outside a transaction.
+    # The usual case (no steps yet: the planner's turn) needs no transaction. The read takes no
+    # lock either way, and the status check below keeps the start at most once.
     async with read(engine) as conn:
         plan = [dict(r) for r in (await conn.execute(_PLAN, {"task": task_id})).mappings()]
     if plan:

@@ -35,14 +35,15 @@ def _recording(embedder: Embedder) -> list[int]:
     return sizes
 
 
-def _fake(embedder: Embedder, release: threading.Event | None = None) -> list[list[str]]:
-    """No model: a text's vector is made from its length; an encode waits for `release`."""
+def _fake(embedder: Embedder, release: threading.Event, started: threading.Event) -> list[list[str]]:
+    """No model: a text's vector is made from its length; an encode says it `started`, then
+    waits for `release`."""
     batches: list[list[str]] = []
 
     def encode_sync(texts: Sequence[str]) -> np.ndarray:
         batches.append(list(texts))
-        if release is not None:
-            release.wait(10)
+        started.set()
+        release.wait(10)
         return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
 
     embedder.encode_sync = encode_sync  # type: ignore[method-assign]
@@ -63,12 +64,11 @@ async def test_concurrent_queries_are_one_encode_with_the_same_vectors() -> None
 
 
 async def test_texts_arriving_during_an_encode_go_together_into_the_next() -> None:
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
     embedder = Embedder("unused")
-    batches = _fake(embedder, release)
+    batches = _fake(embedder, release, started)
     first = asyncio.ensure_future(embedder.encode_one("a"))
-    while not batches:  # the first encode is running (in its thread)
-        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(started.wait, 10)  # the first encode is running (in its thread)
     later = [asyncio.ensure_future(embedder.encode_one(t)) for t in ("bb", "ccc", "dddd")]
     await asyncio.sleep(0.05)
     assert batches == [["a"]]  # the others wait for the running encode
@@ -96,12 +96,11 @@ async def test_a_failed_encode_fails_its_askers_and_the_next_batch_still_runs() 
 
 
 async def test_a_cancelled_asker_is_left_out() -> None:
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
     embedder = Embedder("unused")
-    batches = _fake(embedder, release)
+    batches = _fake(embedder, release, started)
     first = asyncio.ensure_future(embedder.encode_one("a"))
-    while not batches:
-        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(started.wait, 10)
     gone = asyncio.ensure_future(embedder.encode_one("gone"))
     kept = asyncio.ensure_future(embedder.encode_one("kept"))
     await asyncio.sleep(0)

@@ -161,19 +161,28 @@ async def test_a_row_already_remembered_is_not_stored_twice(
 
 
 async def test_the_running_writer_recovers_from_errors_and_stops_cleanly(
-    engine: AsyncEngine, svc: MemoryService
+    engine: AsyncEngine, svc: MemoryService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One claim fails (the database went away), one encode fails (the model fell over): the
+    loop backs off, goes on, and the queued result is written; cancelling it ends it."""
     svc.settings = svc.settings.model_copy(update={"memory_writer_interval_secs": 0.05})
-    failures = {"left": 2}
-    real = svc.embedder.encode
+    failures = {"claim": 1, "encode": 1}
+    real_claim, real_encode = memory_outbox.claim, svc.embedder.encode
 
-    async def flaky(texts):  # type: ignore[no-untyped-def]
-        if failures["left"]:
-            failures["left"] -= 1
-            raise ConnectionError("database went away")
-        return await real(texts)
+    async def flaky_claim(conn, limit):  # type: ignore[no-untyped-def]
+        if failures["claim"]:
+            failures["claim"] -= 1
+            raise ConnectionRefusedError("the database went away")
+        return await real_claim(conn, limit)
 
-    svc.embedder.encode = flaky  # type: ignore[method-assign]
+    async def flaky_encode(texts):  # type: ignore[no-untyped-def]
+        if failures["encode"]:
+            failures["encode"] -= 1
+            raise RuntimeError("torch fell over")
+        return await real_encode(texts)
+
+    monkeypatch.setattr(memory_outbox, "claim", flaky_claim)
+    svc.embedder.encode = flaky_encode  # type: ignore[method-assign]
     user = _user()
     task_id = await _task(engine, user, "Rooibos is not a tea at all.")
     await tasks.finish_task(engine, task_id, "completed", remember_chars=4000)
@@ -184,7 +193,8 @@ async def test_the_running_writer_recovers_from_errors_and_stops_cleanly(
             assert not running.done(), running
             assert time.monotonic() < deadline, "the writer never wrote the queued result"
             await asyncio.sleep(0.05)
-        assert failures["left"] == 0
+        assert failures == {"claim": 0, "encode": 0}
     finally:
         await stop_memory_writer(running)
     assert running.cancelled()
+    assert await _queued(engine, task_id) == []

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from durable_orchestrator.telemetry import metrics
+
 log = structlog.get_logger(__name__)
 
 _MODELS: dict[str, object] = {}
@@ -125,6 +127,7 @@ class Embedder:
                 del self._waiting[: self.batch_size]
                 if not batch:  # every asker gave up (cancelled)
                     continue
+                metrics.record_embedding_batch("query", len(batch))
                 try:
                     vecs = await self.encode([t for t, _ in batch])
                 except asyncio.CancelledError:

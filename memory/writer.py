@@ -24,6 +24,7 @@ import structlog
 
 from durable_orchestrator.data import memories, memory_outbox
 from durable_orchestrator.settings import Settings
+from durable_orchestrator.telemetry import metrics
 from memory.service import MemoryService
 
 log = structlog.get_logger(__name__)
@@ -61,6 +62,7 @@ class MemoryWriter:
             pending = await memory_outbox.claim(conn, self.batch)
             if not pending:
                 return 0
+            metrics.record_embedding_batch("outbox", len(pending))
             vecs = await self.memory.embedder.encode([p.text for p in pending])
             await memories.insert_many(conn, [
                 {"user_id": p.user_id, "text": p.text, "metadata": p.metadata, "task_id": p.task_id,
@@ -69,6 +71,7 @@ class MemoryWriter:
             ])
             await memory_outbox.delete(conn, [p.id for p in pending])
         await self.memory.sync(force=True)  # searchable in this process at once
+        metrics.MEMORIES_WRITTEN.inc(len(pending))
         log.info("memories_written", count=len(pending))
         return len(pending)
 

@@ -1,7 +1,7 @@
 """The Temporal worker: runs TaskWorkflow and its activities.
 
-Worker-scoped resources (DB pool, LLM client) are built once here and handed to the activity
-classes. Run with `python -m worker` (or via `orchestrator up`)."""
+Worker-scoped resources (DB pool, LLM client, embedding model) are built once here and handed
+to the activity classes; background loops (reconciler, memory writer) run beside the worker. Run with `python -m worker` (or via `orchestrator up`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.maintenance_activities import MaintenanceActivities
-from activities.memory_activities import MemoryActivities
 from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
 from activities.webhook_activities import WebhookActivities
@@ -40,6 +39,7 @@ from durable_orchestrator.temporal.reconciler import start_reconciler, stop_reco
 from durable_orchestrator.temporal.schedules import ensure_schedules
 from durable_orchestrator.tools import REGISTRY, Tool, ToolRegistry
 from memory.service import MemoryService
+from memory.writer import start_memory_writer, stop_memory_writer
 from planner.agents import AGENTS
 from workflows.maintenance import MAINTENANCE_WORKFLOWS
 from workflows.task_workflow import TaskWorkflow
@@ -80,7 +80,6 @@ async def build_worker(
     deltas = make_publisher(settings, engine)
     acts = TaskActivities(engine=engine, llm=llm, settings=settings, memory=memory, tools=tools,
                           deltas=deltas, temporal=client)
-    memory_acts = MemoryActivities(memory=memory, settings=settings)
 
     async def memory_search(user_id: str, query: str, limit: int) -> list[dict[str, Any]]:
         return [hit.as_dict() for hit in await memory.search(user_id, query, limit)]
@@ -94,6 +93,8 @@ async def build_worker(
     reconciler = start_reconciler(
         client, engine, settings.model_copy(update={"task_queue": task_queue}) if task_queue else settings
     )
+    # Completed tasks' results, queued with their completion, embedded into memories in batches.
+    memory_writer = start_memory_writer(memory, settings)
     try:
         yield Worker(
             client,
@@ -101,7 +102,7 @@ async def build_worker(
             workflows=WORKFLOWS,
             activities=[
                 acts.plan_task, acts.run_step, acts.finish_task, acts.take_slot, tool_acts.run_tool,
-                hooks.send_webhook, memory_acts.remember_result,
+                hooks.send_webhook,
                 *MaintenanceActivities(engine=engine, settings=settings).all(),
             ],
             max_concurrent_activities=500,
@@ -115,6 +116,7 @@ async def build_worker(
             default_heartbeat_throttle_interval=timedelta(seconds=2),
         )
     finally:
+        await stop_memory_writer(memory_writer)
         await stop_reconciler(reconciler)
         if mcp is not None:
             await mcp.close()

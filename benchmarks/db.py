@@ -43,6 +43,21 @@ async def drop_database(url: str, name: str) -> None:
         await conn.close()
 
 
+async def wait_for_memory_of(db_url: str, task_id: str, limit_s: float) -> bool:
+    """Until the task's result is in long-term memory (the worker's embedding model is then
+    loaded); False when it is not there within `limit_s`."""
+    conn = await asyncpg.connect(libpq_url(db_url))
+    try:
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM memories WHERE task_id = $1)", task_id):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+    finally:
+        await conn.close()
+
+
 class DoneWatcher:
     """Completion times of many tasks from Postgres (tasks.updated_at of the terminal write), one
     query per `interval` for all tasks in flight: polling each task over HTTP would load the

@@ -313,7 +313,16 @@ class Settings(BaseSettings):
         3, description="Memories given to the planner (`0`: none, and no query embedding per task)."
     )
     memory_remember_results: bool = Field(
-        True, description="Remember each completed task's result in long-term memory (one embedding per task)."
+        True, description="Remember each completed task's result in long-term memory: queued with the "
+        "task's completion, embedded in batches by a worker's memory writer shortly after."
+    )
+    memory_writer_interval_secs: float = Field(
+        0.5, gt=0, description="How often an idle worker's memory writer looks for queued results to embed "
+        "(a completed task's result is searchable about this long after the task, plus the encode)."
+    )
+    memory_writer_batch: int = Field(
+        32, ge=1, description="Queued results a memory writer embeds in one forward pass (a larger batch "
+        "costs less per result but holds query embeddings up longer behind it)."
     )
     # long-term memory (memory/): index shape, freshness, limits
     memory_max_text_chars: int = Field(16_000, description="Longest text `POST /memory` accepts.")
@@ -328,7 +337,7 @@ class Settings(BaseSettings):
         10_000, description="Only caches at least this large are snapshotted; smaller ones rebuild from PostgreSQL in well under a second."
     )
     memory_result_chars: int = Field(
-        4_000, description="How much of a completed task's result is remembered (`remember_result`)."
+        4_000, description="How much of a completed task's result is remembered (characters)."
     )
     memory_faiss_threads: int = Field(
         1, description="OpenMP threads FAISS uses (process-wide); `0` = FAISS's default."

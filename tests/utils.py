@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.app import create_app
 from durable_orchestrator.auth.api_keys import create_key
+from durable_orchestrator.data.tables import Memory
 from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI
 from worker import build_worker
@@ -106,6 +108,21 @@ class Stack:
                 return task
             if time.monotonic() > deadline:
                 raise AssertionError(f"task {task_id} still {task['status']} after {timeout}s: {task}")
+            await asyncio.sleep(0.1)
+
+    async def remembered(self, task_id: str, timeout: float = 30) -> dict[str, Any]:  # noqa: ASYNC109
+        """The metadata of the memory made from the task's result, once the worker's memory
+        writer has embedded it (it is queued when the task completes and written shortly after)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            async with self.engine.connect() as conn:
+                meta = (await conn.execute(
+                    sa.select(Memory.meta).where(Memory.task_id == task_id)
+                )).scalar()
+            if meta is not None:
+                return meta
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the result of task {task_id} never reached memory in {timeout}s")
             await asyncio.sleep(0.1)
 
 

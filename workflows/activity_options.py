@@ -15,8 +15,6 @@ with workflow.unsafe.imports_passed_through():
 
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 FINISH_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
-REMEMBER_TIMEOUT = timedelta(seconds=60)  # the first call may wait for the embedding model
-REMEMBER_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=5)
 WEBHOOK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60), maximum_attempts=10
 )

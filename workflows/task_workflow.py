@@ -1,4 +1,4 @@
-"""TaskWorkflow: plan → run the plan's steps as a DAG → finish → remember.
+"""TaskWorkflow: plan → run the plan's steps as a DAG → finish.
 
 Deterministic and small: it decides what runs next and passes ids; the activities do all I/O
 and write every status change to Postgres themselves. One shape, no `workflow.patched()`, until
@@ -18,7 +18,6 @@ with workflow.unsafe.imports_passed_through():
         APPROVAL_UPDATE,
         FINISH_TASK,
         PLAN_TASK,
-        REMEMBER_RESULT,
         RUN_STEP,
         RUN_TOOL,
         SEND_WEBHOOK,
@@ -30,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         PlanInput,
         PlannedStep,
         PlanResult,
-        RememberInput,
         Resume,
         StepInput,
         StepProgress,
@@ -47,8 +45,6 @@ with workflow.unsafe.imports_passed_through():
 from workflows.activity_options import (
     BOOKKEEPING_TIMEOUT,
     FINISH_RETRY,
-    REMEMBER_RETRY,
-    REMEMBER_TIMEOUT,
     WEBHOOK_RETRY,
     heartbeat_timeout,
     plan_timeout,
@@ -158,9 +154,8 @@ class TaskWorkflow:
             return await self._finish(inp, "failed", str(err), failed_step=err.index)
         except ActivityError as err:
             return await self._finish(inp, "failed", failure_message(err))
-        outcome = await self._finish(inp, "completed")
-        await self._remember(inp)
-        return outcome
+        # finish_task also queues the result for long-term memory, in the same transaction.
+        return await self._finish(inp, "completed")
 
     async def _take_slot(self, inp: TaskInput) -> None:
         """Wait, durably and without polling, for one of the user's running slots: the task
@@ -342,21 +337,6 @@ class TaskWorkflow:
         if status == "failed":
             raise ApplicationError(error or "task failed", type="TaskFailed", non_retryable=True)
         return TaskOutcome(task_id=inp.task_id, status=status, result_preview=preview)
-
-    async def _remember(self, inp: TaskInput) -> None:
-        """Write the completed task's result to long-term memory. The task has already
-        completed: a memory that cannot be written is logged, never a task failure."""
-        try:
-            await workflow.execute_local_activity(
-                REMEMBER_RESULT,
-                RememberInput(task_id=inp.task_id),
-                result_type=int,
-                start_to_close_timeout=REMEMBER_TIMEOUT,
-                retry_policy=REMEMBER_RETRY,
-                summary="remember result",
-            )
-        except ActivityError as err:
-            workflow.logger.warning("remember_result failed: %s", failure_message(err))
 
     async def _send_webhook(self, inp: TaskInput) -> None:
         """Tell the task's webhook it ended. Non-2xx answers are retried by Temporal; a hook

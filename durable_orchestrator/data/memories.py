@@ -52,7 +52,8 @@ def _ids(name: str) -> sa.BindParameter[Any]:
 
 _live = Memory.deleted_at.is_(None)
 
-_INSERT = (
+# Without RETURNING, so a batch is one executemany; a source key already present adds nothing.
+_INSERT_MANY = (
     pg_insert(Memory)
     .values({
         Memory.user_id: sa.bindparam("user_id"),
@@ -64,8 +65,8 @@ _INSERT = (
         Memory.source_key: sa.bindparam("source_key"),
     })
     .on_conflict_do_nothing(index_elements=[Memory.source_key])
-    .returning(Memory.id)
 )
+_INSERT = _INSERT_MANY.returning(Memory.id)
 _ID_BY_SOURCE_KEY = sa.select(Memory.id).where(Memory.source_key == sa.bindparam("source_key"))
 
 _SOFT_DELETE = (
@@ -141,6 +142,14 @@ async def insert(
     if memory_id is not None:
         return int(memory_id)
     return int((await conn.execute(_ID_BY_SOURCE_KEY, {"source_key": source_key})).scalar_one())
+
+
+async def insert_many(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert several memories in one round trip; each dict has `insert`'s keyword arguments
+    (all of them). Rows whose `source_key` is already stored are skipped."""
+    if not rows:
+        return
+    await conn.execute(_INSERT_MANY, [{**r, "embedding": to_bytes(r["embedding"])} for r in rows])
 
 
 async def soft_delete(engine: AsyncEngine, user_id: str, memory_id: int) -> bool:

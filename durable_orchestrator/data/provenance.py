@@ -85,8 +85,7 @@ async def earlier_turns_labels(
     return _union(rows)
 
 
-async def task_labels(engine: AsyncEngine, task_id: str) -> list[str]:
+async def task_labels(conn: AsyncConnection, task_id: str) -> list[str]:
     """Everything the task's steps saw or wrote, for what is remembered of it."""
-    async with read(engine) as conn:
-        rows = (await conn.execute(_TASK_LABELS, {"task": task_id})).all()
+    rows = (await conn.execute(_TASK_LABELS, {"task": task_id})).all()
     return _union(rows)

@@ -428,6 +428,23 @@ class Memory(SQLModel, table=True):
     deleted_at: datetime | None = _when()
 
 
+class MemoryOutboxEntry(SQLModel, table=True):
+    """A memory written but not embedded yet: the task's finish transaction adds it, a worker's
+    memory writer embeds it, moves it into `memories` (a new id there, so the caches' id
+    watermark sees it) and deletes it, in one transaction."""
+
+    __tablename__ = "memory_outbox"
+    __table_args__ = (sa.UniqueConstraint("source_key", name="uq_memory_outbox_source_key"),)
+
+    id: int | None = _identity()
+    user_id: str = _text()
+    text: str = _text()
+    meta: dict[str, Any] = _json("metadata")
+    task_id: str | None = _text(default=None, nullable=True)
+    source_key: str = _text()
+    created_at: datetime | None = _created()
+
+
 # --- tools the workers registered from MCP servers (GET /tools reads them) --------------------
 
 

@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 from sqlmodel import select
 
+from durable_orchestrator.data import memory_outbox
 from durable_orchestrator.data.clauses import none_of, one_of
 from durable_orchestrator.data.engine import read
 from durable_orchestrator.data.events import add_event
+from durable_orchestrator.data.provenance import task_labels
 from durable_orchestrator.data.tables import TERMINAL, Step, Task, ToolCall, User
 from durable_orchestrator.temporal.contracts import workflow_id_for
 
@@ -212,6 +214,7 @@ _FINISH = (
         error=bindparam("new_error"),
         updated_at=func.now(),
     )
+    .returning(Task.user_id, Task.description)
 )
 
 
@@ -222,9 +225,14 @@ async def finish_task(
     *,
     error: str | None = None,
     failed_step: int | None = None,
+    remember_chars: int = 0,
 ) -> str | None:
     """Terminal status. The result is the output of the plan's sink steps (those nothing
-    depends on), in order. Returns the result."""
+    depends on), in order. Returns the result.
+
+    With `remember_chars`, a completed task's non-blank result (its first `remember_chars`
+    characters) is queued for long-term memory in the same transaction, once: only by the
+    finish that actually ends the task."""
     async with engine.begin() as conn:
         result = None
         if status == "completed":
@@ -242,14 +250,31 @@ async def finish_task(
             await conn.execute(
                 _DROP_CALLS, {"task": task_id, "reason": f"not run: the task ended first ({status})"}
             )
-        await conn.execute(
+        ended = (await conn.execute(
             _FINISH, {"task": task_id, "new_status": status, "new_result": result, "new_error": error}
-        )
+        )).first()
+        if ended is not None and result and result.strip() and remember_chars > 0:
+            await _queue_memory(conn, task_id, ended.user_id, ended.description, result[:remember_chars])
         data: dict[str, Any] = {"status": status}
         if error:
             data["error"] = error
         await add_event(conn, task_id, "task.status", data, f"status:{status}")
     return result
+
+
+async def _queue_memory(
+    conn: AsyncConnection, task_id: str, user_id: str, description: str, text: str
+) -> None:
+    metadata: dict[str, Any] = {"source": "task_result", "task_id": task_id,
+                                "description": description[:200]}
+    # Marked when the task read untrusted content: searching it later brings that back in.
+    labels = await task_labels(conn, task_id)
+    if labels:
+        metadata["labels"] = labels
+    await memory_outbox.add(
+        conn, user_id=user_id, text=text, metadata=metadata, task_id=task_id,
+        source_key=memory_outbox.result_source_key(task_id),
+    )
 
 
 _AGE = select(func.extract("epoch", func.now() - Task.created_at)).where(Task.id == _TASK)

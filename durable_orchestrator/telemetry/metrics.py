@@ -62,6 +62,18 @@ HTTP_DURATION = Histogram(
 )
 
 
+# --- long-term memory ----------------------------------------------------------------------------
+EMBEDDING_BATCH = Histogram(
+    "embedding_batch_texts",
+    "Texts per embedding forward pass, by source: query (single texts, micro-batched) or outbox "
+    "(the memory writer's batches of completed tasks' results).",
+    ["source"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+MEMORIES_WRITTEN = Counter(
+    "memory_outbox_written", "Queued memories the memory writer embedded and stored."
+)
+
 # --- helpers -------------------------------------------------------------------------------------
 def record_llm_call(
     model: str,
@@ -90,6 +102,10 @@ def record_task_finished(status: str, duration_s: float | None) -> None:
     TASKS_FINISHED.labels(status).inc()
     if duration_s is not None and duration_s >= 0:
         TASK_DURATION.observe(duration_s)
+
+
+def record_embedding_batch(source: str, texts: int) -> None:
+    EMBEDDING_BATCH.labels(source).observe(texts)
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -23,7 +23,6 @@ RUN_STEP: Final = "run_step"
 RUN_TOOL: Final = "run_tool"
 FINISH_TASK: Final = "finish_task"  # local activity
 TAKE_SLOT: Final = "take_slot"  # local activity
-REMEMBER_RESULT: Final = "remember_result"  # local activity
 SEND_WEBHOOK: Final = "send_webhook"
 
 # Maintenance: the bare names are the workflow types the schedules start; each runs one activity.
@@ -222,9 +221,3 @@ class WebhookInput:
 
     task_id: str
 
-
-@dataclass
-class RememberInput:
-    """remember_result: write a completed task's final result to long-term memory."""
-
-    task_id: str

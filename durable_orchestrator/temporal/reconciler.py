@@ -155,7 +155,11 @@ class Reconciler:
     async def _close(
         self, row: reconciliation.UnfinishedTask, report: PassReport, status: str, error: str | None
     ) -> None:
-        await tasks.finish_task(self.engine, row.id, status, error=error)
+        s = self.settings
+        await tasks.finish_task(
+            self.engine, row.id, status, error=error,
+            remember_chars=s.memory_result_chars if s.memory_remember_results else 0,
+        )
         report.closed[row.id] = status
         metrics.TASKS_RECONCILED.labels(f"closed_{status}").inc()
         log.warning("task_closed_by_reconciler", task_id=row.id, status=status, error=error)

@@ -40,8 +40,8 @@ class ActivityRun:
 
 async def activity_runs(stack: Stack, workflow_id: str) -> list[ActivityRun]:
     """Completed activities of a workflow, with their decoded input and start/end times.
-    Waits for the run to end first: bookkeeping after the terminal status (remembering the
-    result, webhooks) would otherwise race the read."""
+    Waits for the run to end first: bookkeeping after the terminal status (webhooks) would
+    otherwise race the read."""
     handle = stack.client.get_workflow_handle(workflow_id)
     with contextlib.suppress(WorkflowFailureError):
         await handle.result()

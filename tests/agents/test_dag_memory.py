@@ -1,12 +1,14 @@
-"""Parallel plans and short-term memory."""
+"""Parallel plans, short-term memory, and completed results reaching long-term memory."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import sqlalchemy as sa
 
 from durable_orchestrator.data import tasks
+from durable_orchestrator.data.tables import Memory, MemoryOutboxEntry
 from fake_openai import Reply
 from memory import short_term
 from tests.agents.helpers import activity_runs, plan_reply, user_text
@@ -103,3 +105,22 @@ async def test_short_term_window_drops_oldest_first(stack: Stack) -> None:
     assert await short_term.window(
         stack.engine, task_id, exclude_step=0, exclude_outputs_of=[], max_chars=120
     ) == []  # a step's own entries are not echoed back to it
+
+
+async def test_results_of_tasks_finishing_together_each_become_one_memory(stack: Stack) -> None:
+    """Completed tasks queue their results; the worker's memory writer embeds them (in batches)
+    after the tasks have reported completed: each ends up exactly once in long-term memory."""
+    ids = await asyncio.gather(*(stack.submit(f"Write a short note on tea region {i}") for i in range(4)))
+    for task_id in ids:
+        assert (await stack.wait(task_id, timeout=60))["status"] == "completed"
+    for task_id in ids:
+        meta = await stack.remembered(task_id)
+        assert (meta["source"], meta["task_id"]) == ("task_result", task_id)
+    async with stack.engine.connect() as conn:
+        stored = (await conn.execute(
+            sa.select(Memory.task_id).where(Memory.task_id.in_(ids))
+        )).scalars().all()
+        queued = (await conn.execute(
+            sa.select(MemoryOutboxEntry.task_id).where(MemoryOutboxEntry.task_id.in_(ids))
+        )).scalars().all()
+    assert sorted(stored) == sorted(ids) and queued == []

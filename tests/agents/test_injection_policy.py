@@ -18,9 +18,8 @@ import pytest
 import sqlalchemy as sa
 from temporalio.client import Client
 
-from durable_orchestrator.data.tables import Memory, ToolCall
+from durable_orchestrator.data.tables import ToolCall
 from durable_orchestrator.settings import Settings
-from durable_orchestrator.temporal.contracts import workflow_id_for
 from fake_openai import FakeOpenAI, Reply
 from tests.agents.helpers import plan_reply, tool_messages
 from tests.utils import Stack, running_stack
@@ -152,7 +151,6 @@ async def test_an_injected_page_cannot_send_memories_out_without_a_human(
 
     task = await s.wait(task_id)
     assert task["status"] == "completed", task
-    await s.client.get_workflow_handle(workflow_id_for(task_id)).result()  # memory written too
 
     calls = await _calls(s, task_id)
     assert [(c.tool, c.status) for c in calls] == [
@@ -173,10 +171,7 @@ async def test_an_injected_page_cannot_send_memories_out_without_a_human(
         assert "ORCH_INJECTION_POLICY=refuse" in refusal and "sends data out" in refusal
 
     # What the task produced after reading the page is remembered as made from fetched content.
-    async with s.engine.connect() as conn:
-        meta = (
-            await conn.execute(sa.select(Memory.meta).where(Memory.task_id == task_id))
-        ).scalar_one()
+    meta = await s.remembered(task_id)
     assert "untrusted" in meta["labels"]
 
 
@@ -230,7 +225,7 @@ async def test_a_memory_made_from_a_fetched_page_taints_the_next_tasks_plan(
         )
         first = await s.submit("Read the page on my site")
         assert (await s.wait(first))["status"] == "completed"
-        await s.client.get_workflow_handle(workflow_id_for(first)).result()  # remembered
+        await s.remembered(first)
 
         # The next task's planner is given that memory; its plan carries both labels, so even
         # the step's first send-out call waits for a human.

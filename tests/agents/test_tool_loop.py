@@ -59,8 +59,8 @@ async def test_researcher_calls_calculator_then_answers(stack: Stack) -> None:
     assert task["cost"]["prompt_tokens"] == prompt
     assert step["cost"]["prompt_tokens"] + rows[0].prompt_tokens == prompt
 
-    # One activity per LLM turn and one per tool call; the bookkeeping at the end (finish,
-    # remember) runs as local activities, recorded as markers rather than activity events.
+    # One activity per LLM turn and one per tool call; the bookkeeping at the end (finish)
+    # runs as a local activity, recorded as markers rather than activity events.
     names = [a.name for a in await activity_runs(stack, task["workflow_id"])]
     assert names == ["plan_task", "run_step", "run_tool", "run_step"]
     local = await local_activity_names(stack, task["workflow_id"])

@@ -104,7 +104,7 @@ async def test_completed_task_result_is_searchable_afterwards(stack: Stack) -> N
     task = await stack.wait(task_id)
     assert task["status"] == "completed", task
     deadline = time.monotonic() + 30
-    while True:  # remember_result runs right after the task completes
+    while True:  # queued when the task completed; the worker's memory writer embeds it shortly after
         results = await _search(stack, stack.headers, query="arctic tern migration", limit=5)
         if results:
             break

@@ -82,7 +82,7 @@ async def test_a_row_without_a_workflow_gets_one_and_completes(stack: Stack) -> 
     task = await stack.wait(task_id, timeout=60)
     assert task["status"] == "completed", task
     handle = stack.client.get_workflow_handle(workflow_id_for(task_id))
-    await handle.result()  # remembering the result runs after the row says completed
+    await handle.result()  # the workflow closes just after the row says completed
     desc = await handle.describe()
     assert desc.status == WorkflowExecutionStatus.COMPLETED
     assert desc.task_queue == stack.settings.task_queue

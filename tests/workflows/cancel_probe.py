@@ -30,7 +30,6 @@ from temporalio.worker import Worker
 from durable_orchestrator.temporal.contracts import (
     FINISH_TASK,
     PLAN_TASK,
-    REMEMBER_RESULT,
     RUN_STEP,
     RUN_TOOL,
     SEND_WEBHOOK,
@@ -89,10 +88,6 @@ class StandIns:
     @activity.defn(name=RUN_TOOL)
     async def run_tool(self, inp: object) -> None:
         raise AssertionError("no tool may run: planning never ends")
-
-    @activity.defn(name=REMEMBER_RESULT)
-    async def remember_result(self, inp: object) -> int:
-        return 0
 
     @activity.defn(name=SEND_WEBHOOK)
     async def send_webhook(self, inp: object) -> None:
@@ -169,7 +164,6 @@ async def main(address: str) -> dict[str, object]:
             stand_ins.finish_task,
             stand_ins.run_step,
             stand_ins.run_tool,
-            stand_ins.remember_result,
             stand_ins.send_webhook,
         ],
     )

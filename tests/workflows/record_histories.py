@@ -149,7 +149,7 @@ async def record(stack: Stack, scenario: Scenario) -> WorkflowHistory:
     task = await stack.wait(task_id, timeout=60)
     assert task["status"] == scenario.status, task
     handle = stack.client.get_workflow_handle(task["workflow_id"])
-    # Postgres says the task ended before the workflow closes (remember_result comes after).
+    # Postgres says the task ended before the workflow closes (the webhook may come after).
     with contextlib.suppress(WorkflowFailureError):
         await handle.result()
     history = await handle.fetch_history()

@@ -7,7 +7,7 @@ import json
 import sqlalchemy as sa
 from temporalio.api.enums.v1 import EventType
 
-from durable_orchestrator.temporal.contracts import FINISH_TASK, REMEMBER_RESULT
+from durable_orchestrator.temporal.contracts import FINISH_TASK
 from fake_openai import Reply
 from tests.utils import Stack
 
@@ -63,13 +63,13 @@ async def test_task_runs_plan_and_steps_end_to_end(stack: Stack) -> None:
 async def test_history_has_no_patch_markers(stack: Stack) -> None:
     """The Web UI draws every MarkerRecorded event on the task's timeline: `workflow.patched()`
     adds a `core_patch` marker (and a TemporalChangeVersion search attribute) per patch. Before
-    the first release the workflow has one shape, so the only markers are the two local
-    activities' results (finish_task, remember_result), which Temporal records as markers too."""
+    the first release the workflow has one shape, so the only marker is the local activity
+    finish_task's result, which Temporal records as a marker too."""
     task_id = await stack.submit("Compare green and black tea for a short report")
     task = await stack.wait(task_id)
     assert task["status"] == "completed", task
     handle = stack.client.get_workflow_handle(task["workflow_id"])
-    await handle.result()  # remember_result runs after Postgres already says completed
+    await handle.result()  # the workflow closes just after Postgres says completed
 
     markers: list[tuple[str, str]] = []
     upserted: set[str] = set()
@@ -80,7 +80,7 @@ async def test_history_has_no_patch_markers(stack: Stack) -> None:
             markers.append((attrs.marker_name, data.get("activity_type", "")))
         elif event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             upserted |= set(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
-    assert markers == [("core_local_activity", FINISH_TASK), ("core_local_activity", REMEMBER_RESULT)]
+    assert markers == [("core_local_activity", FINISH_TASK)]
     assert upserted == {"TaskStatus", "UserId"}
 
 

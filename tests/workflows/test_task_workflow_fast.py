@@ -20,7 +20,6 @@ from durable_orchestrator.temporal.contracts import (
     APPROVAL_UPDATE,
     FINISH_TASK,
     PLAN_TASK,
-    REMEMBER_RESULT,
     RUN_STEP,
     RUN_TOOL,
     SEND_WEBHOOK,
@@ -30,7 +29,6 @@ from durable_orchestrator.temporal.contracts import (
     PlanInput,
     PlannedStep,
     PlanResult,
-    RememberInput,
     StepInput,
     StepResult,
     TaskInput,
@@ -85,11 +83,6 @@ class FakeActivities:
         self.log.append(("finish", (inp.status, inp.failed_step, inp.error)))
         return f"preview of {inp.task_id}"
 
-    @activity.defn(name=REMEMBER_RESULT)
-    async def remember_result(self, inp: RememberInput) -> int:
-        self.log.append(("remember", inp.task_id))
-        return 1
-
     @activity.defn(name=SEND_WEBHOOK)
     async def send_webhook(self, inp: WebhookInput) -> int:
         self.log.append(("webhook", inp.task_id))
@@ -101,7 +94,6 @@ class FakeActivities:
             self.run_step,
             self.run_tool,
             self.finish_task,
-            self.remember_result,
             self.send_webhook,
         ]
 
@@ -129,7 +121,7 @@ async def _run(env: WorkflowEnvironment, fakes: FakeActivities, *, webhook: bool
         return task_id, await handle.result()
 
 
-async def test_steps_run_in_dag_order_then_finish_and_remember(
+async def test_steps_run_in_dag_order_then_finish_and_webhook(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
     fakes = FakeActivities(
@@ -151,8 +143,8 @@ async def test_steps_run_in_dag_order_then_finish_and_remember(
     assert started[2] > max(finished[0], finished[1]) and started[3] > finished[2]
     assert fakes.named("finish") == [("completed", None, None)]
     assert fakes.named("webhook") == [task_id]
-    assert fakes.named("remember") == [task_id]
-    assert [name for name, _ in fakes.log][-3:] == ["finish", "webhook", "remember"]
+    # Nothing after the webhook: the result reaches memory through finish_task's outbox row.
+    assert [name for name, _ in fakes.log][-2:] == ["finish", "webhook"]
 
 
 async def test_a_failed_step_fails_the_task_and_names_the_step(
@@ -166,7 +158,6 @@ async def test_a_failed_step_fails_the_task_and_names_the_step(
     assert isinstance(err.value.cause, ApplicationError) and err.value.cause.type == "TaskFailed"
     assert fakes.named("finish") == [("failed", 1, "the model refused step")]
     assert fakes.named("step").count((1, 0)) == 1  # non-retryable: one attempt
-    assert fakes.named("remember") == []
 
 
 async def test_a_retryable_failure_is_retried_by_temporal(

@@ -334,10 +334,9 @@ class TaskActivities:
             raise ApplicationError(f"not a terminal status: {inp.status}", non_retryable=True)
         # A completed task's result is queued for long-term memory in the same transaction;
         # the worker's memory writer embeds it later, off the task's path (memory/writer.py).
-        s = self.settings
         result = await tasks.finish_task(
             self.engine, inp.task_id, inp.status, error=inp.error, failed_step=inp.failed_step,
-            remember_chars=s.memory_result_chars if s.memory_remember_results else 0,
+            remember_chars=self.settings.remembered_result_chars,
         )
         log.info("task_finished", task_id=inp.task_id, status=inp.status)
         if inp.free_slot_of:

@@ -422,6 +422,11 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def remembered_result_chars(self) -> int:
+        """How much of a completed task's result its finish queues for memory (0: nothing)."""
+        return self.memory_result_chars if self.memory_remember_results else 0
+
+    @property
     def approval_timeout_effective(self) -> float:
         if self.approval_timeout_secs is not None:
             return self.approval_timeout_secs

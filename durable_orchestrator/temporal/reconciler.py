@@ -155,10 +155,9 @@ class Reconciler:
     async def _close(
         self, row: reconciliation.UnfinishedTask, report: PassReport, status: str, error: str | None
     ) -> None:
-        s = self.settings
         await tasks.finish_task(
             self.engine, row.id, status, error=error,
-            remember_chars=s.memory_result_chars if s.memory_remember_results else 0,
+            remember_chars=self.settings.remembered_result_chars,
         )
         report.closed[row.id] = status
         metrics.TASKS_RECONCILED.labels(f"closed_{status}").inc()

@@ -142,32 +142,35 @@ _LOCK_USER = select(
 ).where(Task.id == bindparam("task"))
 
 
+def _param(name: str, type_: Any) -> Any:
+    return bindparam(name, type_=type_)
+
+
+def _reserve_values(user_id: Any) -> Any:
+    """The pending row, as bound parameters (`_reserve_params`) and the user column given."""
+    return select(
+        _param("task_id", sa.String), user_id, _param("step_index", sa.Integer),
+        _param("purpose", sa.String), _param("model", sa.String), _param("model", sa.String),
+        literal("reserved"), literal(0), literal(0), literal(Decimal(0), sa.Numeric(18, 8)),
+        _param("priced", sa.Boolean), _param("tokens", sa.Integer),
+        _param("cost", sa.Numeric(18, 8)), literal(0), _param("call_key", sa.String),
+    )
+
+
+def _reserve_params(r: Reservation) -> dict[str, Any]:
+    return {
+        "task_id": r.task_id, "step_index": r.step_index, "purpose": r.purpose, "model": r.model,
+        "priced": r.priced, "tokens": r.tokens, "cost": r.cost, "call_key": r.call_key,
+    }
+
+
 def _reserve_statement(r: Reservation, caps: Caps) -> Any:
     """One statement: the spend so far, and the pending row inserted only if the call's worst
     case fits every cap on top of it; returns the spend and the new row's id (NULL if not)."""
-    # Without caps there is nothing to add up: the row is written as it is.
-    columns = _SPEND_COLUMNS if caps.any() else (Task.user_id.label("user_id"),)
-    spend = select(*columns).where(Task.id == r.task_id).cte("spend")
-    values = select(
-        literal(r.task_id),
-        spend.c.user_id,
-        literal(r.step_index, sa.Integer),
-        literal(r.purpose),
-        literal(r.model),
-        literal(r.model),
-        literal("reserved"),
-        literal(0),
-        literal(0),
-        literal(Decimal(0), sa.Numeric(18, 8)),
-        literal(r.priced),
-        literal(r.tokens),
-        literal(r.cost, sa.Numeric(18, 8)),
-        literal(0),
-        literal(r.call_key),
-    ).where(*_within(spend, r, caps))
+    spend = select(*_SPEND_COLUMNS).where(Task.id == bindparam("task_id")).cte("spend")
     inserted = (
         insert(LLMCall)
-        .from_select(_RESERVE_COLUMNS, values)
+        .from_select(_RESERVE_COLUMNS, _reserve_values(spend.c.user_id).where(*_within(spend, r, caps)))
         .on_conflict_do_nothing(index_elements=[LLMCall.call_key])
         .returning(LLMCall.id)
         .cte("inserted")
@@ -175,24 +178,11 @@ def _reserve_statement(r: Reservation, caps: Caps) -> Any:
     return select(spend, select(inserted.c.id).scalar_subquery().label("reserved_id"))
 
 
-def _param(name: str, type_: Any) -> Any:
-    return bindparam(name, type_=type_)
-
-
 # Without caps (no budget applies) there is nothing to add up or lock: the pending row is written
 # as it is, by one statement built once (building it per call was a few percent of a worker's CPU).
 _RESERVE_UNCAPPED = (
     insert(LLMCall)
-    .from_select(
-        _RESERVE_COLUMNS,
-        select(
-            _param("task_id", sa.String), Task.user_id, _param("step_index", sa.Integer),
-            _param("purpose", sa.String), _param("model", sa.String), _param("model", sa.String),
-            literal("reserved"), literal(0), literal(0), literal(Decimal(0), sa.Numeric(18, 8)),
-            _param("priced", sa.Boolean), _param("tokens", sa.Integer),
-            _param("cost", sa.Numeric(18, 8)), literal(0), _param("call_key", sa.String),
-        ).where(Task.id == bindparam("task_id")),
-    )
+    .from_select(_RESERVE_COLUMNS, _reserve_values(Task.user_id).where(Task.id == bindparam("task_id")))
     .on_conflict_do_nothing(index_elements=[LLMCall.call_key])
 )
 
@@ -202,16 +192,12 @@ async def reserve(engine: AsyncEngine, r: Reservation, caps: Caps) -> Spend | No
     else what had been spent when it was refused, and nothing is written."""
     if not caps.any():
         async with single_statement(engine) as conn:
-            await conn.execute(_RESERVE_UNCAPPED, {
-                "task_id": r.task_id, "step_index": r.step_index, "purpose": r.purpose,
-                "model": r.model, "priced": r.priced, "tokens": r.tokens, "cost": r.cost,
-                "call_key": r.call_key,
-            })
+            await conn.execute(_RESERVE_UNCAPPED, _reserve_params(r))
         return None
     async with engine.begin() as conn:
         if (await conn.execute(_LOCK_USER, {"task": r.task_id})).first() is None:
             raise LookupError(f"task {r.task_id} does not exist")
-        row = (await conn.execute(_reserve_statement(r, caps))).one()
+        row = (await conn.execute(_reserve_statement(r, caps), _reserve_params(r))).one()
         if row.reserved_id is not None:
             return None
         if await conn.scalar(select(LLMCall.id).where(LLMCall.call_key == r.call_key)) is not None:

@@ -33,20 +33,26 @@ HOW_TO_GET_A_KEY = (
 )
 
 
-def get_engine(request: Request) -> AsyncEngine:
+# Dependencies are async even where they need not await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per dependency per request.
+async def get_engine(request: Request) -> AsyncEngine:
     return request.app.state.engine
 
 
-def get_temporal(request: Request) -> Client:
+async def get_temporal(request: Request) -> Client:
     return request.app.state.temporal
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
 def request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
+
+
+async def _request_id_dep(request: Request) -> str | None:
+    return request_id(request)
 
 
 def _key_hint(key: str) -> str | None:
@@ -117,7 +123,7 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 MaybeUser = Annotated[Principal | None, Depends(optional_principal)]
-RequestID = Annotated[str | None, Depends(request_id)]
+RequestID = Annotated[str | None, Depends(_request_id_dep)]
 
 
 def require(scope: str):  # type: ignore[no-untyped-def]

@@ -58,6 +58,23 @@ async def wait_for_memory_of(db_url: str, task_id: str, limit_s: float) -> bool:
         await conn.close()
 
 
+async def wait_queue_drained(db_url: str, task_queue: str, limit_s: float) -> bool:
+    """Until no task of `task_queue` is unfinished; False when some still are after `limit_s`."""
+    conn = await asyncpg.connect(libpq_url(db_url))
+    try:
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE task_queue = $1 "
+            "AND status NOT IN ('completed', 'failed', 'cancelled'))", task_queue,
+        ):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+        return True
+    finally:
+        await conn.close()
+
+
 class DoneWatcher:
     """Completion times of many tasks from Postgres (tasks.updated_at of the terminal write), one
     query per `interval` for all tasks in flight: polling each task over HTTP would load the

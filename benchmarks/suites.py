@@ -25,7 +25,7 @@ from temporalio.client import Client
 from benchmarks.baselines.handwritten_workflow import HANDWRITTEN_WORKFLOW, PlanInput
 from benchmarks.baselines.raw_workflow import RAW_WORKFLOW, STEPS
 from benchmarks.cpu import CpuMeter, median_per_task
-from benchmarks.db import DoneWatcher
+from benchmarks.db import DoneWatcher, wait_queue_drained
 from benchmarks.env import BenchEnv, Product, submit, wait_done
 from benchmarks.fair_share import fairness
 from benchmarks.live_text import streaming
@@ -418,41 +418,65 @@ def api(env: BenchEnv, quick: bool) -> Result:
         "post_ladder": [50] if quick else [25, 50, 100, 150, 200, 300],
         "get_ladder": [200] if quick else [100, 200, 400, 600, 800],
         "repetitions": 1 if quick else 3, "goals": goals,
-        "note": "open loop, async httpx from the harness process; API subprocess without a worker "
-                "(workflows start but are not executed), RATE_LIMIT raised; ladders run once and "
-                "stop at the first rung whose p99 passes the goal or that has errors",
+        "note": "open loop, async httpx from the harness process, RATE_LIMIT raised. POST at the "
+                "fixed rate runs with a worker executing the submitted tasks (LLM latency 0), "
+                "which then drain before the next repetition; GET, the ladders and POST without a "
+                "worker run on a second API whose workflows start but are not executed. Ladders "
+                "run once and stop at the first rung whose p99 misses the goal or that has errors",
     }
     fake = env.fake(0.0)
 
-    async def run() -> dict[str, Any]:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-        async with httpx.AsyncClient(base_url=prod.api_url, headers=prod.headers, timeout=10,
-                                     limits=limits) as http:
-            ids = [await submit(http, f"{PROMPT} #{i}") for i in range(20)]
+    def meter(pid: int) -> Callable[[], float]:
+        proc = psutil.Process(pid)
 
-            async def post(h: httpx.AsyncClient, i: int) -> httpx.Response:
-                return await h.post("/tasks", json={"description": f"{PROMPT} #{i}"})
+        def cpu() -> float:
+            t = proc.cpu_times()
+            return t.user + t.system
+
+        return cpu
+
+    async def fixed(fn: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+                    http: httpx.AsyncClient, prod: Product, rate: float) -> dict[str, Any]:
+        cpu = meter(prod.api_pid)
+        c0 = cpu()
+        r = await _open_loop(fn, http, rate, params["duration_s"])
+        # CPU the API process spent per request: what the rate it can hold on an idle core is
+        # made of, independent of how loaded the machine is.
+        r["api_cpu_ms_per_request"] = round(1000 * (cpu() - c0) / max(1, r["sent"]), 2)
+        return r
+
+    def client(prod: Product) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        return httpx.AsyncClient(base_url=prod.api_url, headers=prod.headers, timeout=10, limits=limits)
+
+    async def post(h: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await h.post("/tasks", json={"description": f"{PROMPT} #{i}"})
+
+    async def with_worker(prod: Product) -> dict[str, Any]:
+        out: dict[str, Any] = {"post_fixed": [], "drain_s": []}
+        async with client(prod) as http:
+            await _open_loop(post, http, 10, 0.5)  # warm the connection pool and the path
+            await wait_queue_drained(env.db_url, prod.task_queue, 120)
+            for _ in range(params["repetitions"]):
+                out["post_fixed"].append(await fixed(post, http, prod, params["post_rate"]))
+                t0 = time.perf_counter()
+                drained = await wait_queue_drained(env.db_url, prod.task_queue, 300)
+                out["drain_s"].append(round(time.perf_counter() - t0, 1) if drained else None)
+        return out
+
+    async def without_worker(prod: Product) -> dict[str, Any]:
+        async with client(prod) as http:
+            ids = [await submit(http, f"{PROMPT} #{i}") for i in range(20)]
 
             async def get(h: httpx.AsyncClient, i: int) -> httpx.Response:
                 return await h.get(f"/tasks/{ids[i % len(ids)]}")
 
-            # warm the connection pool and both code paths
-            await _open_loop(get, http, 50, 0.5)
-            out: dict[str, Any] = {"post_fixed": [], "get_fixed": []}
-            api_proc = psutil.Process(prod.api_pid)
-
-            def cpu() -> float:
-                t = api_proc.cpu_times()
-                return t.user + t.system
-
+            await _open_loop(get, http, 50, 0.5)  # warm the connection pool and both paths
+            await _open_loop(post, http, 10, 0.5)
+            out: dict[str, Any] = {"get_fixed": [], "post_fixed_no_worker": []}
             for _ in range(params["repetitions"]):
-                for kind, fn in (("post", post), ("get", get)):
-                    c0 = cpu()
-                    r = await _open_loop(fn, http, params[f"{kind}_rate"], params["duration_s"])
-                    # CPU the API process spent per request: what the rate it can hold on an
-                    # idle core is made of, independent of how loaded the machine is.
-                    r["api_cpu_ms_per_request"] = round(1000 * (cpu() - c0) / max(1, r["sent"]), 2)
-                    out[f"{kind}_fixed"].append(r)
+                out["post_fixed_no_worker"].append(await fixed(post, http, prod, params["post_rate"]))
+                out["get_fixed"].append(await fixed(get, http, prod, params["get_rate"]))
             for kind, fn, goal in (("post", post, goals["post_p99_ms"]), ("get", get, goals["get_p99_ms"])):
                 ladder, held = [], None
                 for rate in params[f"{kind}_ladder"]:
@@ -465,14 +489,18 @@ def api(env: BenchEnv, quick: bool) -> Result:
                 out[f"{kind}_max_rate_within_goal"] = held
             return out
 
+    with env.product(fake) as prod:
+        out = asyncio.run(with_worker(prod))
     with env.product(fake, worker=False) as prod:
-        out = asyncio.run(run())
+        out |= asyncio.run(without_worker(prod))
     post_fixed = median_run(out["post_fixed"], "p99")
+    post_alone = median_run(out["post_fixed_no_worker"], "p99")
     get_fixed = median_run(out["get_fixed"], "p99")
     payload = {
         "parameters": params,
         "results": {
-            "post_tasks": post_fixed, "get_task": get_fixed,
+            "post_tasks": post_fixed, "post_tasks_without_worker": post_alone, "get_task": get_fixed,
+            "drain_s": out["drain_s"],
             "post_max_rate_within_goal": out["post_max_rate_within_goal"],
             "get_max_rate_within_goal": out["get_max_rate_within_goal"],
             "post_ladder": out["post_ladder"], "get_ladder": out["get_ladder"],
@@ -481,12 +509,15 @@ def api(env: BenchEnv, quick: bool) -> Result:
             "post_p99_vs_goal": ratio(post_fixed.get("p99"), goals["post_p99_ms"]),
             "get_p99_vs_goal": ratio(get_fixed.get("p99"), goals["get_p99_ms"]),
         },
-        "repetitions_raw": {"post": out["post_fixed"], "get": out["get_fixed"]},
+        "repetitions_raw": {"post": out["post_fixed"], "post_without_worker": out["post_fixed_no_worker"],
+                            "get": out["get_fixed"]},
     }
     rows: Rows = [
-        (f"POST /tasks @ {params['post_rate']}/s p50 / p99",
+        (f"POST /tasks @ {params['post_rate']}/s p50 / p99, worker running the tasks",
          f"{_fmt(post_fixed.get('p50'))} / {_fmt(post_fixed.get('p99'))} ms", f"goal p99 ≤ {goals['post_p99_ms']:g} ms",
          f"{payload['ratios']['post_p99_vs_goal']}x goal"),
+        ("POST /tasks p50 / p99 without a worker",
+         f"{_fmt(post_alone.get('p50'))} / {_fmt(post_alone.get('p99'))} ms", "", ""),
         ("API CPU per request (POST / GET)",
          f"{post_fixed['api_cpu_ms_per_request']} / {get_fixed['api_cpu_ms_per_request']} ms",
          "one uvicorn process", ""),

@@ -30,7 +30,7 @@ ReadUser = Annotated[Principal, require("memory:read")]
 WriteUser = Annotated[Principal, require("memory:write")]
 
 
-def get_memory(request: Request) -> MemoryService:
+async def get_memory(request: Request) -> MemoryService:
     return request.app.state.memory
 
 

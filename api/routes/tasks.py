@@ -24,6 +24,7 @@ from api.rate_limits import rate_limited
 from api.schemas import TaskAccepted, TaskCreate, TaskList, TaskPublic, TaskStatus, TaskSummary
 from durable_orchestrator.auth.api_keys import Principal
 from durable_orchestrator.data import audit, steps, task_list, task_view, tasks
+from durable_orchestrator.data.engine import single_statement
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.llm.budget import BudgetAboveCap, effective_task_budget
 from durable_orchestrator.outbound import literal_refusal
@@ -150,7 +151,8 @@ async def create_task(
     options = _task_options(body, settings)
     bound = running_bound(principal, settings)
     try:
-        async with engine.begin() as conn:
+        # Without given steps the submission is one statement: no transaction around it.
+        async with (engine.begin() if given_plan else single_statement(engine)) as conn:
             await tasks.insert_task(
                 conn,
                 task_id=task_id,

@@ -63,12 +63,17 @@ _ADD = (
 )
 
 
+def event_key(task_id: str, dedupe_key: str) -> str:
+    """The stored dedupe key: unique across tasks."""
+    return f"{task_id}:{dedupe_key}"
+
+
 async def add_event(
     conn: AsyncConnection, task_id: str, type_: str, data: dict[str, Any], dedupe_key: str
 ) -> None:
     await conn.execute(
         _ADD,
-        {"task": task_id, "type_": type_, "data": data, "dedupe_key": f"{task_id}:{dedupe_key}"},
+        {"task": task_id, "type_": type_, "data": data, "dedupe_key": event_key(task_id, dedupe_key)},
     )
 
 

@@ -77,17 +77,25 @@ _SOFT_DELETE = (
     .returning(Memory.id)
 )
 
-_NEW_ROWS = (
-    sa.select(
-        Memory.id,
-        Memory.user_id,
-        sa.case((_live, Memory.embedding)).label("embedding"),
-        (Memory.created_at > sa.func.now() - RECENT).label("recent"),
-    )
-    .where(sa.or_(Memory.id > sa.bindparam("after_id"), Memory.id == sa.any_(_ids("gaps"))))
+_NEW_COLUMNS = (
+    Memory.id,
+    Memory.user_id,
+    sa.case((_live, Memory.embedding)).label("embedding"),
+    (Memory.created_at > sa.func.now() - RECENT).label("recent"),
+)
+# Two index range scans glued together, not one `id > :after OR id = ANY(:gaps)`: a prepared
+# statement soon gets PostgreSQL's generic plan, and for the OR that plan walks the whole
+# primary key (57 ms per catch-up at 100k rows, against 0.07 ms). Gaps lie below the
+# watermark, so the two halves never share a row.
+_PAST_WATERMARK = (
+    sa.select(*_NEW_COLUMNS)
+    .where(Memory.id > sa.bindparam("after_id"))
     .order_by(Memory.id)
     .limit(sa.bindparam("limit"))
 )
+_COMMITTED_GAPS = sa.select(*_NEW_COLUMNS).where(Memory.id == sa.any_(_ids("gaps")))
+_new_rows = sa.union_all(_PAST_WATERMARK, _COMMITTED_GAPS).subquery("new_rows")
+_NEW_ROWS = sa.select(_new_rows).order_by(_new_rows.c.id).limit(sa.bindparam("limit"))
 
 # `IS NOT NULL` lets the partial index on deleted_at answer it.
 _DELETED_SINCE = sa.select(Memory.id, Memory.user_id).where(

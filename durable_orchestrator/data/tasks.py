@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam, func
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 from sqlmodel import select
@@ -21,9 +21,10 @@ from sqlmodel import select
 from durable_orchestrator.data import memory_outbox
 from durable_orchestrator.data.clauses import none_of, one_of
 from durable_orchestrator.data.engine import read
-from durable_orchestrator.data.events import add_event
+from durable_orchestrator.data.events import add_event, event_key
 from durable_orchestrator.data.provenance import task_labels
 from durable_orchestrator.data.tables import TERMINAL, Step, Task, ToolCall, User
+from durable_orchestrator.data.tables import Event as EventRow
 from durable_orchestrator.temporal.contracts import workflow_id_for
 
 # Parameters are not named like columns: SQLAlchemy reads an UPDATE's parameters named after
@@ -38,7 +39,22 @@ def new_task_id() -> str:
 
 # --- API side ---------------------------------------------------------------------------------
 
-# One statement: the user row (first task of a new user) and the task.
+# The task's first event, numbered 1 (the row starts at last_event_seq 1). The events' foreign
+# key is checked at the end of the statement, when the task row exists.
+_FIRST_EVENT = (
+    insert(EventRow)
+    .values({
+        EventRow.task_id: _TASK,
+        EventRow.type: "task.status",
+        EventRow.data: sa.cast(sa.literal('{"status": "pending"}'), JSONB),
+        EventRow.dedupe_key: bindparam("first_event_key", type_=sa.Text),
+        EventRow.seq: 1,
+    })
+    .cte("first_event")
+)
+
+# One statement, so a submission is one round trip without BEGIN/COMMIT: the user row (first
+# task of a new user), the task and its first event.
 _INSERT_TASK = (
     sa.insert(Task)
     .values(
@@ -56,13 +72,14 @@ _INSERT_TASK = (
             # sends NULL instead of computing Python-side column defaults.
             Task.options: bindparam("options"),
             Task.task_queue: bindparam("task_queue"),
-            Task.last_event_seq: 0,
+            Task.last_event_seq: 1,
             Task.plan_source: bindparam("plan_source", type_=sa.Text),
             Task.parent_task_id: bindparam("parent_task_id", type_=sa.Text),
             Task.rerun_of_step: bindparam("rerun_of_step", type_=sa.Integer),
         }
     )
     .add_cte(insert(User).values(id=_USER).on_conflict_do_nothing().cte("new_user"))
+    .add_cte(_FIRST_EVENT)
 )
 
 
@@ -82,7 +99,8 @@ async def insert_task(
     rerun_of_step: int | None = None,
     max_running: int | None = None,
 ) -> None:
-    """`plan_source` when the steps come with the task (inserted by the caller, in `conn`);
+    """One statement (the caller may run it in autocommit when nothing else is written).
+    `plan_source` when the steps come with the task (inserted by the caller, in `conn`);
     `parent_task_id` and `rerun_of_step` for a rerun (data/reruns.py)."""
     await conn.execute(
         _INSERT_TASK,
@@ -100,9 +118,9 @@ async def insert_task(
             "parent_task_id": parent_task_id,
             "rerun_of_step": rerun_of_step,
             "max_running": max_running,
+            "first_event_key": event_key(task_id, "status:pending"),
         },
     )
-    await add_event(conn, task_id, "task.status", {"status": "pending"}, "status:pending")
 
 
 _DELETE = sa.delete(Task).where(Task.id == _TASK)

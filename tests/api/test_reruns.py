@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from fake_openai import Reply
+from fake_openai import Hold, Reply
 from fake_openai.plans import is_plan_request
 from planner.agents import AGENTS
 from tests.agents.helpers import ledger, plan_reply, user_text
@@ -174,9 +174,12 @@ async def test_replan_plans_again_from_the_description(stack: Stack) -> None:
 async def test_bad_reruns_are_4xx_naming_the_problem_and_write_nothing(stack: Stack) -> None:
     parent = await _finished_dag(stack)
     pid = parent["id"]
-    stack.fake.script(plan_reply(("writer", "Slow", [])), Reply(delay=30))
+    hold = Hold()
+    stack.fake.script(plan_reply(("writer", "Slow", [])), Reply(hold=hold))
     running = await stack.submit("Held")
-    await stack.wait(running, {"running"})
+    # Its step's request held at the fake (not merely "running", which is written before the
+    # request is sent): reset below must not hand that request a default reply.
+    await hold.reached()
     _, other_key = await stack.new_user()
     stack.fake.reset()
     before = await _task_count(stack)
@@ -234,3 +237,4 @@ async def test_bad_reruns_are_4xx_naming_the_problem_and_write_nothing(stack: St
     assert (await stack.get(pid))["reruns"] == []
     await stack.http.post(f"/tasks/{running}/cancel", headers=stack.headers)
     assert (await stack.wait(running))["status"] == "cancelled"
+    hold.release()

@@ -5,6 +5,7 @@ database identity that guards FAISS snapshots."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -125,3 +126,35 @@ async def test_database_identity_tells_databases_apart(engine: AsyncEngine, othe
         await other_engine.dispose()
     assert there != here
     assert there.split(":")[0] == system_id  # same cluster, another database
+
+
+def _rows_filtered_out(plan: dict) -> int:  # type: ignore[type-arg]
+    return int(plan.get("Rows Removed by Filter", 0)) + sum(_rows_filtered_out(p) for p in plan.get("Plans", []))
+
+
+async def test_a_catch_up_reads_only_its_rows_under_the_generic_plan(engine: AsyncEngine, pg_url: str) -> None:
+    """Every process's memory cache runs the catch-up a few times a second as a prepared
+    statement, which PostgreSQL soon plans generically (without looking at the values): that
+    plan must still go straight to the new rows and the gaps, not walk the table."""
+    from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+
+    user = uid()
+    rows = [{"user_id": user, "text": f"bulk {i}", "embedding": vec(i), "metadata": {}, "task_id": None,
+             "step_index": None, "source_key": None} for i in range(3000)]
+    async with engine.begin() as conn:
+        await memories.insert_many(conn, rows)
+        top = await memories.max_id(conn)
+    compiled = memories._NEW_ROWS.compile(dialect=asyncpg_dialect.dialect())
+    values = {"after_id": str(top - 1), "limit": "500", "gaps": f"'{{{top - 2000}}}'"}
+    args = ", ".join(values.get(name, "'60 seconds'") for name in compiled.positiontup)  # the interval
+    conn = await asyncpg.connect(plain_url(pg_url))
+    try:
+        await conn.execute("ANALYZE memories")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE catch_up AS {compiled}")
+        explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE catch_up({args})")
+    finally:
+        await conn.close()
+    plan = json.loads(explained)[0]["Plan"]
+    assert plan["Actual Rows"] == 2
+    assert _rows_filtered_out(plan) == 0, plan

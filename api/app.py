@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import openapi_doc
 from api.errors import install_error_handlers
-from api.http_metrics import install_observability
+from api.http_metrics import TELEMETRY, install_observability
 from api.middleware import BodySizeLimit, RequestContext
 from api.routes import admin, agents, approvals, events, health, reruns, tasks, usage
 from api.routes import memory as memory_routes
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=TELEMETRY,
         openapi_tags=[
             {"name": "tasks", "description": "Submit tasks and follow them"},
             {"name": "agents", "description": "The agents a task's steps may be given to"},

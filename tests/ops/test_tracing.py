@@ -97,3 +97,18 @@ async def test_span_tree_http_to_llm(stack: Stack, exporter: InMemorySpanExporte
     for s in in_trace:  # never prompt text in span attributes
         for v in (s.attributes or {}).values():
             assert "zebra quokka" not in str(v), s.name
+
+
+async def test_one_span_per_request_and_none_for_probes(stack: Stack, exporter: InMemorySpanExporter) -> None:
+    task_id = await stack.submit("read me")
+    assert (await stack.http.get(f"/tasks/{task_id}", headers=stack.headers)).status_code == 200
+    assert (await stack.http.get("/healthz")).status_code == 200
+    assert (await stack.http.get("/metrics")).status_code == 200
+    http = [s for s in exporter.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    names = sorted(s.name for s in http)
+    # the GET is one server span with no children from the framework (dependencies, encoding)
+    get = [s for s in http if s.name == "GET /tasks/{task_id}"]
+    assert len(get) == 1, names
+    children = [s.name for s in exporter.get_finished_spans() if s.parent and s.parent.span_id == get[0].context.span_id]
+    assert children == [], children
+    assert not [n for n in names if "healthz" in n or "metrics" in n], names

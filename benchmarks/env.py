@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 
 from benchmarks import product_cli
-from benchmarks.db import wait_for_memory_of
+from benchmarks.baselines.handwritten_api import add_key
+from benchmarks.db import libpq_url, wait_for_memory_of
 from benchmarks.procs import Procs, child_env, read_ready_line, wait_http
 from durable_orchestrator.devstack import EmbeddedPostgres, TemporalDevServer, free_port
 
@@ -189,6 +191,35 @@ class BenchEnv:
             yield tq, proc.pid
         finally:
             self.procs.stop(proc, 35)
+
+    @contextlib.contextmanager
+    def handwritten_api(self) -> Iterator[Product]:
+        """The hand-written baseline's API (benchmarks/baselines/handwritten_api.py) under
+        uvicorn like the product's, with this run's key; its workflows start on a queue
+        nobody serves."""
+        asyncio.run(self._add_handwritten_key())
+        port = free_port()
+        env = child_env({"HW_DB_URL": self.db_url, "HW_TEMPORAL_ADDRESS": self.temporal_address,
+                         "HW_TASK_QUEUE": f"hwa-{uuid.uuid4().hex[:8]}"})
+        proc = self.procs.python(
+            "handwritten-api",
+            ["-m", "uvicorn", "benchmarks.baselines.handwritten_api:app", "--host", "127.0.0.1",
+             "--port", str(port), "--no-access-log", "--log-level", "warning"],
+            env,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/healthz", proc, 60)
+            yield Product(url, self.key, "", None, proc.pid)
+        finally:
+            self.procs.stop(proc, 15)
+
+    async def _add_handwritten_key(self) -> None:
+        conn = await asyncpg.connect(libpq_url(self.db_url))
+        try:
+            await add_key(conn, self.key, "bench-handwritten")
+        finally:
+            await conn.close()
 
     def service_pids(self, llm_url: str) -> dict[str, int | None]:
         """Pids of the shared services one side's CPU is read from."""

@@ -464,19 +464,32 @@ def api(env: BenchEnv, quick: bool) -> Result:
                 out["drain_s"].append(round(time.perf_counter() - t0, 1) if drained else None)
         return out
 
+    async def fixed_pair(prod: Product, http: httpx.AsyncClient, prefix: str) -> dict[str, Any]:
+        """POST and GET at the fixed rates, `repetitions` times: {prefix}post_fixed, {prefix}get_fixed."""
+        ids = [await submit(http, f"{PROMPT} #{i}") for i in range(20)]
+
+        async def get(h: httpx.AsyncClient, i: int) -> httpx.Response:
+            return await h.get(f"/tasks/{ids[i % len(ids)]}")
+
+        await _open_loop(get, http, 50, 0.5)  # warm the connection pool and both paths
+        await _open_loop(post, http, 10, 0.5)
+        out: dict[str, Any] = {f"{prefix}post_fixed": [], f"{prefix}get_fixed": [], "get": get}
+        for _ in range(params["repetitions"]):
+            out[f"{prefix}post_fixed"].append(await fixed(post, http, prod, params["post_rate"]))
+            out[f"{prefix}get_fixed"].append(await fixed(get, http, prod, params["get_rate"]))
+        return out
+
+    async def handwritten(prod: Product) -> dict[str, Any]:
+        async with client(prod) as http:
+            out = await fixed_pair(prod, http, "handwritten_")
+        del out["get"]
+        return out
+
     async def without_worker(prod: Product) -> dict[str, Any]:
         async with client(prod) as http:
-            ids = [await submit(http, f"{PROMPT} #{i}") for i in range(20)]
-
-            async def get(h: httpx.AsyncClient, i: int) -> httpx.Response:
-                return await h.get(f"/tasks/{ids[i % len(ids)]}")
-
-            await _open_loop(get, http, 50, 0.5)  # warm the connection pool and both paths
-            await _open_loop(post, http, 10, 0.5)
-            out: dict[str, Any] = {"get_fixed": [], "post_fixed_no_worker": []}
-            for _ in range(params["repetitions"]):
-                out["post_fixed_no_worker"].append(await fixed(post, http, prod, params["post_rate"]))
-                out["get_fixed"].append(await fixed(get, http, prod, params["get_rate"]))
+            out = await fixed_pair(prod, http, "")
+            get = out.pop("get")
+            out["post_fixed_no_worker"] = out.pop("post_fixed")
             for kind, fn, goal in (("post", post, goals["post_p99_ms"]), ("get", get, goals["get_p99_ms"])):
                 ladder, held = [], None
                 for rate in params[f"{kind}_ladder"]:
@@ -493,13 +506,18 @@ def api(env: BenchEnv, quick: bool) -> Result:
         out = asyncio.run(with_worker(prod))
     with env.product(fake, worker=False) as prod:
         out |= asyncio.run(without_worker(prod))
+    with env.handwritten_api() as hw:
+        out |= asyncio.run(handwritten(hw))
     post_fixed = median_run(out["post_fixed"], "p99")
     post_alone = median_run(out["post_fixed_no_worker"], "p99")
     get_fixed = median_run(out["get_fixed"], "p99")
+    hw_post = median_run(out["handwritten_post_fixed"], "p99")
+    hw_get = median_run(out["handwritten_get_fixed"], "p99")
     payload = {
         "parameters": params,
         "results": {
             "post_tasks": post_fixed, "post_tasks_without_worker": post_alone, "get_task": get_fixed,
+            "handwritten_post_tasks": hw_post, "handwritten_get_task": hw_get,
             "drain_s": out["drain_s"],
             "post_max_rate_within_goal": out["post_max_rate_within_goal"],
             "get_max_rate_within_goal": out["get_max_rate_within_goal"],
@@ -508,22 +526,35 @@ def api(env: BenchEnv, quick: bool) -> Result:
         "ratios": {
             "post_p99_vs_goal": ratio(post_fixed.get("p99"), goals["post_p99_ms"]),
             "get_p99_vs_goal": ratio(get_fixed.get("p99"), goals["get_p99_ms"]),
+            # Both without a worker running, same rates, same machine, same run.
+            "post_api_cpu_product_vs_handwritten": ratio(post_alone["api_cpu_ms_per_request"],
+                                                         hw_post["api_cpu_ms_per_request"]),
+            "get_api_cpu_product_vs_handwritten": ratio(get_fixed["api_cpu_ms_per_request"],
+                                                        hw_get["api_cpu_ms_per_request"]),
+            "get_p99_product_vs_handwritten": ratio(get_fixed.get("p99"), hw_get.get("p99")),
         },
         "repetitions_raw": {"post": out["post_fixed"], "post_without_worker": out["post_fixed_no_worker"],
-                            "get": out["get_fixed"]},
+                            "get": out["get_fixed"], "handwritten_post": out["handwritten_post_fixed"],
+                            "handwritten_get": out["handwritten_get_fixed"]},
     }
     rows: Rows = [
         (f"POST /tasks @ {params['post_rate']}/s p50 / p99, worker running the tasks",
          f"{_fmt(post_fixed.get('p50'))} / {_fmt(post_fixed.get('p99'))} ms", f"goal p99 ≤ {goals['post_p99_ms']:g} ms",
          f"{payload['ratios']['post_p99_vs_goal']}x goal"),
         ("POST /tasks p50 / p99 without a worker",
-         f"{_fmt(post_alone.get('p50'))} / {_fmt(post_alone.get('p99'))} ms", "", ""),
-        ("API CPU per request (POST / GET)",
-         f"{post_fixed['api_cpu_ms_per_request']} / {get_fixed['api_cpu_ms_per_request']} ms",
-         "one uvicorn process", ""),
+         f"{_fmt(post_alone.get('p50'))} / {_fmt(post_alone.get('p99'))} ms",
+         f"hand-written {_fmt(hw_post.get('p50'))} / {_fmt(hw_post.get('p99'))} ms", ""),
+        ("API CPU per POST: with worker / without",
+         f"{post_fixed['api_cpu_ms_per_request']} / {post_alone['api_cpu_ms_per_request']} ms",
+         f"hand-written {hw_post['api_cpu_ms_per_request']} ms; goal 5 ms",
+         f"{payload['ratios']['post_api_cpu_product_vs_handwritten']}x"),
         (f"GET /tasks/{{id}} @ {params['get_rate']}/s p50 / p99",
-         f"{_fmt(get_fixed.get('p50'))} / {_fmt(get_fixed.get('p99'))} ms", f"goal p99 ≤ {goals['get_p99_ms']:g} ms",
+         f"{_fmt(get_fixed.get('p50'))} / {_fmt(get_fixed.get('p99'))} ms",
+         f"hand-written {_fmt(hw_get.get('p50'))} / {_fmt(hw_get.get('p99'))} ms; goal p99 ≤ {goals['get_p99_ms']:g} ms",
          f"{payload['ratios']['get_p99_vs_goal']}x goal"),
+        ("API CPU per GET", f"{get_fixed['api_cpu_ms_per_request']} ms",
+         f"hand-written {hw_get['api_cpu_ms_per_request']} ms",
+         f"{payload['ratios']['get_api_cpu_product_vs_handwritten']}x"),
         ("POST highest rate within goal", f"{out['post_max_rate_within_goal'] or 'none'} /s",
          f"ladder {params['post_ladder']}", ""),
         ("GET highest rate within goal", f"{out['get_max_rate_within_goal'] or 'none'} /s",

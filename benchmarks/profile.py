@@ -1,7 +1,9 @@
-"""Where the time goes: `python -m benchmarks.profile [--tasks N] [--latency S] [--no-py-spy]`.
+"""Where the time goes: `python -m benchmarks.profile [--tasks N] [--latency S] [--no-py-spy]
+[--set NAME=VALUE ...]`.
 
 Runs one batch of N concurrent 3-step tasks through the product (same set-up as the
-throughput suite) and reports
+throughput suite; `--set` gives the product extra settings, e.g.
+`ORCH_MEMORY_REMEMBER_RESULTS=false` to see what a feature costs) and reports
 * the CPU seconds each process spent during the batch (worker, API, Temporal dev server,
   PostgreSQL, fake LLM) and per task;
 * with py-spy (needs ptrace), the worker's samples grouped by library and its top functions
@@ -168,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-py-spy", action="store_true")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--shapes", action="store_true", help="only the workflow-shape experiment")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the product's processes (repeatable)")
     args = parser.parse_args(argv)
+    settings = dict(item.split("=", 1) for item in args.set)
     if args.shapes:
         signal.signal(signal.SIGTERM, _sigterm)
         import json
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env.start()
         fake = env.fake(args.latency)
-        with env.product(fake) as prod:
+        with env.product(fake, settings=settings) as prod:
             pids = {
                 "worker": [prod.worker_pid or 0],
                 "api": [prod.api_pid],

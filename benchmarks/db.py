@@ -43,36 +43,37 @@ async def drop_database(url: str, name: str) -> None:
         await conn.close()
 
 
-async def wait_for_memory_of(db_url: str, task_id: str, limit_s: float) -> bool:
-    """Until the task's result is in long-term memory (the worker's embedding model is then
-    loaded); False when it is not there within `limit_s`."""
+async def _wait_for(db_url: str, query: str, arg: str, limit_s: float, interval: float) -> bool:
+    """Poll `query` (one boolean, one parameter) until it is true; False when it is not within
+    `limit_s`."""
     conn = await asyncpg.connect(libpq_url(db_url))
     try:
         deadline = asyncio.get_running_loop().time() + limit_s
-        while not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM memories WHERE task_id = $1)", task_id):
+        while not await conn.fetchval(query, arg):
             if asyncio.get_running_loop().time() > deadline:
                 return False
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(interval)
         return True
     finally:
         await conn.close()
+
+
+async def wait_for_memory_of(db_url: str, task_id: str, limit_s: float) -> bool:
+    """Until the task's result is in long-term memory (the worker's embedding model is then
+    loaded); False when it is not there within `limit_s`."""
+    return await _wait_for(
+        db_url, "SELECT EXISTS (SELECT 1 FROM memories WHERE task_id = $1)", task_id, limit_s, 0.1
+    )
 
 
 async def wait_queue_drained(db_url: str, task_queue: str, limit_s: float) -> bool:
     """Until no task of `task_queue` is unfinished; False when some still are after `limit_s`."""
-    conn = await asyncpg.connect(libpq_url(db_url))
-    try:
-        deadline = asyncio.get_running_loop().time() + limit_s
-        while await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM tasks WHERE task_queue = $1 "
-            "AND status NOT IN ('completed', 'failed', 'cancelled'))", task_queue,
-        ):
-            if asyncio.get_running_loop().time() > deadline:
-                return False
-            await asyncio.sleep(0.2)
-        return True
-    finally:
-        await conn.close()
+    return await _wait_for(
+        db_url,
+        "SELECT NOT EXISTS (SELECT 1 FROM tasks WHERE task_queue = $1 "
+        "AND status NOT IN ('completed', 'failed', 'cancelled'))",
+        task_queue, limit_s, 0.2,
+    )
 
 
 class DoneWatcher:

@@ -464,8 +464,9 @@ def api(env: BenchEnv, quick: bool) -> Result:
                 out["drain_s"].append(round(time.perf_counter() - t0, 1) if drained else None)
         return out
 
-    async def fixed_pair(prod: Product, http: httpx.AsyncClient, prefix: str) -> dict[str, Any]:
-        """POST and GET at the fixed rates, `repetitions` times: {prefix}post_fixed, {prefix}get_fixed."""
+    async def fixed_pair(prod: Product, http: httpx.AsyncClient, prefix: str) -> tuple[dict[str, Any], Any]:
+        """POST and GET at the fixed rates, `repetitions` times ({prefix}post_fixed,
+        {prefix}get_fixed), and the GET it used (over tasks it submitted)."""
         ids = [await submit(http, f"{PROMPT} #{i}") for i in range(20)]
 
         async def get(h: httpx.AsyncClient, i: int) -> httpx.Response:
@@ -473,22 +474,20 @@ def api(env: BenchEnv, quick: bool) -> Result:
 
         await _open_loop(get, http, 50, 0.5)  # warm the connection pool and both paths
         await _open_loop(post, http, 10, 0.5)
-        out: dict[str, Any] = {f"{prefix}post_fixed": [], f"{prefix}get_fixed": [], "get": get}
+        out: dict[str, Any] = {f"{prefix}post_fixed": [], f"{prefix}get_fixed": []}
         for _ in range(params["repetitions"]):
             out[f"{prefix}post_fixed"].append(await fixed(post, http, prod, params["post_rate"]))
             out[f"{prefix}get_fixed"].append(await fixed(get, http, prod, params["get_rate"]))
-        return out
+        return out, get
 
     async def handwritten(prod: Product) -> dict[str, Any]:
         async with client(prod) as http:
-            out = await fixed_pair(prod, http, "handwritten_")
-        del out["get"]
+            out, _get = await fixed_pair(prod, http, "handwritten_")
         return out
 
     async def without_worker(prod: Product) -> dict[str, Any]:
         async with client(prod) as http:
-            out = await fixed_pair(prod, http, "")
-            get = out.pop("get")
+            out, get = await fixed_pair(prod, http, "")
             out["post_fixed_no_worker"] = out.pop("post_fixed")
             for kind, fn, goal in (("post", post, goals["post_p99_ms"]), ("get", get, goals["get_p99_ms"])):
                 ladder, held = [], None

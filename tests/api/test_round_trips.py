@@ -39,13 +39,15 @@ class _CountingProtocol:
 
 @pytest.fixture
 def counted(stack: Stack) -> Iterator[Callable[[Callable[[], Awaitable[httpx.Response]]], Awaitable[list[str]]]]:
-    def wrap(dbapi_conn: Any, _record: Any) -> None:
+    # At every checkout, not at connect: a connection a background loop holds while the test
+    # starts is handed to requests later too (the pool is LIFO), and must be counted as well.
+    def wrap(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         raw = dbapi_conn._connection  # asyncpg's Connection under SQLAlchemy's adapter
-        raw._protocol = _CountingProtocol(raw._protocol)
+        if not isinstance(raw._protocol, _CountingProtocol):
+            raw._protocol = _CountingProtocol(raw._protocol)
 
     sync_engine = stack.engine.sync_engine
-    event.listen(sync_engine, "connect", wrap)
-    sync_engine.pool.dispose()  # every connection from now on is a counted one
+    event.listen(sync_engine, "checkout", wrap)
 
     async def count(request: Callable[[], Awaitable[httpx.Response]]) -> list[str]:
         calls: list[str] = []
@@ -58,7 +60,7 @@ def counted(stack: Stack) -> Iterator[Callable[[Callable[[], Awaitable[httpx.Res
         return calls
 
     yield count
-    event.remove(sync_engine, "connect", wrap)
+    event.remove(sync_engine, "checkout", wrap)
 
 
 async def _settled(count: Callable[..., Awaitable[list[str]]], request: Callable[[], Awaitable[httpx.Response]]) -> list[list[str]]:

@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
 from durable_orchestrator.data import admission, conversation, provenance, steps, tasks
+from durable_orchestrator.data.engine import read, single_statement
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.live.publisher import Publisher, StepStream
 from durable_orchestrator.llm.client import Completion, LLMClient
@@ -214,7 +215,9 @@ class TaskActivities:
         marks the step started; later turns replay the stored conversation."""
         prompt: list[dict[str, Any]] | None = None
         if inp.turn == 0:
-            async with self.engine.begin() as conn:  # one round of BEGIN/COMMIT for all three
+            # Autocommit: the start (one statement with its event) needs no transaction around
+            # the two reads, which only have to come after it.
+            async with read(self.engine) as conn:
                 await steps.mark_step_started(conn, inp.task_id, inp.index, agent.name)
                 memory = await short_term.window(
                     conn, inp.task_id, exclude_step=inp.index,
@@ -238,19 +241,19 @@ class TaskActivities:
     async def _finish_step(
         self, inp: StepInput, agent: Agent, completion: Completion, labels: list[str]
     ) -> StepResult:
-        """The answer is the step's output: ledger, step, event and short-term memory at once."""
+        """The answer is the step's output: the step, its event and its short-term memory entry in
+        one statement."""
         output = completion.content or ""
         if completion.tool_calls:
             log.warning("tool_calls_past_max_turns", task_id=inp.task_id, step=inp.index, turn=inp.turn)
             output = output or "(no answer: the step reached its tool-call limit)"
-        async with self.engine.begin() as conn:
+        keep = short_term.entry(
+            kind="output", content=output, ttl_hours=self.settings.short_term_ttl_hours,
+            dedupe_key=f"output:{inp.index}", labels=labels,
+        )
+        async with single_statement(self.engine) as conn:
             await steps.mark_step_finished(
-                conn, inp.task_id, inp.index, output=output, model=completion.model
-            )
-            await short_term.add_entry(
-                conn, task_id=inp.task_id, step_index=inp.index, kind="output", content=output,
-                ttl_hours=self.settings.short_term_ttl_hours, dedupe_key=f"output:{inp.index}",
-                labels=labels,
+                conn, inp.task_id, inp.index, output=output, model=completion.model, keep=keep
             )
         log.info(
             "step_finished", agent=agent.name, model=completion.model,

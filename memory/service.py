@@ -34,6 +34,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from durable_orchestrator.data import memories
+from durable_orchestrator.data.engine import read
 from durable_orchestrator.settings import Settings
 from memory.embedder import Embedder
 from memory.index import IndexParams, MemoryIndex
@@ -253,7 +254,7 @@ class MemoryService:
         if self.snapshot_path.exists():
             try:
                 state = await asyncio.to_thread(self.index.load, self.snapshot_path)
-                async with self.engine.connect() as conn:
+                async with read(self.engine) as conn:
                     top = await memories.max_id(conn)
                 if state.get("model") != self._model_key():
                     raise ValueError("snapshot was built with another embedding model")
@@ -282,7 +283,9 @@ class MemoryService:
     async def _catch_up(self) -> None:
         now_mono = time.monotonic()
         self.gaps = {g: t for g, t in self.gaps.items() if now_mono - t < GAP_TTL_SECS}
-        async with self.engine.connect() as conn:
+        # Autocommit: each read is one round trip. A transaction would add BEGIN and ROLLBACK
+        # and no consistency: under READ COMMITTED every statement takes its own snapshot.
+        async with read(self.engine) as conn:
             started_at = await memories.clock(conn)
             while True:
                 rows = await memories.fetch_new(conn, self.watermark, sorted(self.gaps), PAGE)
@@ -295,7 +298,6 @@ class MemoryService:
                 deletions = await memories.fetch_deletions(conn, self.deleted_since, DELETE_OVERLAP_SECS)
                 self._apply_deletions(deletions, now_mono)
             self.deleted_since = started_at
-            await conn.rollback()
 
     def _apply_rows(self, rows: list[Any], now_mono: float) -> None:
         by_user: dict[str, list[Any]] = defaultdict(list)

@@ -21,6 +21,16 @@ class Entry:
     content: str
 
 
+def entry(
+    *, kind: str, content: str, ttl_hours: float, dedupe_key: str, labels: list[str] | None = None
+) -> short_term.NewEntry:
+    """`dedupe_key` is unique within the task (e.g. "output:2"): writing it again is a no-op.
+    `labels`: what the content was made from ("private", "untrusted"; tools/provenance.py)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown short-term memory kind {kind!r}")
+    return short_term.NewEntry(kind, content, timedelta(hours=ttl_hours), dedupe_key, labels or [])
+
+
 async def add_entry(
     conn: AsyncConnection,
     *,
@@ -32,13 +42,9 @@ async def add_entry(
     dedupe_key: str,
     labels: list[str] | None = None,
 ) -> None:
-    """`dedupe_key` is unique within the task (e.g. "output:2"): writing it again is a no-op.
-    `labels`: what the content was made from ("private", "untrusted"; tools/provenance.py)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown short-term memory kind {kind!r}")
     await short_term.add(
-        conn, task_id=task_id, step_index=step_index, kind=kind, content=content,
-        ttl=timedelta(hours=ttl_hours), dedupe_key=f"{task_id}:{dedupe_key}", labels=labels,
+        conn, task_id, step_index,
+        entry(kind=kind, content=content, ttl_hours=ttl_hours, dedupe_key=dedupe_key, labels=labels),
     )
 
 

@@ -11,7 +11,7 @@ different tasks never wait for each other."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam
@@ -46,21 +46,25 @@ _NEXT_SEQ = (
     .returning(Task.last_event_seq)
     .cte("next_seq")
 )
-# The same event written again (a retried activity) collapses onto the first one.
+# The same event written again (a retried activity) collapses onto the first one. Its own
+# parameter names, so it can ride along in another module's statement (`with_event`).
 _ADD = (
     insert(EventRow)
     .from_select(
         ["task_id", "type", "data", "dedupe_key", "seq"],
         select(
             _TASK,
-            bindparam("type_", type_=sa.Text),
-            bindparam("data", type_=EventRow.__table__.c.data.type),
-            bindparam("dedupe_key", type_=sa.Text),
+            bindparam("event_type", type_=sa.Text),
+            bindparam("event_data", type_=EventRow.__table__.c.data.type),
+            bindparam("event_key", type_=sa.Text),
             _NEXT_SEQ.c.last_event_seq,
         ),
     )
     .on_conflict_do_nothing(index_elements=[EventRow.dedupe_key])
 )
+_ADD_AS_CTE = _ADD.cte("new_event")
+
+Statement = TypeVar("Statement", sa.Insert, sa.Update)
 
 
 def event_key(task_id: str, dedupe_key: str) -> str:
@@ -68,13 +72,22 @@ def event_key(task_id: str, dedupe_key: str) -> str:
     return f"{task_id}:{dedupe_key}"
 
 
+def event_params(task_id: str, type_: str, data: dict[str, Any], dedupe_key: str) -> dict[str, Any]:
+    return {"task": task_id, "event_type": type_, "event_data": data,
+            "event_key": event_key(task_id, dedupe_key)}
+
+
+def with_event(statement: Statement) -> Statement:
+    """`statement` and the event reporting it as one statement (one round trip, and in
+    autocommit no BEGIN/COMMIT): execute it with `event_params(...)` beside its own parameters,
+    which must not use the event's names (`task` is shared: it is the same task)."""
+    return statement.add_cte(_ADD_AS_CTE)
+
+
 async def add_event(
     conn: AsyncConnection, task_id: str, type_: str, data: dict[str, Any], dedupe_key: str
 ) -> None:
-    await conn.execute(
-        _ADD,
-        {"task": task_id, "type_": type_, "data": data, "dedupe_key": event_key(task_id, dedupe_key)},
-    )
+    await conn.execute(_ADD, event_params(task_id, type_, data, dedupe_key))
 
 
 _READ = (

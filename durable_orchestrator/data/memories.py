@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, OID, REGCLASS
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from durable_orchestrator.data.engine import read
 from durable_orchestrator.data.tables import Memory
 
 # A row created this recently may sit next to ids whose transactions have not committed yet
@@ -208,7 +209,7 @@ async def database_identity(engine: AsyncEngine) -> str:
 async def hydrate(engine: AsyncEngine, user_id: str, ids: list[int]) -> dict[int, MemoryRow]:
     if not ids:
         return {}
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         rows = (await conn.execute(_HYDRATE, {"ids": ids, "user_id": user_id})).all()
     return {r.id: MemoryRow(r.id, r.text, r.meta, r.task_id, r.step_index) for r in rows}
 
@@ -217,6 +218,6 @@ async def filtered_candidates(
     engine: AsyncEngine, user_id: str, filter_: dict[str, Any]
 ) -> list[int]:
     """Ids of the user's live memories whose metadata contains `filter_` (JSONB @>, GIN)."""
-    async with engine.connect() as conn:
+    async with read(engine) as conn:
         rows = await conn.execute(_FILTERED, {"user_id": user_id, "filter": filter_})
         return list(rows.scalars())

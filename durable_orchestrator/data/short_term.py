@@ -4,6 +4,7 @@ What may be written and how much of it a step sees is decided in memory/short_te
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -19,16 +20,18 @@ from durable_orchestrator.data.tables import ShortTermEntry
 # fewer.
 WINDOW_ROWS = 200
 
-_ADD = (
+# Parameters not named like columns, so the statement can carry another table's UPDATE
+# (data/steps.py): SQLAlchemy would read `task_id` as a value for that UPDATE to SET.
+ADD = (
     pg_insert(ShortTermEntry)
     .values({
-        ShortTermEntry.task_id: sa.bindparam("task_id"),
-        ShortTermEntry.step_index: sa.bindparam("step_index"),
-        ShortTermEntry.kind: sa.bindparam("kind"),
-        ShortTermEntry.content: sa.bindparam("content"),
-        ShortTermEntry.expires_at: sa.func.now() + sa.bindparam("ttl", type_=sa.Interval),
-        ShortTermEntry.dedupe_key: sa.bindparam("dedupe_key"),
-        ShortTermEntry.labels: sa.bindparam("labels", type_=ARRAY(sa.Text)),
+        ShortTermEntry.task_id: sa.bindparam("entry_task"),
+        ShortTermEntry.step_index: sa.bindparam("entry_step"),
+        ShortTermEntry.kind: sa.bindparam("entry_kind"),
+        ShortTermEntry.content: sa.bindparam("entry_content"),
+        ShortTermEntry.expires_at: sa.func.now() + sa.bindparam("entry_ttl", type_=sa.Interval),
+        ShortTermEntry.dedupe_key: sa.bindparam("entry_key"),
+        ShortTermEntry.labels: sa.bindparam("entry_labels", type_=ARRAY(sa.Text)),
     })
     .on_conflict_do_nothing(index_elements=[ShortTermEntry.dedupe_key])
 )
@@ -49,23 +52,29 @@ _NEWEST = (
 )
 
 
-async def add(
-    conn: AsyncConnection,
-    *,
-    task_id: str,
-    step_index: int | None,
-    kind: str,
-    content: str,
-    ttl: timedelta,
-    dedupe_key: str,
-    labels: list[str] | None = None,
-) -> None:
-    """One entry, expiring `ttl` from now by the database clock; a second write with the same
-    `dedupe_key` (a retried activity) is a no-op. `labels`: its provenance (data/provenance.py)."""
-    await conn.execute(_ADD, {
-        "task_id": task_id, "step_index": step_index, "kind": kind, "content": content,
-        "ttl": ttl, "dedupe_key": dedupe_key, "labels": labels or [],
-    })
+@dataclass
+class NewEntry:
+    """An entry to write: it expires `ttl` from now by the database clock; a second write with
+    the same `dedupe_key` within the task (a retried activity) is a no-op. `labels`: its
+    provenance (data/provenance.py)."""
+
+    kind: str
+    content: str
+    ttl: timedelta
+    dedupe_key: str
+    labels: list[str] = field(default_factory=list)
+
+    def params(self, task_id: str, step_index: int | None) -> dict[str, Any]:
+        """`ADD`'s parameters, for this module's `add` or a statement that carries `ADD`."""
+        return {
+            "entry_task": task_id, "entry_step": step_index, "entry_kind": self.kind,
+            "entry_content": self.content, "entry_ttl": self.ttl,
+            "entry_key": f"{task_id}:{self.dedupe_key}", "entry_labels": self.labels,
+        }
+
+
+async def add(conn: AsyncConnection, task_id: str, step_index: int | None, entry: NewEntry) -> None:
+    await conn.execute(ADD, entry.params(task_id, step_index))
 
 
 async def newest(

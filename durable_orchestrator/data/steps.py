@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 from sqlmodel import select
 
+from durable_orchestrator.data import short_term
 from durable_orchestrator.data.clauses import none_of, one_of
 from durable_orchestrator.data.engine import read
-from durable_orchestrator.data.events import add_event
+from durable_orchestrator.data.events import add_event, event_params, with_event
 from durable_orchestrator.data.tables import TERMINAL, Step, Task
 from durable_orchestrator.data.watching import IS_WATCHED
 
@@ -191,7 +192,9 @@ async def step_context(engine: AsyncEngine, task_id: str, index: int) -> StepCon
     )
 
 
-_START_STEP = (
+# Each status change is one statement with the event that reports it: no BEGIN/COMMIT around
+# them when the caller runs it in autocommit.
+_START_STEP = with_event(
     sa.update(Step)
     .where(Step.task_id == _TASK, Step.index == _STEP, one_of(Step.status, _UNFINISHED))
     .values(status="running", started_at=func.coalesce(Step.started_at, func.now()))
@@ -199,15 +202,15 @@ _START_STEP = (
 
 
 async def mark_step_started(conn: AsyncConnection, task_id: str, index: int, agent: str) -> None:
-    await conn.execute(_START_STEP, {"task": task_id, "step": index})
-    await add_event(
-        conn, task_id, "step.started", {"index": index, "agent": agent}, f"step:{index}:started"
-    )
+    await conn.execute(_START_STEP, {
+        "task": task_id, "step": index,
+        **event_params(task_id, "step.started", {"index": index, "agent": agent}, f"step:{index}:started"),
+    })
 
 
 # Not over a cancelled/skipped/failed step: a call that outlived its task's cancellation must
 # not flip the step back to completed.
-_FINISH_STEP = (
+_FINISH = (
     sa.update(Step)
     .where(Step.task_id == _TASK, Step.index == _STEP, one_of(Step.status, _UNFINISHED))
     .values(
@@ -219,18 +222,31 @@ _FINISH_STEP = (
         finished_at=func.now(),
     )
 )
+_FINISH_STEP = with_event(_FINISH)
+# The same with the output written to the task's short-term memory.
+_FINISH_STEP_KEEPING_OUTPUT = with_event(short_term.ADD.add_cte(_FINISH.cte("finished_step")))
 
 
 async def mark_step_finished(
-    conn: AsyncConnection, task_id: str, index: int, *, output: str, model: str
+    conn: AsyncConnection,
+    task_id: str,
+    index: int,
+    *,
+    output: str,
+    model: str,
+    keep: short_term.NewEntry | None = None,
 ) -> None:
-    await conn.execute(
-        _FINISH_STEP, {"task": task_id, "step": index, "new_output": output, "new_model": model}
-    )
-    await add_event(  # also moves the task's updated_at
-        conn,
-        task_id,
-        "step.finished",
-        {"index": index, "status": "completed", "model": model, "preview": output[:200]},
-        f"step:{index}:finished",
-    )
+    """The step completed with `output`; `keep`: its short-term memory entry, written in the
+    same statement."""
+    params = {
+        "task": task_id, "step": index, "new_output": output, "new_model": model,
+        **event_params(
+            task_id, "step.finished",
+            {"index": index, "status": "completed", "model": model, "preview": output[:200]},
+            f"step:{index}:finished",
+        ),
+    }
+    if keep is None:
+        await conn.execute(_FINISH_STEP, params)
+    else:
+        await conn.execute(_FINISH_STEP_KEEPING_OUTPUT, {**params, **keep.params(task_id, index)})

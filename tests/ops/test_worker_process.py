@@ -132,6 +132,8 @@ async def test_worker_process_logs_metrics_and_schedules(
         # Every line is one JSON object; the task's lines carry its ids; no secret anywhere.
         lines = wp.lines()
         records = [json.loads(line) for line in lines]  # raises on any non-JSON line
+        started = next(r for r in records if r.get("event") == "worker_started")
+        assert started["event_loop"] == "uvloop", started
         mine = [r for r in records if r.get("task_id") == task_id]
         events = {r["event"] for r in mine}
         assert {"plan_ready", "step_finished", "task_finished"} <= events, events

@@ -26,6 +26,7 @@ from durable_orchestrator.telemetry import metrics
 log = structlog.get_logger(__name__)
 
 _MODELS: dict[str, object] = {}
+_OWN_LIMIT: dict[str, int] = {}  # each model's own max_seq_length, as loaded
 _LOAD_LOCK = threading.Lock()
 # torch runs one encode at a time well on 2 cores; a second concurrent encode only thrashes.
 _ENCODE_LOCK = threading.Lock()
@@ -62,6 +63,7 @@ def _load(path: str, threads: int):  # type: ignore[no-untyped-def]
             if not Path(path).exists():
                 raise FileNotFoundError(f"embedding model not found at {path!r} (ORCH_EMBEDDING_MODEL)")
             model = SentenceTransformer(path, device="cpu")
+            _OWN_LIMIT[path] = model.max_seq_length
             _MODELS[path] = model
             log.info("embedding_model_loaded", path=path, dim=_dim(model))
         return model
@@ -72,10 +74,13 @@ class Embedder:
     loaded on first use (or by `warm()` in the background) and shared by every Embedder of the
     same path in the process."""
 
-    def __init__(self, model_path: str | None = None, *, batch_size: int = 64, threads: int = 1) -> None:
+    def __init__(
+        self, model_path: str | None = None, *, batch_size: int = 64, threads: int = 1, max_tokens: int = 0
+    ) -> None:
         self.model_path = model_path or default_model_path()
         self.batch_size = batch_size
         self.threads = threads
+        self.max_tokens = max_tokens  # 0: the model's own limit
         # encode_one's micro-batch: the texts waiting for the next encode, and the task that
         # runs the encodes (on one event loop: a new loop starts afresh).
         self._waiting: list[tuple[str, asyncio.Future[np.ndarray]]] = []
@@ -96,6 +101,8 @@ class Embedder:
     def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
         model = self._model()
         with _ENCODE_LOCK:
+            # The model is shared by the process's Embedders: each encode sets its own limit.
+            model.max_seq_length = self.max_tokens or _OWN_LIMIT[self.model_path]
             vecs = model.encode(
                 list(texts),
                 batch_size=self.batch_size,

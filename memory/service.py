@@ -75,7 +75,10 @@ class MemoryService:
     ) -> None:
         self.engine = engine
         self.settings = settings
-        self.embedder = embedder or Embedder(settings.embedding_model, threads=settings.embedding_threads)
+        self.embedder = embedder or Embedder(
+            settings.embedding_model, threads=settings.embedding_threads,
+            max_tokens=settings.embedding_max_tokens,
+        )
         self.index = MemoryIndex(
             IndexParams(
                 flat_max=settings.memory_flat_max,

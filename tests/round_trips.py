@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
 from sqlalchemy import event
 from sqlalchemy.pool import Pool
+
+from durable_orchestrator.data import engine
 
 # The protocol calls that are a round trip to the server. `prepare` is one too, but only the
 # first time a connection sees a statement (asyncpg caches it per connection after that).
@@ -52,11 +55,16 @@ def _wrap(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
 def counting(record: Recorder) -> Iterator[None]:
     """Every pool's connections (the API's and the worker's) counted while inside. Wrapped at
     every checkout, not at connect: a connection a background loop holds when counting starts
-    is handed out later too (the pools are LIFO), and must be counted as well."""
+    is handed out later too (the pools are LIFO), and must be counted as well.
+
+    Inside, no idle connection is probed at checkout (BEGIN, a no-op, ROLLBACK: see
+    `engine.PING_IF_IDLE_SECS`): on a busy machine, or late in a long suite, a pool can sit idle
+    for over a second, and what is counted is the work's own round trips."""
     event.listen(Pool, "checkout", _wrap)
     _recorders.append(record)
     try:
-        yield
+        with mock.patch.object(engine, "PING_IF_IDLE_SECS", float("inf")):
+            yield
     finally:
         _recorders.remove(record)
         event.remove(Pool, "checkout", _wrap)

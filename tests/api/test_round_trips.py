@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from durable_orchestrator.data import engine
 from tests.round_trips import EXECUTIONS, counting
 from tests.utils import Stack
 
@@ -26,13 +25,7 @@ def _in_request(name: str, sql: str) -> None:
 
 
 @pytest.fixture
-def counted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Callable[[Callable[[], Awaitable[httpx.Response]]], Awaitable[list[str]]]]:
-    # A connection idle for over a second is probed at checkout (three round trips): on a busy
-    # test machine a repeat can wait that long. What is counted here is the request's own.
-    monkeypatch.setattr(engine, "PING_IF_IDLE_SECS", 3600.0)
-
+def counted() -> Iterator[Callable[[Callable[[], Awaitable[httpx.Response]]], Awaitable[list[str]]]]:
     async def count(request: Callable[[], Awaitable[httpx.Response]]) -> list[str]:
         calls: list[str] = []
         token = _calls.set(calls)

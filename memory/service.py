@@ -77,7 +77,7 @@ class MemoryService:
         self.settings = settings
         self.embedder = embedder or Embedder(
             settings.embedding_model, threads=settings.embedding_threads,
-            max_tokens=settings.embedding_max_tokens,
+            max_tokens=settings.embedding_max_tokens, dtype=settings.embedding_dtype,
         )
         self.index = MemoryIndex(
             IndexParams(

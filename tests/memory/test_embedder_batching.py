@@ -60,7 +60,8 @@ async def test_concurrent_queries_are_one_encode_with_the_same_vectors() -> None
     assert sizes == [len(QUERIES)]
     for a, b in zip(alone, vecs, strict=True):
         assert b.shape == a.shape == (384,)
-        np.testing.assert_allclose(b, a, atol=1e-5)
+        # The same vector up to rounding: in bfloat16 a batch's padded shape changes the last bits.
+        assert float(a @ b) > 0.9999
 
 
 async def test_texts_arriving_during_an_encode_go_together_into_the_next() -> None:

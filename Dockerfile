@@ -28,8 +28,11 @@ COPY api ./api
 COPY planner ./planner
 COPY memory ./memory
 COPY worker.py ./
-# The check runs outside /app, so it imports what was installed, not the copied sources.
-RUN pip install . && cd / && python -c "import api.main, worker, durable_orchestrator.cli.main"
+# The check runs outside /app, so it imports what was installed, not the copied sources. The
+# processes run from /app, and PYTHONDONTWRITEBYTECODE keeps them from writing bytecode there:
+# compiled here, or the workflow sandbox compiles the workflow modules on every workflow run.
+RUN pip install . && python -m compileall -q /app \
+ && cd / && python -c "import api.main, worker, durable_orchestrator.cli.main"
 
 USER app
 ENV ORCH_DATA_DIR=/data \

@@ -16,6 +16,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+import workflows
 from activities.maintenance_activities import MaintenanceActivities
 from activities.task_activities import TaskActivities
 from activities.tool_activities import ToolActivities
@@ -34,6 +35,7 @@ from durable_orchestrator.settings import Settings, get_settings
 from durable_orchestrator.telemetry import metrics
 from durable_orchestrator.telemetry.logs import configure_logging
 from durable_orchestrator.telemetry.tracing import setup_tracing, tracing_interceptors
+from durable_orchestrator.temporal.bytecode import ensure_bytecode
 from durable_orchestrator.temporal.client import connect, metrics_runtime
 from durable_orchestrator.temporal.reconciler import start_reconciler, stop_reconciler
 from durable_orchestrator.temporal.schedules import ensure_schedules
@@ -60,6 +62,7 @@ async def build_worker(
     """A ready-to-run worker plus the resources it owns; closed on exit. Tests use this too."""
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set DATABASE_URL")
+    ensure_bytecode(workflows)  # the sandbox imports these for every workflow run
     engine = create_engine(settings.database_url, pool_size=20)
     try:
         tools, mcp = await _tool_registry(settings, engine)

@@ -7,6 +7,7 @@ suite; fake LLMs (one subprocess per latency), the product (worker + API subproc
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import asyncpg
 import httpx
 import psutil
 
-from benchmarks import product_cli
+from benchmarks import baselines, product_cli
 from benchmarks.baselines.handwritten_api import add_key
 from benchmarks.db import libpq_url, wait_for_memory_of
 from benchmarks.procs import Procs, child_env, read_ready_line, wait_http
@@ -58,6 +59,10 @@ class BenchEnv:
     # --- shared services ---------------------------------------------------------------------
 
     def start(self) -> None:
+        # The product's worker writes its workflow modules' bytecode itself (the sandbox imports
+        # them for every run; PYTHONDONTWRITEBYTECODE may stop Python writing it): the
+        # baselines' workflows get theirs here, so neither side compiles them on every run.
+        compileall.compile_dir(baselines.__path__[0], quiet=2)
         self._pg = EmbeddedPostgres(self.workdir / "pg")
         self.db_url = self._pg.start()
         self.pg_pid = self._pg.pid

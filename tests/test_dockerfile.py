@@ -171,3 +171,15 @@ def test_the_image_install_runs_the_api_worker_and_cli(image_venv: Path, tmp_pat
         image_venv, str(image_venv / "bin" / "orchestrator"), "config", "--reference", cwd=elsewhere
     )
     assert ref.returncode == 0 and "DATABASE_URL" in ref.stdout, ref.stderr
+
+
+def test_the_image_compiles_the_sources_its_processes_run_from() -> None:
+    """PYTHONDONTWRITEBYTECODE stops the processes writing bytecode into /app, the workflow
+    sandbox re-imports the workflow modules on every run, and the worker runs as a user who
+    cannot write /app: so the build compiles /app (the WORKDIR the processes import from)."""
+    instructions = _instructions()
+    assert ("WORKDIR", "/app") in instructions
+    env = " ".join(args for word, args in instructions if word == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    install = next(args for word, args in instructions if word == "RUN" and "pip install ." in args)
+    assert "python -m compileall -q /app" in install

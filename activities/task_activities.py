@@ -337,16 +337,16 @@ class TaskActivities:
             raise ApplicationError(f"not a terminal status: {inp.status}", non_retryable=True)
         # A completed task's result is queued for long-term memory in the same transaction;
         # the worker's memory writer embeds it later, off the task's path (memory/writer.py).
-        result = await tasks.finish_task(
+        finished = await tasks.finish_task(
             self.engine, inp.task_id, inp.status, error=inp.error, failed_step=inp.failed_step,
             remember_chars=self.settings.remembered_result_chars,
         )
         log.info("task_finished", task_id=inp.task_id, status=inp.status)
         if inp.free_slot_of:
             await self._wake_queued(await admission.free_slot(self.engine, inp.free_slot_of))
-        if activity.info().attempt == 1:  # count each task once, not once per retry
-            metrics.record_task_finished(inp.status, await tasks.task_age_secs(self.engine, inp.task_id))
-        return (result or "")[:200]
+        if finished.age_secs is not None:  # this call ended the task: counted once, not per retry
+            metrics.record_task_finished(inp.status, finished.age_secs)
+        return (finished.result or "")[:200]
 
     async def _wake_queued(self, task_ids: list[str]) -> None:
         """Tell admitted tasks' workflows to start. A failure raises, so the retry tells them

@@ -232,8 +232,18 @@ _FINISH = (
         error=bindparam("new_error"),
         updated_at=func.now(),
     )
-    .returning(Task.user_id, Task.description)
+    .returning(
+        Task.user_id, Task.description,
+        func.extract("epoch", func.now() - Task.created_at).label("age_secs"),
+    )
 )
+
+
+@dataclass
+class Finished:
+    result: str | None  # the task's result (a completed task's sink outputs)
+    # Seconds since submission, when this call ended the task; None when it had already ended.
+    age_secs: float | None
 
 
 async def finish_task(
@@ -244,9 +254,9 @@ async def finish_task(
     error: str | None = None,
     failed_step: int | None = None,
     remember_chars: int = 0,
-) -> str | None:
+) -> Finished:
     """Terminal status. The result is the output of the plan's sink steps (those nothing
-    depends on), in order. Returns the result.
+    depends on), in order.
 
     With `remember_chars`, a completed task's non-blank result (its first `remember_chars`
     characters) is queued for long-term memory in the same transaction, once: only by the
@@ -277,7 +287,7 @@ async def finish_task(
         if error:
             data["error"] = error
         await add_event(conn, task_id, "task.status", data, f"status:{status}")
-    return result
+    return Finished(result, float(ended.age_secs) if ended is not None else None)
 
 
 async def _queue_memory(
@@ -293,16 +303,6 @@ async def _queue_memory(
         conn, user_id=user_id, text=text, metadata=metadata, task_id=task_id,
         source_key=memory_outbox.result_source_key(task_id),
     )
-
-
-_AGE = select(func.extract("epoch", func.now() - Task.created_at)).where(Task.id == _TASK)
-
-
-async def task_age_secs(engine: AsyncEngine, task_id: str) -> float | None:
-    """Seconds since the task was submitted (for task_duration_seconds)."""
-    async with read(engine) as conn:
-        age = (await conn.execute(_AGE, {"task": task_id})).scalar()
-    return float(age) if age is not None else None
 
 
 # --- how a task ended, as the activities that run after it (remember, webhook) read it ---

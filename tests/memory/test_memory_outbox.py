@@ -69,7 +69,8 @@ async def test_completing_a_task_queues_its_result_once(engine: AsyncEngine) -> 
     user = _user()
     done = await _task(engine, user, "Tea exports rose 4% in 2025.", labels=["untrusted"])
     for _ in range(2):  # a retried finish_task: the task is already completed, nothing more
-        assert await tasks.finish_task(engine, done, "completed", remember_chars=9) == "Tea exports rose 4% in 2025."
+        finished = await tasks.finish_task(engine, done, "completed", remember_chars=9)
+        assert finished.result == "Tea exports rose 4% in 2025."
     assert await _queued(engine, done) == [("Tea expor", {
         "source": "task_result", "task_id": done, "description": "Report on tea exports",
         "labels": ["untrusted"],

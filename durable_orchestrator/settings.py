@@ -350,7 +350,7 @@ class Settings(BaseSettings):
     embedding_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Precision of the embedding model's weights. `auto`: bfloat16 where the CPU "
         "multiplies it natively (AVX512-BF16 or AMX), about half the CPU of float32 for vectors within "
-        "0.9996 cosine of float32's; float32 elsewhere, where bfloat16 is emulated and slower."
+        "0.9999 cosine of float32's; float32 elsewhere, where bfloat16 is emulated and slower."
     )
     embedding_threads: int = Field(
         1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "

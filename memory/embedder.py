@@ -5,7 +5,7 @@ fully offline. `ORCH_EMBEDDING_MODEL` points at any other local sentence-transfo
 Embeddings are L2-normalised float32, so inner product == cosine similarity. The model reads the
 first `ORCH_EMBEDDING_MAX_TOKENS` word pieces of a text (docs/memory.md, "Text length"). Where
 the CPU multiplies bfloat16 natively, the weights are bfloat16 (`ORCH_EMBEDDING_DTYPE`): half the
-CPU of float32 for vectors within 0.9996 cosine of float32's (docs/memory.md, "Precision").
+CPU of float32 for vectors within 0.9999 cosine of float32's (docs/memory.md, "Precision").
 
 Single texts (query embeddings: the planner's, the API's searches) go through a micro-batcher:
 while one encode runs, the texts that arrive wait and are encoded together next, in one forward
@@ -47,7 +47,9 @@ def native_bfloat16() -> bool:
     emulates it, slower than float32."""
     import torch
 
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    # Private probes of torch.cpu (there since torch 2.1); a torch without them gets float32.
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def resolve_dtype(dtype: str) -> str:

@@ -126,8 +126,10 @@ class Embedder:
 
     @property
     def loaded(self) -> bool:
-        # Before the first load the dtype may still be `auto`; no model of this path is loaded then.
-        return self._dtype != "auto" and self._key in _MODELS
+        """Whether the process has this model loaded (by this Embedder or another one)."""
+        if self._dtype == "auto" and not any(path == self.model_path for path, _ in _MODELS):
+            return False  # nothing of this path loaded yet, and resolving `auto` imports torch
+        return self._key in _MODELS
 
     def _model(self):  # type: ignore[no-untyped-def]
         return _MODELS.get(self._key) or _load(self.model_path, self.dtype, self.threads)

@@ -41,3 +41,11 @@ def test_auto_takes_bfloat16_only_where_the_cpu_has_it() -> None:
         resolve_dtype("float16")
     with pytest.raises(ValidationError):
         Settings(embedding_dtype="int8")
+
+
+async def test_an_embedder_sees_the_model_another_one_loaded() -> None:
+    """The API's memory service waits for the model the worker's (in the same process) loads."""
+    loader, waiter = Embedder(), Embedder()
+    await loader.warm()
+    assert waiter.loaded
+    assert not Embedder("/nowhere/model").loaded

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.pool import Pool
 
@@ -23,6 +25,21 @@ ROUND_TRIPS = EXECUTIONS | {"prepare", "close_statement"}
 Recorder = Callable[[str, str], None]
 _recorders: list[Recorder] = []
 
+# asyncpg looks up a type it has no codec for (array types among them) the first time a
+# connection meets it: three round trips (JIT off, the lookup, JIT back), once per connection.
+# Whether a step or a request pays them depends on which pooled connection it was handed, so
+# they are not counted as the work's own.
+_introspecting: contextvars.ContextVar[bool] = contextvars.ContextVar("introspecting", default=False)
+_introspect_types = asyncpg.connection.Connection._introspect_types
+
+
+async def _uncounted_introspection(self: Any, *args: Any, **kwargs: Any) -> Any:
+    token = _introspecting.set(True)
+    try:
+        return await _introspect_types(self, *args, **kwargs)
+    finally:
+        _introspecting.reset(token)
+
 
 class _CountingProtocol:
     """Forwards everything to asyncpg's protocol and tells the recorders of each round trip."""
@@ -32,7 +49,7 @@ class _CountingProtocol:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
-        if name not in ROUND_TRIPS or not _recorders:
+        if name not in ROUND_TRIPS or not _recorders or _introspecting.get():
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -59,11 +76,15 @@ def counting(record: Recorder) -> Iterator[None]:
 
     Inside, no idle connection is probed at checkout (BEGIN, a no-op, ROLLBACK: see
     `engine.PING_IF_IDLE_SECS`): on a busy machine, or late in a long suite, a pool can sit idle
-    for over a second, and what is counted is the work's own round trips."""
+    for over a second, and what is counted is the work's own round trips. Nor is asyncpg's
+    one-off type lookup on a connection (see `_introspecting`)."""
     event.listen(Pool, "checkout", _wrap)
     _recorders.append(record)
     try:
-        with mock.patch.object(engine, "PING_IF_IDLE_SECS", float("inf")):
+        with (
+            mock.patch.object(engine, "PING_IF_IDLE_SECS", float("inf")),
+            mock.patch.object(asyncpg.connection.Connection, "_introspect_types", _uncounted_introspection),
+        ):
             yield
     finally:
         _recorders.remove(record)

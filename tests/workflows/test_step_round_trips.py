@@ -4,20 +4,51 @@ worker's activities of one real task: Temporal, PostgreSQL and the fake LLM over
 from __future__ import annotations
 
 import collections
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from unittest import mock
 
+import pytest
+from sqlalchemy.pool import NullPool
 from temporalio import activity
+from temporalio.client import Client
 
+from durable_orchestrator.data import engine
+from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import RUN_STEP, workflow_id_for
-from fake_openai import Reply
+from fake_openai import FakeOpenAI, Reply
 from tests.agents.helpers import plan_reply
 from tests.round_trips import EXECUTIONS, counting
-from tests.utils import Stack
+from tests.utils import Stack, running_stack
+
+_create_async_engine = engine.create_async_engine
 
 
-async def test_a_step_without_tools_is_seven_statements_and_no_transaction(stack: Stack) -> None:
+def _unpooled(url: str, **kwargs: Any) -> Any:
+    for pool_option in ("pool_size", "max_overflow", "pool_use_lifo"):
+        kwargs.pop(pool_option, None)
+    return _create_async_engine(url, poolclass=NullPool, **kwargs)
+
+
+@pytest.fixture(params=["pooled", "fresh connections"])
+async def any_connection_stack(
+    request: pytest.FixtureRequest, base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    """A stack as shipped, and one whose every checkout is a new connection: which connection
+    a step is handed (one that has met the step's types before, or not) must not change its
+    count."""
+    unpooled = mock.patch.object(engine, "create_async_engine", _unpooled)
+    with unpooled if request.param == "fresh connections" else contextlib.nullcontext():
+        async with running_stack(base_settings, temporal_client, fake_llm) as s:
+            yield s
+
+
+async def test_a_step_without_tools_is_seven_statements_and_no_transaction(any_connection_stack: Stack) -> None:
     """Read its context; start (with its event); read short-term memory and provenance; reserve
     and settle its LLM call; finish (with its event and memory entry): seven statements, each
     one round trip, no BEGIN or COMMIT (the tests' settings keep circuit breakers quiet)."""
+    stack = any_connection_stack
     stack.fake.script(
         plan_reply(("researcher", "Find", []), ("writer", "Write", [0])),
         Reply(content="the facts"),
@@ -40,4 +71,4 @@ async def test_a_step_without_tools_is_seven_statements_and_no_transaction(stack
     assert [s["output"] for s in task["steps"]] == ["the facts", "the report"]
     assert len(by_activity) == 2, by_activity
     for calls in by_activity.values():
-        assert [name for name, _ in calls if name in EXECUTIONS] == ["bind_execute"] * 7, calls
+        assert [name for name, _ in calls if name in EXECUTIONS] == ["bind_execute"] * 7, "\n".join(map(str, calls))

@@ -102,10 +102,10 @@ class TaskActivities:
     async def _plan_task(self, inp: PlanInput) -> PlanResult:
         # Steps already written: given with the submission (no planning call, nothing to pay),
         # or by an earlier attempt of this activity (never re-plan differently).
-        existing = await steps.start_given_plan(self.engine, inp.task_id)
+        task, existing = await steps.task_and_plan(self.engine, inp.task_id)
         if existing:
+            await steps.start_given_plan(self.engine, inp.task_id, existing)
             return PlanResult(steps=[PlannedStep(**s) for s in existing])
-        task = await tasks.load_task(self.engine, inp.task_id)
         llm = self._metered(inp.task_id, None, "plan", task.options)
         async with heartbeating():
             memories, plan_labels = await self._memories_for(task.user_id, task.description)
@@ -120,13 +120,12 @@ class TaskActivities:
         planned = [s.model_dump() for s in outcome.plan.steps]
 
         async def save() -> list[dict[str, Any]]:
-            async with self.engine.begin() as conn:
-                saved = await steps.save_plan(
-                    conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors
+            # The plan's labels: its instructions may carry what the memories said.
+            async with single_statement(self.engine) as conn:
+                return await steps.save_plan(
+                    conn, inp.task_id, planned, fallback=outcome.fallback, errors=outcome.errors,
+                    labels=plan_labels,
                 )
-                if plan_labels:  # the plan's instructions may carry what the memories said
-                    await provenance.set_plan_labels(conn, inp.task_id, plan_labels)
-                return saved
 
         saved = await recorded_despite_outage(save)
         if outcome.fallback:

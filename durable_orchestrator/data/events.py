@@ -10,6 +10,7 @@ different tasks never wait for each other."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -84,6 +85,47 @@ def with_event(statement: Statement) -> Statement:
     statement that updates the task's own row: the event takes its number by updating that row,
     and of two updates of one row in one statement PostgreSQL applies only one."""
     return statement.add_cte(_ADD_AS_CTE)
+
+
+@dataclass(frozen=True)
+class Report:
+    """An event to write beside the change it reports."""
+
+    type: str
+    data: dict[str, Any]
+    dedupe_key: str
+
+
+def numbered_by_task_update(task_update: sa.Update, task_id: str, reports: Sequence[Report]) -> sa.CTE:
+    """`reports` written by the statement that updates the task's own row (`task_update`, a
+    WHERE on `Task.id`), in one round trip: the update takes their numbers itself, moving
+    `last_event_seq` by one per report, since a second update of the row in the same statement
+    would not apply (`with_event`). Add the returned CTE to the statement that should carry
+    both. When the update matches no row, no event is written."""
+    n = len(reports)
+    numbered = (
+        task_update.values(last_event_seq=Task.last_event_seq + n)
+        .returning(Task.last_event_seq)
+        .cte("numbered")
+    )
+    data_type = EventRow.__table__.c.data.type
+    rows = [
+        select(
+            sa.literal(task_id, sa.Text),
+            sa.literal(r.type, sa.Text),
+            sa.literal(r.data, data_type),
+            sa.literal(event_key(task_id, r.dedupe_key), sa.Text),
+            numbered.c.last_event_seq - (n - 1 - i),
+        )
+        for i, r in enumerate(reports)
+    ]
+    return (
+        insert(EventRow)
+        .from_select(["task_id", "type", "data", "dedupe_key", "seq"], sa.union_all(*rows))
+        .on_conflict_do_nothing(index_elements=[EventRow.dedupe_key])
+        .returning(EventRow.seq)
+        .cte("reported")
+    )
 
 
 async def add_event(

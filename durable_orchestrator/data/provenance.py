@@ -18,7 +18,6 @@ _TASK = bindparam("task")
 _STEP = bindparam("step")
 _LABELS = bindparam("new_labels", type_=ARRAY(sa.Text))
 
-_SET_PLAN_LABELS = sa.update(Task).where(Task.id == _TASK).values(plan_labels=_LABELS)
 _SET_RESULT_LABELS = (
     sa.update(ToolCall).where(ToolCall.id == bindparam("call")).values(result_labels=_LABELS)
 )
@@ -53,10 +52,6 @@ _TASK_LABELS = sa.union_all(_PLAN_LABELS, _TASK_ENTRY_LABELS)
 
 def _union(rows: Iterable[Iterable[list[str] | None]]) -> list[str]:
     return sorted({label for row in rows for labels in row for label in labels or ()})
-
-
-async def set_plan_labels(conn: AsyncConnection, task_id: str, labels: list[str]) -> None:
-    await conn.execute(_SET_PLAN_LABELS, {"task": task_id, "new_labels": labels})
 
 
 async def set_result_labels(conn: AsyncConnection, call_row_id: int, labels: list[str]) -> None:

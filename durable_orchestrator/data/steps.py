@@ -17,9 +17,15 @@ from sqlmodel import select
 
 from durable_orchestrator.data import short_term
 from durable_orchestrator.data.clauses import none_of, one_of
-from durable_orchestrator.data.engine import read
-from durable_orchestrator.data.events import add_event, event_params, with_event
+from durable_orchestrator.data.engine import read, single_statement
+from durable_orchestrator.data.events import (
+    Report,
+    event_params,
+    numbered_by_task_update,
+    with_event,
+)
 from durable_orchestrator.data.tables import TERMINAL, Step, Task
+from durable_orchestrator.data.tasks import TaskRow
 from durable_orchestrator.data.watching import IS_WATCHED
 
 # Parameters are not named like columns: SQLAlchemy reads an UPDATE's parameters named after
@@ -43,17 +49,6 @@ async def existing_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any
 
 
 _INSERT_STEP = insert(Step).on_conflict_do_nothing()
-_START_TASK = (
-    sa.update(Task)
-    .where(Task.id == _TASK, none_of(Task.status, TERMINAL))
-    .values(
-        status="running",
-        plan_fallback=bindparam("fallback"),
-        plan_errors=bindparam("errors"),
-        plan_source=func.coalesce(Task.plan_source, bindparam("source", type_=sa.Text)),
-        updated_at=func.now(),
-    )
-)
 
 
 def _step_rows(task_id: str, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,16 +66,20 @@ def _step_rows(task_id: str, steps: list[dict[str, Any]]) -> list[dict[str, Any]
     ]
 
 
-async def _announce_plan(conn: AsyncConnection, task_id: str, steps: list[dict[str, Any]], fallback: bool) -> None:
-    await add_event(conn, task_id, "task.status", {"status": "running"}, "status:running")
-    await add_event(
-        conn,
-        task_id,
-        "task.planned",
-        {"steps": [{"index": i, "agent": s["agent"], "title": s["title"]} for i, s in enumerate(steps)],
-         "fallback": fallback},
-        "planned",
-    )
+def _plan_reports(steps: list[dict[str, Any]], fallback: bool) -> list[Report]:
+    return [
+        Report("task.status", {"status": "running"}, "status:running"),
+        Report(
+            "task.planned",
+            {"steps": [{"index": i, "agent": s["agent"], "title": s["title"]} for i, s in enumerate(steps)],
+             "fallback": fallback},
+            "planned",
+        ),
+    ]
+
+
+def _start(task_id: str, *, only_if: Any, **values: Any) -> sa.Update:
+    return sa.update(Task).where(Task.id == task_id, only_if).values(status="running", updated_at=func.now(), **values)
 
 
 async def save_plan(
@@ -90,17 +89,37 @@ async def save_plan(
     *,
     fallback: bool,
     errors: list[str],
+    labels: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Insert the plan (in the caller's transaction) and return the steps as stored: those of
-    an earlier attempt that got there first win."""
-    if steps:
-        await conn.execute(_INSERT_STEP, _step_rows(task_id, steps))
-    await conn.execute(
-        _START_TASK,
-        {"task": task_id, "fallback": fallback, "errors": errors or None,
-         "source": "fallback" if fallback else "planner"},
+    """Write the plan, start the task (unless it has ended) and report both: one statement,
+    so in autocommit one round trip. Returns the steps as stored: when an earlier attempt got
+    there first, its steps win and are read back. `labels`: the plan's provenance."""
+    if not steps:
+        raise ValueError("a plan has at least one step")
+    start = _start(
+        task_id,
+        only_if=none_of(Task.status, TERMINAL),
+        plan_fallback=fallback,
+        plan_errors=errors or None,
+        plan_source=func.coalesce(Task.plan_source, sa.literal("fallback" if fallback else "planner", sa.Text)),
+        **({"plan_labels": labels} if labels else {}),
     )
-    await _announce_plan(conn, task_id, steps, fallback)
+    inserted = (
+        insert(Step)
+        .values(_step_rows(task_id, steps))
+        .on_conflict_do_nothing()
+        .returning(Step.index, Step.agent, Step.title, Step.depends_on)
+        .cte("inserted")
+    )
+    plan = (
+        select(inserted.c.index, inserted.c.agent, inserted.c.title, inserted.c.depends_on)
+        .add_cte(numbered_by_task_update(start, task_id, _plan_reports(steps, fallback)))
+        .order_by(inserted.c.index)
+    )
+    saved = [dict(r) for r in (await conn.execute(plan)).mappings()]
+    if len(saved) == len(steps):
+        return saved
+    # Not all of ours went in: the statement's snapshot may predate the rows that won.
     return [dict(r) for r in (await conn.execute(_PLAN, {"task": task_id})).mappings()]
 
 
@@ -110,26 +129,46 @@ async def insert_given_plan(conn: AsyncConnection, task_id: str, steps: list[dic
     await conn.execute(_INSERT_STEP, _step_rows(task_id, steps))
 
 
-_START_GIVEN = (
-    sa.update(Task)
-    .where(Task.id == _TASK, Task.status == "pending")
-    .values(status="running", updated_at=func.now())
-    .returning(Task.id)
+# The task's existing steps beside its row: the plan activity learns in one round trip
+# whether it has a plan to start or one to make.
+_STORED_PLAN = (
+    select(
+        func.json_agg(
+            aggregate_order_by(
+                func.json_build_object(
+                    "index", Step.index, "agent", Step.agent, "title", Step.title,
+                    "depends_on", Step.depends_on,
+                ),
+                Step.index,
+            ),
+            type_=JSON,
+        )
+    )
+    .where(Step.task_id == Task.id)
+    .scalar_subquery()
 )
+_TASK_AND_PLAN = select(
+    Task.id, Task.user_id, Task.description, Task.status, Task.options, _STORED_PLAN.label("plan")
+).where(Task.id == _TASK)
 
 
-async def start_given_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any]]:
-    """Start a task whose steps are already written (given by the client, or by an earlier
-    attempt of the planner): the same status and events as a planned one, at most once."""
-    # The usual case (no steps yet: the planner's turn) needs no transaction. The read takes no
-    # lock either way, and the status check below keeps the start at most once.
+async def task_and_plan(engine: AsyncEngine, task_id: str) -> tuple[TaskRow, list[dict[str, Any]]]:
+    """The task and the steps already written for it (given with the submission, or by an
+    earlier attempt of the planner), in index order."""
     async with read(engine) as conn:
-        plan = [dict(r) for r in (await conn.execute(_PLAN, {"task": task_id})).mappings()]
-    if plan:
-        async with engine.begin() as conn:
-            if (await conn.execute(_START_GIVEN, {"task": task_id})).first() is not None:
-                await _announce_plan(conn, task_id, plan, False)
-    return plan
+        row = (await conn.execute(_TASK_AND_PLAN, {"task": task_id})).first()
+    if row is None:
+        raise LookupError(f"task {task_id} does not exist")
+    return TaskRow(row.id, row.user_id, row.description, row.status, row.options), row.plan or []
+
+
+async def start_given_plan(engine: AsyncEngine, task_id: str, plan: list[dict[str, Any]]) -> None:
+    """Start a task whose steps are already written: the same status and events as a planned
+    one, at most once (only a pending task starts), in one statement."""
+    start = _start(task_id, only_if=Task.status == "pending")
+    reported = numbered_by_task_update(start, task_id, _plan_reports(plan, False))
+    async with single_statement(engine) as conn:
+        await conn.execute(select(reported.c.seq))
 
 
 @dataclass

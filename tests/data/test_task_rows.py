@@ -12,11 +12,13 @@ from durable_orchestrator.data import (
     conversation,
     events,
     ledger,
+    provenance,
     steps,
     task_list,
     task_view,
     tasks,
 )
+from durable_orchestrator.data.engine import single_statement
 
 PLAN = [
     {"agent": "researcher", "title": "Find", "instructions": "find it", "depends_on": []},
@@ -103,6 +105,45 @@ async def test_a_task_from_submission_to_its_view(engine: AsyncEngine) -> None:
 
     rows, cursor = await task_list.list_tasks(engine, user, status="completed", limit=5, cursor=None)
     assert [(r["id"], r["metadata"]) for r in rows] == [(task_id, {"k": 1})] and cursor is None
+
+
+async def test_the_first_plan_written_wins_and_an_ended_task_is_not_started(engine: AsyncEngine) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    task_id = await _task(engine, user)
+    one_step = [{"agent": "writer", "title": "Other", "instructions": "other", "depends_on": []}]
+    async with single_statement(engine) as conn:
+        first = await steps.save_plan(conn, task_id, PLAN, fallback=False, errors=[], labels=["private"])
+        # A late attempt with another plan: its step 0 collides, and the stored plan is returned.
+        late = await steps.save_plan(conn, task_id, one_step, fallback=True, errors=["late"])
+    assert [s["title"] for s in first] == [s["title"] for s in late] == ["Find", "Write"]
+    stored, plan = await steps.task_and_plan(engine, task_id)
+    assert (stored.user_id, stored.status, plan) == (user, "running", first)
+    async with engine.connect() as conn:
+        assert await provenance.task_labels(conn, task_id) == ["private"]
+    evs = await events.read_after(engine, task_id, 0)
+    assert [e.type for e in evs] == ["task.status", "task.status", "task.planned"]
+    assert evs[2].data["steps"] == [{"index": 0, "agent": "researcher", "title": "Find"},
+                                    {"index": 1, "agent": "writer", "title": "Write"}]
+    # Numbers follow each other; the late attempt's events collapsed onto the first ones.
+    assert [e.id for e in evs] == [1, 2, 3]
+
+    # A plan given with the submission starts a pending task once, and never an ended one.
+    given = await _task(engine, user)
+    async with engine.begin() as conn:
+        await steps.insert_given_plan(conn, given, PLAN)
+    _, plan = await steps.task_and_plan(engine, given)
+    for _ in range(2):
+        await steps.start_given_plan(engine, given, plan)
+    assert [e.type for e in await events.read_after(engine, given, 0)] == [
+        "task.status", "task.status", "task.planned"]
+    await tasks.finish_task(engine, given, "cancelled")
+    ended = await _task(engine, user)
+    await tasks.finish_task(engine, ended, "cancelled")
+    async with single_statement(engine) as conn:
+        await steps.save_plan(conn, ended, PLAN, fallback=False, errors=[])
+    ended_row, _ = await steps.task_and_plan(engine, ended)
+    assert ended_row.status == "cancelled"
+    assert [e.data.get("status") for e in await events.read_after(engine, ended, 0)] == ["pending", "cancelled"]
 
 
 async def test_a_tool_call_waits_for_approval_and_ends_with_the_task(engine: AsyncEngine) -> None:

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from durable_orchestrator.data import memory_outbox, provenance, steps, tasks
+from durable_orchestrator.data import memory_outbox, steps, tasks
 from durable_orchestrator.data.tables import Memory, MemoryOutboxEntry
 from durable_orchestrator.settings import Settings
 from memory.service import MemoryService
@@ -29,11 +29,9 @@ async def _task(engine: AsyncEngine, user: str, output: str, *, labels: list[str
     async with engine.begin() as conn:
         await tasks.insert_task(conn, task_id=task_id, user_id=user, description="Report on tea exports",
                                 metadata={})
-        await steps.save_plan(conn, task_id, PLAN, fallback=False, errors=[])
+        await steps.save_plan(conn, task_id, PLAN, fallback=False, errors=[], labels=labels)
         await steps.mark_step_started(conn, task_id, 0, "writer")
         await steps.mark_step_finished(conn, task_id, 0, output=output, model="gpt-4o-mini")
-        if labels:
-            await provenance.set_plan_labels(conn, task_id, labels)
     return task_id
 
 

@@ -1,4 +1,4 @@
-"""Database round trips of a step, counted at the driver (tests/round_trips.py) inside the
+"""Database round trips of a plan and its steps, counted at the driver (tests/round_trips.py) inside the
 worker's activities of one real task: Temporal, PostgreSQL and the fake LLM over HTTP."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from durable_orchestrator.data import engine
 from durable_orchestrator.settings import Settings
-from durable_orchestrator.temporal.contracts import RUN_STEP, workflow_id_for
+from durable_orchestrator.temporal.contracts import PLAN_TASK, RUN_STEP, workflow_id_for
 from fake_openai import FakeOpenAI, Reply
 from tests.agents.helpers import plan_reply
 from tests.round_trips import EXECUTIONS, counting
@@ -40,35 +40,43 @@ async def any_connection_stack(
     count."""
     unpooled = mock.patch.object(engine, "create_async_engine", _unpooled)
     with unpooled if request.param == "fresh connections" else contextlib.nullcontext():
-        async with running_stack(base_settings, temporal_client, fake_llm) as s:
+        # No long-term memory for the planner: its search catches the index up on a timer.
+        async with running_stack(base_settings, temporal_client, fake_llm, memory_top_k_for_planner=0) as s:
             yield s
 
 
-async def test_a_step_without_tools_is_seven_statements_and_no_transaction(any_connection_stack: Stack) -> None:
-    """Read its context; start (with its event); read short-term memory and provenance; reserve
-    and settle its LLM call; finish (with its event and memory entry): seven statements, each
-    one round trip, no BEGIN or COMMIT (the tests' settings keep circuit breakers quiet)."""
+async def test_a_plan_is_four_statements_and_a_step_seven_and_neither_a_transaction(
+    any_connection_stack: Stack,
+) -> None:
+    """The plan: read the task with any steps already written; reserve and settle its LLM call;
+    write the steps, start the task and report both. A step without tools: read its context;
+    start (with its event); read short-term memory and provenance; reserve and settle its LLM
+    call; finish (with its event and memory entry). Each statement one round trip, no BEGIN or
+    COMMIT (the tests' settings keep circuit breakers quiet)."""
     stack = any_connection_stack
     stack.fake.script(
         plan_reply(("researcher", "Find", []), ("writer", "Write", [0])),
         Reply(content="the facts"),
         Reply(content="the report"),
     )
-    by_activity: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
+    by_activity: dict[tuple[str, str], list[tuple[str, str]]] = collections.defaultdict(list)
     workflow_ids: set[str] = set()
 
-    def in_run_step(name: str, sql: str) -> None:
+    def in_plan_or_step(name: str, sql: str) -> None:
         if activity.in_activity():
             info = activity.info()
-            if info.activity_type == RUN_STEP and info.workflow_id in workflow_ids:
-                by_activity[info.activity_id].append((name, sql[:70]))
+            if info.activity_type in (PLAN_TASK, RUN_STEP) and info.workflow_id in workflow_ids:
+                by_activity[(info.activity_type, info.activity_id)].append((name, sql[:70]))
 
-    with counting(in_run_step):
+    with counting(in_plan_or_step):
         task_id = await stack.submit("Count the statements of a step")
         workflow_ids.add(workflow_id_for(task_id))
         task = await stack.wait(task_id)
     assert task["status"] == "completed", task
     assert [s["output"] for s in task["steps"]] == ["the facts", "the report"]
-    assert len(by_activity) == 2, by_activity
-    for calls in by_activity.values():
-        assert [name for name, _ in calls if name in EXECUTIONS] == ["bind_execute"] * 7, "\n".join(map(str, calls))
+    assert sorted(kind for kind, _ in by_activity) == [PLAN_TASK, RUN_STEP, RUN_STEP], by_activity
+    for (kind, _), calls in by_activity.items():
+        expected = 4 if kind == PLAN_TASK else 7
+        assert [name for name, _ in calls if name in EXECUTIONS] == ["bind_execute"] * expected, (
+            "\n".join(map(str, calls))
+        )

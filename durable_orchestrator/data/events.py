@@ -96,17 +96,20 @@ class Report:
     dedupe_key: str
 
 
-def numbered_by_task_update(task_update: sa.Update, task_id: str, reports: Sequence[Report]) -> sa.CTE:
+def numbered_by_task_update(
+    task_update: sa.Update, task_id: str, reports: Sequence[Report], *returning: Any
+) -> tuple[sa.CTE, sa.CTE]:
     """`reports` written by the statement that updates the task's own row (`task_update`, a
     WHERE on `Task.id`), in one round trip: the update takes their numbers itself, moving
     `last_event_seq` by one per report, since a second update of the row in the same statement
-    would not apply (`with_event`). Add the returned CTE to the statement that should carry
-    both. When the update matches no row, no event is written."""
+    would not apply (`with_event`). Returns the update (RETURNING `returning` too) and the
+    events' insert (RETURNING their numbers) as CTEs for the statement that carries both. When
+    the update matches no row, no event is written."""
     n = len(reports)
-    numbered = (
+    updated = (
         task_update.values(last_event_seq=Task.last_event_seq + n)
-        .returning(Task.last_event_seq)
-        .cte("numbered")
+        .returning(Task.last_event_seq, *returning)
+        .cte("updated")
     )
     data_type = EventRow.__table__.c.data.type
     rows = [
@@ -115,17 +118,18 @@ def numbered_by_task_update(task_update: sa.Update, task_id: str, reports: Seque
             sa.literal(r.type, sa.Text),
             sa.literal(r.data, data_type),
             sa.literal(event_key(task_id, r.dedupe_key), sa.Text),
-            numbered.c.last_event_seq - (n - 1 - i),
+            updated.c.last_event_seq - (n - 1 - i),
         )
         for i, r in enumerate(reports)
     ]
-    return (
+    reported = (
         insert(EventRow)
         .from_select(["task_id", "type", "data", "dedupe_key", "seq"], sa.union_all(*rows))
         .on_conflict_do_nothing(index_elements=[EventRow.dedupe_key])
         .returning(EventRow.seq)
         .cte("reported")
     )
+    return updated, reported
 
 
 async def add_event(

@@ -47,6 +47,20 @@ _ADD = (
     .on_conflict_do_nothing(index_elements=[Entry.source_key])
 )
 
+
+
+def queue_from(rows: sa.Select) -> sa.CTE:
+    """Queue the memories `rows` select (user_id, text, metadata, task_id, source_key), as a
+    CTE for the statement that decides them; a repeat of a `source_key` adds nothing."""
+    return (
+        pg_insert(Entry)
+        .from_select([Entry.user_id, Entry.text, Entry.meta, Entry.task_id, Entry.source_key], rows)
+        .on_conflict_do_nothing(index_elements=[Entry.source_key])
+        .returning(Entry.id)
+        .cte("queued")
+    )
+
+
 # Oldest first, so a backlog drains in the order tasks finished.
 _CLAIM = (
     sa.select(Entry.id, Entry.user_id, Entry.text, Entry.meta.label("meta"), Entry.task_id, Entry.source_key)

@@ -5,10 +5,11 @@ entries. What the labels mean and what follows from them: tools/provenance.py.""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from durable_orchestrator.data.engine import read
@@ -42,12 +43,6 @@ _EARLIER_TURNS_LABELS = (
 )
 # One round trip each: the plan's labels with the entries'.
 _PROMPT_LABELS = sa.union_all(_PLAN_LABELS, _OTHER_STEPS_LABELS)
-_TASK_ENTRY_LABELS = (
-    sa.select(ShortTermEntry.labels)
-    .where(ShortTermEntry.task_id == _TASK, sa.func.cardinality(ShortTermEntry.labels) > 0)
-    .distinct()
-)
-_TASK_LABELS = sa.union_all(_PLAN_LABELS, _TASK_ENTRY_LABELS)
 
 
 def _union(rows: Iterable[Iterable[list[str] | None]]) -> list[str]:
@@ -80,7 +75,14 @@ async def earlier_turns_labels(
     return _union(rows)
 
 
-async def task_labels(conn: AsyncConnection, task_id: str) -> list[str]:
-    """Everything the task's steps saw or wrote, for what is remembered of it."""
-    rows = (await conn.execute(_TASK_LABELS, {"task": task_id})).all()
-    return _union(rows)
+def task_labels(task_id: Any) -> Any:
+    """Everything the task's plan and steps saw or wrote, sorted, NULL when nothing (for what
+    is remembered of it): an expression, so it rides along in the statement that ends the
+    task."""
+    every = sa.union(
+        sa.select(sa.func.unnest(Task.plan_labels).label("label")).where(Task.id == task_id),
+        sa.select(sa.func.unnest(ShortTermEntry.labels).label("label")).where(ShortTermEntry.task_id == task_id),
+    ).subquery("task_labels")
+    # Byte order, as Python's sorted() puts them.
+    ordered = aggregate_order_by(every.c.label, every.c.label.collate("C"))
+    return sa.select(sa.func.array_agg(ordered, type_=ARRAY(sa.Text))).select_from(every).scalar_subquery()

@@ -113,7 +113,7 @@ async def save_plan(
     )
     plan = (
         select(inserted.c.index, inserted.c.agent, inserted.c.title, inserted.c.depends_on)
-        .add_cte(numbered_by_task_update(start, task_id, _plan_reports(steps, fallback)))
+        .add_cte(numbered_by_task_update(start, task_id, _plan_reports(steps, fallback))[1])
         .order_by(inserted.c.index)
     )
     saved = [dict(r) for r in (await conn.execute(plan)).mappings()]
@@ -166,7 +166,7 @@ async def start_given_plan(engine: AsyncEngine, task_id: str, plan: list[dict[st
     """Start a task whose steps are already written: the same status and events as a planned
     one, at most once (only a pending task starts), in one statement."""
     start = _start(task_id, only_if=Task.status == "pending")
-    reported = numbered_by_task_update(start, task_id, _plan_reports(plan, False))
+    _, reported = numbered_by_task_update(start, task_id, _plan_reports(plan, False))
     async with single_statement(engine) as conn:
         await conn.execute(select(reported.c.seq))
 

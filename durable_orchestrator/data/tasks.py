@@ -13,15 +13,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam, func
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 from sqlmodel import select
 
 from durable_orchestrator.data import memory_outbox
 from durable_orchestrator.data.clauses import none_of, one_of
-from durable_orchestrator.data.engine import read
-from durable_orchestrator.data.events import add_event, event_key
+from durable_orchestrator.data.engine import read, single_statement
+from durable_orchestrator.data.events import Report, event_key, numbered_by_task_update
 from durable_orchestrator.data.provenance import task_labels
 from durable_orchestrator.data.tables import TERMINAL, Step, Task, ToolCall, User
 from durable_orchestrator.data.tables import Event as EventRow
@@ -192,17 +192,25 @@ async def load_task(engine: AsyncEngine, task_id: str) -> TaskRow:
 
 
 _dependent = aliased(Step)
-# The result is the output of the plan's sink steps: those no other step depends on.
-_SINK_OUTPUTS = (
-    select(Step.output)
-    .where(
-        Step.task_id == _TASK,
-        ~sa.exists().where(
-            _dependent.task_id == Step.task_id, Step.index == sa.any_(_dependent.depends_on)
-        ),
+
+
+def _sink_outputs(task_id: str) -> Any:
+    """The result: the outputs of the plan's sink steps (those no other step depends on), in
+    order, separated by a blank line."""
+    return (
+        select(func.string_agg(
+            func.coalesce(Step.output, ""), aggregate_order_by(sa.literal("\n\n", sa.Text), Step.index)
+        ))
+        .where(
+            Step.task_id == task_id,
+            ~sa.exists().where(
+                _dependent.task_id == Step.task_id, Step.index == sa.any_(_dependent.depends_on)
+            ),
+        )
+        .scalar_subquery()
     )
-    .order_by(Step.index)
-)
+
+
 _FAIL_STEP = (
     sa.update(Step)
     .where(Step.task_id == _TASK, Step.index == bindparam("failed_step"), Step.status != "completed")
@@ -223,20 +231,6 @@ _DROP_CALLS = (
         error=func.coalesce(ToolCall.error, bindparam("reason", type_=sa.Text)),
     )
 )
-_FINISH = (
-    sa.update(Task)
-    .where(Task.id == _TASK, none_of(Task.status, TERMINAL))
-    .values(
-        status=bindparam("new_status"),
-        result=func.coalesce(bindparam("new_result", type_=sa.Text), Task.result),
-        error=bindparam("new_error"),
-        updated_at=func.now(),
-    )
-    .returning(
-        Task.user_id, Task.description,
-        func.extract("epoch", func.now() - Task.created_at).label("age_secs"),
-    )
-)
 
 
 @dataclass
@@ -244,6 +238,45 @@ class Finished:
     result: str | None  # the task's result (a completed task's sink outputs)
     # Seconds since submission, when this call ended the task; None when it had already ended.
     age_secs: float | None
+
+
+def _finish(task_id: str, status: str, error: str | None, remember_chars: int) -> sa.Select:
+    """End the task (unless it has ended), report it, and queue a completed task's non-blank
+    result for long-term memory: one statement. It returns the result either way, and the
+    task's age only when this statement ended it."""
+    result: Any = _sink_outputs(task_id) if status == "completed" else sa.null()
+    end = (
+        sa.update(Task)
+        .where(Task.id == task_id, none_of(Task.status, TERMINAL))
+        .values(status=status, result=func.coalesce(result, Task.result), error=error, updated_at=func.now())
+    )
+    data: dict[str, Any] = {"status": status, **({"error": error} if error else {})}
+    ended, reported = numbered_by_task_update(
+        end, task_id, [Report("task.status", data, f"status:{status}")],
+        Task.user_id, Task.description, Task.result,
+        func.extract("epoch", func.now() - Task.created_at).label("age_secs"),
+    )
+    if status != "completed":  # what it had before, as the statement's snapshot sees it
+        result = select(Task.result).where(Task.id == task_id).scalar_subquery()
+    statement = select(
+        result.label("result"), select(ended.c.age_secs).scalar_subquery().label("age_secs")
+    ).add_cte(reported)
+    if status == "completed" and remember_chars > 0:
+        labels = task_labels(task_id)
+        metadata = func.jsonb_build_object(
+            "source", "task_result", "task_id", task_id, "description", func.left(ended.c.description, 200),
+        ).op("||")(sa.case(
+            (labels.is_not(None), func.jsonb_build_object("labels", labels)),
+            else_=sa.cast(sa.literal("{}"), JSONB),
+        ))
+        queued = memory_outbox.queue_from(
+            select(
+                ended.c.user_id, func.left(ended.c.result, remember_chars), metadata, sa.literal(task_id, sa.Text),
+                sa.literal(memory_outbox.result_source_key(task_id), sa.Text),
+            ).where(ended.c.result.regexp_match("[^[:space:]]"))
+        )
+        statement = statement.add_cte(queued)
+    return statement
 
 
 async def finish_task(
@@ -255,18 +288,19 @@ async def finish_task(
     failed_step: int | None = None,
     remember_chars: int = 0,
 ) -> Finished:
-    """Terminal status. The result is the output of the plan's sink steps (those nothing
-    depends on), in order.
+    """Terminal status. A completed task's result is the output of the plan's sink steps
+    (those nothing depends on), in order: one statement, no transaction.
 
     With `remember_chars`, a completed task's non-blank result (its first `remember_chars`
-    characters) is queued for long-term memory in the same transaction, once: only by the
-    finish that actually ends the task."""
-    async with engine.begin() as conn:
-        result = None
-        if status == "completed":
-            rows = await conn.execute(_SINK_OUTPUTS, {"task": task_id})
-            result = "\n\n".join(r.output or "" for r in rows)
-        else:
+    characters) is queued for long-term memory by the same statement, once: only by the
+    finish that actually ends the task. A task that fails or is cancelled also closes its
+    open steps and tool calls, in one transaction with its end."""
+    finish = _finish(task_id, status, error, remember_chars)
+    if status == "completed":
+        async with single_statement(engine) as conn:
+            row = (await conn.execute(finish)).one()
+    else:
+        async with engine.begin() as conn:
             if failed_step is not None:
                 await conn.execute(
                     _FAIL_STEP, {"task": task_id, "failed_step": failed_step, "new_error": error}
@@ -278,31 +312,8 @@ async def finish_task(
             await conn.execute(
                 _DROP_CALLS, {"task": task_id, "reason": f"not run: the task ended first ({status})"}
             )
-        ended = (await conn.execute(
-            _FINISH, {"task": task_id, "new_status": status, "new_result": result, "new_error": error}
-        )).first()
-        if ended is not None and result and result.strip() and remember_chars > 0:
-            await _queue_memory(conn, task_id, ended.user_id, ended.description, result[:remember_chars])
-        data: dict[str, Any] = {"status": status}
-        if error:
-            data["error"] = error
-        await add_event(conn, task_id, "task.status", data, f"status:{status}")
-    return Finished(result, float(ended.age_secs) if ended is not None else None)
-
-
-async def _queue_memory(
-    conn: AsyncConnection, task_id: str, user_id: str, description: str, text: str
-) -> None:
-    metadata: dict[str, Any] = {"source": "task_result", "task_id": task_id,
-                                "description": description[:200]}
-    # Marked when the task read untrusted content: searching it later brings that back in.
-    labels = await task_labels(conn, task_id)
-    if labels:
-        metadata["labels"] = labels
-    await memory_outbox.add(
-        conn, user_id=user_id, text=text, metadata=metadata, task_id=task_id,
-        source_key=memory_outbox.result_source_key(task_id),
-    )
+            row = (await conn.execute(finish)).one()
+    return Finished(row.result, float(row.age_secs) if row.age_secs is not None else None)
 
 
 # --- how a task ended, as the activities that run after it (remember, webhook) read it ---

@@ -119,7 +119,7 @@ async def test_the_first_plan_written_wins_and_an_ended_task_is_not_started(engi
     stored, plan = await steps.task_and_plan(engine, task_id)
     assert (stored.user_id, stored.status, plan) == (user, "running", first)
     async with engine.connect() as conn:
-        assert await provenance.task_labels(conn, task_id) == ["private"]
+        assert await provenance.prompt_labels(conn, task_id, 0) == ["private"]
     evs = await events.read_after(engine, task_id, 0)
     assert [e.type for e in evs] == ["task.status", "task.status", "task.planned"]
     assert evs[2].data["steps"] == [{"index": 0, "agent": "researcher", "title": "Find"},

@@ -16,7 +16,12 @@ from temporalio.client import Client
 
 from durable_orchestrator.data import engine
 from durable_orchestrator.settings import Settings
-from durable_orchestrator.temporal.contracts import PLAN_TASK, RUN_STEP, workflow_id_for
+from durable_orchestrator.temporal.contracts import (
+    FINISH_TASK,
+    PLAN_TASK,
+    RUN_STEP,
+    workflow_id_for,
+)
 from fake_openai import FakeOpenAI, Reply
 from tests.agents.helpers import plan_reply
 from tests.round_trips import EXECUTIONS, counting
@@ -45,14 +50,19 @@ async def any_connection_stack(
             yield s
 
 
-async def test_a_plan_is_four_statements_and_a_step_seven_and_neither_a_transaction(
+# Statements per activity of a task: its plan, each step, its end.
+EXPECTED = {PLAN_TASK: 4, RUN_STEP: 7, FINISH_TASK: 1}
+
+
+async def test_a_task_is_four_statements_to_plan_seven_a_step_one_to_finish_and_no_transaction(
     any_connection_stack: Stack,
 ) -> None:
     """The plan: read the task with any steps already written; reserve and settle its LLM call;
     write the steps, start the task and report both. A step without tools: read its context;
     start (with its event); read short-term memory and provenance; reserve and settle its LLM
-    call; finish (with its event and memory entry). Each statement one round trip, no BEGIN or
-    COMMIT (the tests' settings keep circuit breakers quiet)."""
+    call; finish (with its event and memory entry). The end: the result, the status, its event
+    and the result queued for memory. Each statement one round trip, no BEGIN or COMMIT (the
+    tests' settings keep circuit breakers quiet)."""
     stack = any_connection_stack
     stack.fake.script(
         plan_reply(("researcher", "Find", []), ("writer", "Write", [0])),
@@ -65,7 +75,7 @@ async def test_a_plan_is_four_statements_and_a_step_seven_and_neither_a_transact
     def in_plan_or_step(name: str, sql: str) -> None:
         if activity.in_activity():
             info = activity.info()
-            if info.activity_type in (PLAN_TASK, RUN_STEP) and info.workflow_id in workflow_ids:
+            if info.activity_type in EXPECTED and info.workflow_id in workflow_ids:
                 by_activity[(info.activity_type, info.activity_id)].append((name, sql[:70]))
 
     with counting(in_plan_or_step):
@@ -74,9 +84,8 @@ async def test_a_plan_is_four_statements_and_a_step_seven_and_neither_a_transact
         task = await stack.wait(task_id)
     assert task["status"] == "completed", task
     assert [s["output"] for s in task["steps"]] == ["the facts", "the report"]
-    assert sorted(kind for kind, _ in by_activity) == [PLAN_TASK, RUN_STEP, RUN_STEP], by_activity
+    assert sorted(kind for kind, _ in by_activity) == [FINISH_TASK, PLAN_TASK, RUN_STEP, RUN_STEP], by_activity
     for (kind, _), calls in by_activity.items():
-        expected = 4 if kind == PLAN_TASK else 7
-        assert [name for name, _ in calls if name in EXECUTIONS] == ["bind_execute"] * expected, (
+        assert [name for name, _ in calls if name in EXECUTIONS] == ["bind_execute"] * EXPECTED[kind], (
             "\n".join(map(str, calls))
         )

@@ -96,31 +96,29 @@ class Report:
     dedupe_key: str
 
 
-def numbered_by_task_update(
-    task_update: sa.Update, task_id: str, reports: Sequence[Report], *returning: Any
-) -> tuple[sa.CTE, sa.CTE]:
-    """`reports` written by the statement that updates the task's own row (`task_update`, a
-    WHERE on `Task.id`), in one round trip: the update takes their numbers itself, moving
-    `last_event_seq` by one per report, since a second update of the row in the same statement
+def numbered_by_task_update(task_update: sa.Update, reports: int, *returning: Any) -> tuple[sa.CTE, sa.CTE]:
+    """Events written by the statement that updates the task's own row (`task_update`, a WHERE
+    on `Task.id == :task`), in one round trip: the update takes their numbers itself, moving
+    `last_event_seq` by one per event, since a second update of the row in the same statement
     would not apply (`with_event`). Returns the update (RETURNING `returning` too) and the
-    events' insert (RETURNING their numbers) as CTEs for the statement that carries both. When
-    the update matches no row, no event is written."""
-    n = len(reports)
+    insert of `reports` events (RETURNING their numbers) as CTEs for the statement that carries
+    both; build it once, and execute it with `report_params(...)`. When the update matches no
+    row, no event is written."""
     updated = (
-        task_update.values(last_event_seq=Task.last_event_seq + n)
+        task_update.values(last_event_seq=Task.last_event_seq + reports)
         .returning(Task.last_event_seq, *returning)
         .cte("updated")
     )
     data_type = EventRow.__table__.c.data.type
     rows = [
         select(
-            sa.literal(task_id, sa.Text),
-            sa.literal(r.type, sa.Text),
-            sa.literal(r.data, data_type),
-            sa.literal(event_key(task_id, r.dedupe_key), sa.Text),
-            updated.c.last_event_seq - (n - 1 - i),
+            _TASK,
+            bindparam(f"report_type_{i}", type_=sa.Text),
+            bindparam(f"report_data_{i}", type_=data_type),
+            bindparam(f"report_key_{i}", type_=sa.Text),
+            updated.c.last_event_seq - (reports - 1 - i),
         )
-        for i, r in enumerate(reports)
+        for i in range(reports)
     ]
     reported = (
         insert(EventRow)
@@ -130,6 +128,15 @@ def numbered_by_task_update(
         .cte("reported")
     )
     return updated, reported
+
+
+def report_params(task_id: str, reports: Sequence[Report]) -> dict[str, Any]:
+    """The parameters of a statement built with `numbered_by_task_update`, `task` among them."""
+    params: dict[str, Any] = {"task": task_id}
+    for i, r in enumerate(reports):
+        params |= {f"report_type_{i}": r.type, f"report_data_{i}": r.data,
+                   f"report_key_{i}": event_key(task_id, r.dedupe_key)}
+    return params
 
 
 async def add_event(

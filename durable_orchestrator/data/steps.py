@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam, func
-from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 from sqlmodel import select
@@ -22,6 +22,7 @@ from durable_orchestrator.data.events import (
     Report,
     event_params,
     numbered_by_task_update,
+    report_params,
     with_event,
 )
 from durable_orchestrator.data.tables import TERMINAL, Step, Task
@@ -78,8 +79,46 @@ def _plan_reports(steps: list[dict[str, Any]], fallback: bool) -> list[Report]:
     ]
 
 
-def _start(task_id: str, *, only_if: Any, **values: Any) -> sa.Update:
-    return sa.update(Task).where(Task.id == task_id, only_if).values(status="running", updated_at=func.now(), **values)
+# The plan's steps as one JSON parameter, whatever their number: one statement to cache.
+_NEW_STEPS = (
+    func.jsonb_to_recordset(bindparam("plan_rows", type_=JSONB))
+    .table_valued(
+        sa.column("index", sa.Integer), sa.column("agent", sa.Text), sa.column("title", sa.Text),
+        sa.column("instructions", sa.Text), sa.column("depends_on", ARRAY(sa.Integer)),
+    )
+    .render_derived("new_steps", with_types=True)
+)
+_INSERTED = (
+    insert(Step)
+    .from_select(
+        ["task_id", "index", "agent", "title", "instructions", "depends_on", "status"],
+        select(
+            _TASK, _NEW_STEPS.c.index, _NEW_STEPS.c.agent, _NEW_STEPS.c.title,
+            _NEW_STEPS.c.instructions, func.coalesce(_NEW_STEPS.c.depends_on, sa.text("'{}'")),
+            sa.literal("pending", sa.Text),
+        ),
+    )
+    .on_conflict_do_nothing()
+    .returning(Step.index, Step.agent, Step.title, Step.depends_on)
+    .cte("inserted")
+)
+_START_PLANNED = (
+    sa.update(Task)
+    .where(Task.id == _TASK, none_of(Task.status, TERMINAL))
+    .values(
+        status="running",
+        plan_fallback=bindparam("fallback"),
+        plan_errors=bindparam("errors"),
+        plan_source=func.coalesce(Task.plan_source, bindparam("source", type_=sa.Text)),
+        plan_labels=func.coalesce(bindparam("new_labels", type_=ARRAY(sa.Text)), Task.plan_labels),
+        updated_at=func.now(),
+    )
+)
+_SAVE_PLAN = (
+    select(_INSERTED.c.index, _INSERTED.c.agent, _INSERTED.c.title, _INSERTED.c.depends_on)
+    .add_cte(numbered_by_task_update(_START_PLANNED, 2)[1])
+    .order_by(_INSERTED.c.index)
+)
 
 
 async def save_plan(
@@ -96,27 +135,12 @@ async def save_plan(
     there first, its steps win and are read back. `labels`: the plan's provenance."""
     if not steps:
         raise ValueError("a plan has at least one step")
-    start = _start(
-        task_id,
-        only_if=none_of(Task.status, TERMINAL),
-        plan_fallback=fallback,
-        plan_errors=errors or None,
-        plan_source=func.coalesce(Task.plan_source, sa.literal("fallback" if fallback else "planner", sa.Text)),
-        **({"plan_labels": labels} if labels else {}),
-    )
-    inserted = (
-        insert(Step)
-        .values(_step_rows(task_id, steps))
-        .on_conflict_do_nothing()
-        .returning(Step.index, Step.agent, Step.title, Step.depends_on)
-        .cte("inserted")
-    )
-    plan = (
-        select(inserted.c.index, inserted.c.agent, inserted.c.title, inserted.c.depends_on)
-        .add_cte(numbered_by_task_update(start, task_id, _plan_reports(steps, fallback))[1])
-        .order_by(inserted.c.index)
-    )
-    saved = [dict(r) for r in (await conn.execute(plan)).mappings()]
+    saved = [dict(r) for r in (await conn.execute(_SAVE_PLAN, {
+        **report_params(task_id, _plan_reports(steps, fallback)),
+        # The recordset ignores the keys it does not name.
+        "plan_rows": _step_rows(task_id, steps), "fallback": fallback, "errors": errors or None,
+        "source": "fallback" if fallback else "planner", "new_labels": labels or None,
+    })).mappings()]
     if len(saved) == len(steps):
         return saved
     # Not all of ours went in: the statement's snapshot may predate the rows that won.
@@ -162,13 +186,18 @@ async def task_and_plan(engine: AsyncEngine, task_id: str) -> tuple[TaskRow, lis
     return TaskRow(row.id, row.user_id, row.description, row.status, row.options), row.plan or []
 
 
+_START_GIVEN = sa.update(Task).where(Task.id == _TASK, Task.status == "pending").values(
+    status="running", updated_at=func.now()
+)
+_, _GIVEN_REPORTED = numbered_by_task_update(_START_GIVEN, 2)
+_START_GIVEN_PLAN = select(_GIVEN_REPORTED.c.seq)
+
+
 async def start_given_plan(engine: AsyncEngine, task_id: str, plan: list[dict[str, Any]]) -> None:
     """Start a task whose steps are already written: the same status and events as a planned
     one, at most once (only a pending task starts), in one statement."""
-    start = _start(task_id, only_if=Task.status == "pending")
-    _, reported = numbered_by_task_update(start, task_id, _plan_reports(plan, False))
     async with single_statement(engine) as conn:
-        await conn.execute(select(reported.c.seq))
+        await conn.execute(_START_GIVEN_PLAN, report_params(task_id, _plan_reports(plan, False)))
 
 
 @dataclass

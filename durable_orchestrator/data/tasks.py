@@ -21,7 +21,12 @@ from sqlmodel import select
 from durable_orchestrator.data import memory_outbox
 from durable_orchestrator.data.clauses import none_of, one_of
 from durable_orchestrator.data.engine import read, single_statement
-from durable_orchestrator.data.events import Report, event_key, numbered_by_task_update
+from durable_orchestrator.data.events import (
+    Report,
+    event_key,
+    numbered_by_task_update,
+    report_params,
+)
 from durable_orchestrator.data.provenance import task_labels
 from durable_orchestrator.data.tables import TERMINAL, Step, Task, ToolCall, User
 from durable_orchestrator.data.tables import Event as EventRow
@@ -194,21 +199,18 @@ async def load_task(engine: AsyncEngine, task_id: str) -> TaskRow:
 _dependent = aliased(Step)
 
 
-def _sink_outputs(task_id: str) -> Any:
-    """The result: the outputs of the plan's sink steps (those no other step depends on), in
-    order, separated by a blank line."""
-    return (
-        select(func.string_agg(
-            func.coalesce(Step.output, ""), aggregate_order_by(sa.literal("\n\n", sa.Text), Step.index)
-        ))
-        .where(
-            Step.task_id == task_id,
-            ~sa.exists().where(
-                _dependent.task_id == Step.task_id, Step.index == sa.any_(_dependent.depends_on)
-            ),
-        )
-        .scalar_subquery()
+# The result: the outputs of the plan's sink steps (those no other step depends on), in order,
+# separated by a blank line.
+_SINK_OUTPUTS = (
+    select(func.string_agg(
+        func.coalesce(Step.output, ""), aggregate_order_by(sa.literal("\n\n", sa.Text), Step.index)
+    ))
+    .where(
+        Step.task_id == _TASK,
+        ~sa.exists().where(_dependent.task_id == Step.task_id, Step.index == sa.any_(_dependent.depends_on)),
     )
+    .scalar_subquery()
+)
 
 
 _FAIL_STEP = (
@@ -240,43 +242,52 @@ class Finished:
     age_secs: float | None
 
 
-def _finish(task_id: str, status: str, error: str | None, remember_chars: int) -> sa.Select:
-    """End the task (unless it has ended), report it, and queue a completed task's non-blank
-    result for long-term memory: one statement. It returns the result either way, and the
-    task's age only when this statement ended it."""
-    result: Any = _sink_outputs(task_id) if status == "completed" else sa.null()
+def _end_task(*, completed: bool) -> sa.Select:
+    """End the task (unless it has ended) and report it, in one statement that returns the
+    result either way, and the task's age only when it ended the task. A completed task's
+    non-blank result (its first `:remember_chars` characters; none at 0) is queued for
+    long-term memory by the same statement."""
+    result = _SINK_OUTPUTS if completed else sa.null()
     end = (
         sa.update(Task)
-        .where(Task.id == task_id, none_of(Task.status, TERMINAL))
-        .values(status=status, result=func.coalesce(result, Task.result), error=error, updated_at=func.now())
+        .where(Task.id == _TASK, none_of(Task.status, TERMINAL))
+        .values(
+            status=bindparam("new_status"),
+            result=func.coalesce(result, Task.result),
+            error=bindparam("new_error", type_=sa.Text),
+            updated_at=func.now(),
+        )
     )
-    data: dict[str, Any] = {"status": status, **({"error": error} if error else {})}
     ended, reported = numbered_by_task_update(
-        end, task_id, [Report("task.status", data, f"status:{status}")],
-        Task.user_id, Task.description, Task.result,
+        end, 1, Task.user_id, Task.description, Task.result,
         func.extract("epoch", func.now() - Task.created_at).label("age_secs"),
     )
-    if status != "completed":  # what it had before, as the statement's snapshot sees it
-        result = select(Task.result).where(Task.id == task_id).scalar_subquery()
+    if not completed:  # what it had before, as the statement's snapshot sees it
+        result = select(Task.result).where(Task.id == _TASK).scalar_subquery()
     statement = select(
         result.label("result"), select(ended.c.age_secs).scalar_subquery().label("age_secs")
     ).add_cte(reported)
-    if status == "completed" and remember_chars > 0:
-        labels = task_labels(task_id)
-        metadata = func.jsonb_build_object(
-            "source", "task_result", "task_id", task_id, "description", func.left(ended.c.description, 200),
-        ).op("||")(sa.case(
-            (labels.is_not(None), func.jsonb_build_object("labels", labels)),
-            else_=sa.cast(sa.literal("{}"), JSONB),
-        ))
-        queued = memory_outbox.queue_from(
-            select(
-                ended.c.user_id, func.left(ended.c.result, remember_chars), metadata, sa.literal(task_id, sa.Text),
-                sa.literal(memory_outbox.result_source_key(task_id), sa.Text),
-            ).where(ended.c.result.regexp_match("[^[:space:]]"))
-        )
-        statement = statement.add_cte(queued)
-    return statement
+    if not completed:
+        return statement
+    labels = task_labels(_TASK)
+    metadata = func.jsonb_build_object(
+        "source", "task_result", "task_id", _TASK, "description", func.left(ended.c.description, 200),
+    ).op("||")(sa.case(
+        (labels.is_not(None), func.jsonb_build_object("labels", labels)),
+        else_=sa.cast(sa.literal("{}"), JSONB),
+    ))
+    remember = bindparam("remember_chars", type_=sa.Integer)
+    queued = memory_outbox.queue_from(
+        select(
+            ended.c.user_id, func.left(ended.c.result, remember), metadata, _TASK,
+            bindparam("source_key", type_=sa.Text),
+        ).where(remember > 0, ended.c.result.regexp_match("[^[:space:]]"))
+    )
+    return statement.add_cte(queued)
+
+
+_COMPLETE = _end_task(completed=True)
+_END = _end_task(completed=False)
 
 
 async def finish_task(
@@ -295,10 +306,15 @@ async def finish_task(
     characters) is queued for long-term memory by the same statement, once: only by the
     finish that actually ends the task. A task that fails or is cancelled also closes its
     open steps and tool calls, in one transaction with its end."""
-    finish = _finish(task_id, status, error, remember_chars)
+    data: dict[str, Any] = {"status": status, **({"error": error} if error else {})}
+    params = {
+        **report_params(task_id, [Report("task.status", data, f"status:{status}")]),
+        "new_status": status, "new_error": error, "remember_chars": remember_chars,
+        "source_key": memory_outbox.result_source_key(task_id),
+    }
     if status == "completed":
         async with single_statement(engine) as conn:
-            row = (await conn.execute(finish)).one()
+            row = (await conn.execute(_COMPLETE, params)).one()
     else:
         async with engine.begin() as conn:
             if failed_step is not None:
@@ -312,7 +328,7 @@ async def finish_task(
             await conn.execute(
                 _DROP_CALLS, {"task": task_id, "reason": f"not run: the task ended first ({status})"}
             )
-            row = (await conn.execute(finish)).one()
+            row = (await conn.execute(_END, params)).one()
     return Finished(row.result, float(row.age_secs) if row.age_secs is not None else None)
 
 

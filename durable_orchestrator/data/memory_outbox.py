@@ -48,7 +48,6 @@ _ADD = (
 )
 
 
-
 def queue_from(rows: sa.Select) -> sa.CTE:
     """Queue the memories `rows` select (user_id, text, metadata, task_id, source_key), as a
     CTE for the statement that decides them; a repeat of a `source_key` adds nothing."""

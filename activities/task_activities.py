@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.heartbeat import heartbeating
 from activities.prompts import step_messages
 from durable_orchestrator.data import admission, conversation, provenance, steps, tasks
-from durable_orchestrator.data.engine import read, single_statement
+from durable_orchestrator.data.engine import single_statement
 from durable_orchestrator.data.tables import TERMINAL
 from durable_orchestrator.live.publisher import Publisher, StepStream
 from durable_orchestrator.llm.client import Completion, LLMClient
@@ -214,16 +214,13 @@ class TaskActivities:
         marks the step started; later turns replay the stored conversation."""
         prompt: list[dict[str, Any]] | None = None
         if inp.turn == 0:
-            # Autocommit: the start (one statement with its event) needs no transaction around
-            # the two reads, which only have to come after it.
-            async with read(self.engine) as conn:
-                await steps.mark_step_started(conn, inp.task_id, inp.index, agent.name)
-                memory = await short_term.window(
-                    conn, inp.task_id, exclude_step=inp.index,
+            async with single_statement(self.engine) as conn:
+                start = await steps.start_step(
+                    conn, inp.task_id, inp.index, agent.name,
                     exclude_outputs_of=[d[0] for d in ctx.dependencies],
-                    max_chars=self.settings.short_term_window_chars,
                 )
-                labels = await provenance.prompt_labels(conn, inp.task_id, inp.index)
+            labels = start.labels
+            memory = short_term.fit(start.entries, self.settings.short_term_window_chars)
             prompt = step_messages(
                 agent, ctx, max_input_chars=self.settings.short_term_window_chars,
                 memory=short_term.render(memory),

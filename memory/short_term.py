@@ -4,8 +4,10 @@ entries; older ones are dropped first. Entries expire after ORCH_SHORT_TERM_TTL_
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -63,18 +65,22 @@ async def window(
     rows = await short_term.newest(
         engine, task_id, exclude_step=exclude_step, exclude_outputs_of=exclude_outputs_of
     )
-    newest_first = [Entry(r.step_index, r.kind, r.content) for r in rows]
+    return fit(rows, max_chars)
+
+
+def fit(newest_first: Iterable[Iterable[Any]], max_chars: int) -> list[Entry]:
+    """Entries, given newest first as (step_index, kind, content), kept until `max_chars` is
+    reached and returned oldest first. An entry that does not fit whole is cut from its start."""
     kept: list[Entry] = []
     budget = max_chars
-    for entry in newest_first:
+    for step_index, kind, content in newest_first:
         if budget <= 0:
             break
-        content = entry.content
         if len(content) > budget:
             if budget <= 20:  # not worth a fragment
                 break
             content = "[…] " + content[len(content) - (budget - 4) :]
-        kept.append(Entry(entry.step_index, entry.kind, content))
+        kept.append(Entry(step_index, kind, content))
         budget -= len(content)
     return list(reversed(kept))
 

@@ -22,18 +22,6 @@ _LABELS = bindparam("new_labels", type_=ARRAY(sa.Text))
 _SET_RESULT_LABELS = (
     sa.update(ToolCall).where(ToolCall.id == bindparam("call")).values(result_labels=_LABELS)
 )
-
-_PLAN_LABELS = sa.select(Task.plan_labels).where(Task.id == _TASK)
-# Every entry of the other steps, expired or not: a superset of the window a prompt was given.
-_OTHER_STEPS_LABELS = (
-    sa.select(ShortTermEntry.labels)
-    .where(
-        ShortTermEntry.task_id == _TASK,
-        ShortTermEntry.step_index.is_distinct_from(_STEP),
-        sa.func.cardinality(ShortTermEntry.labels) > 0,
-    )
-    .distinct()
-)
 _EARLIER_TURNS_LABELS = (
     sa.select(ToolCall.context_labels, ToolCall.result_labels)
     .where(
@@ -41,8 +29,6 @@ _EARLIER_TURNS_LABELS = (
     )
     .distinct()
 )
-# One round trip each: the plan's labels with the entries'.
-_PROMPT_LABELS = sa.union_all(_PLAN_LABELS, _OTHER_STEPS_LABELS)
 
 
 def _union(rows: Iterable[Iterable[list[str] | None]]) -> list[str]:
@@ -51,14 +37,6 @@ def _union(rows: Iterable[Iterable[list[str] | None]]) -> list[str]:
 
 async def set_result_labels(conn: AsyncConnection, call_row_id: int, labels: list[str]) -> None:
     await conn.execute(_SET_RESULT_LABELS, {"call": call_row_id, "new_labels": labels})
-
-
-async def prompt_labels(conn: AsyncConnection, task_id: str, step_index: int) -> list[str]:
-    """The labels of what a step's first prompt can contain: the plan, and whatever the other
-    steps left in short-term memory (their outputs, tool results, notes). Read after what the
-    prompt was built from, so they cover at least that."""
-    rows = (await conn.execute(_PROMPT_LABELS, {"task": task_id, "step": step_index})).all()
-    return _union(rows)
 
 
 async def earlier_turns_labels(
@@ -75,14 +53,17 @@ async def earlier_turns_labels(
     return _union(rows)
 
 
-def task_labels(task_id: Any) -> Any:
-    """Everything the task's plan and steps saw or wrote, sorted, NULL when nothing (for what
-    is remembered of it): an expression, so it rides along in the statement that ends the
-    task."""
+def labels_of(task: Any, *, other_than_step: Any = None) -> Any:
+    """The labels of the task's plan and of its short-term memory entries (without those of
+    step `other_than_step`, when given), sorted, NULL when none: an expression, so it rides
+    along in another statement (the end of a task, the start of a step). Expired entries
+    count too: what a prompt was given is a subset."""
+    entries = sa.select(sa.func.unnest(ShortTermEntry.labels).label("label")).where(ShortTermEntry.task_id == task)
+    if other_than_step is not None:
+        entries = entries.where(ShortTermEntry.step_index.is_distinct_from(other_than_step))
     every = sa.union(
-        sa.select(sa.func.unnest(Task.plan_labels).label("label")).where(Task.id == task_id),
-        sa.select(sa.func.unnest(ShortTermEntry.labels).label("label")).where(ShortTermEntry.task_id == task_id),
-    ).subquery("task_labels")
+        sa.select(sa.func.unnest(Task.plan_labels).label("label")).where(Task.id == task), entries
+    ).subquery("every_label")
     # Byte order, as Python's sorted() puts them.
     ordered = aggregate_order_by(every.c.label, every.c.label.collate("C"))
     return sa.select(sa.func.array_agg(ordered, type_=ARRAY(sa.Text))).select_from(every).scalar_subquery()

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -39,7 +39,7 @@ ADD = (
 _NEWEST = (
     sa.select(ShortTermEntry.step_index, ShortTermEntry.kind, ShortTermEntry.content)
     .where(
-        ShortTermEntry.task_id == sa.bindparam("task_id"),
+        ShortTermEntry.task_id == sa.bindparam("task"),
         ShortTermEntry.expires_at > sa.func.now(),
         ShortTermEntry.step_index.is_distinct_from(sa.bindparam("exclude_step")),
         sa.not_(sa.and_(
@@ -49,6 +49,18 @@ _NEWEST = (
     )
     .order_by(ShortTermEntry.id.desc())
     .limit(WINDOW_ROWS)
+)
+
+
+_NEWEST_ROWS = _NEWEST.add_columns(ShortTermEntry.id).subquery("newest")
+#: The same entries as one value, [[step_index, kind, content], ...] newest first, NULL when
+#: none: for a statement that reads them beside something else (data/steps.py).
+NEWEST_AS_JSON = (
+    sa.select(sa.func.json_agg(aggregate_order_by(
+        sa.func.json_build_array(_NEWEST_ROWS.c.step_index, _NEWEST_ROWS.c.kind, _NEWEST_ROWS.c.content),
+        _NEWEST_ROWS.c.id.desc(),
+    ), type_=JSON))
+    .scalar_subquery()
 )
 
 
@@ -89,7 +101,11 @@ async def newest(
     async with contextlib.AsyncExitStack() as stack:
         # An engine: a connection of its own; a connection: the caller's (and its transaction).
         conn = engine if isinstance(engine, AsyncConnection) else await stack.enter_async_context(read(engine))
-        rows = await conn.execute(_NEWEST, {
-            "task_id": task_id, "exclude_step": exclude_step, "exclude_outputs_of": exclude_outputs_of,
-        })
+        rows = await conn.execute(_NEWEST, newest_params(
+            task_id, exclude_step=exclude_step, exclude_outputs_of=exclude_outputs_of
+        ))
         return list(rows.all())
+
+
+def newest_params(task_id: str, *, exclude_step: int | None, exclude_outputs_of: list[int]) -> dict[str, Any]:
+    return {"task": task_id, "exclude_step": exclude_step, "exclude_outputs_of": exclude_outputs_of}

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 from sqlmodel import select
 
-from durable_orchestrator.data import short_term
+from durable_orchestrator.data import provenance, short_term
 from durable_orchestrator.data.clauses import none_of, one_of
 from durable_orchestrator.data.engine import read, single_statement
 from durable_orchestrator.data.events import (
@@ -269,11 +269,43 @@ _START_STEP = with_event(
 )
 
 
-async def mark_step_started(conn: AsyncConnection, task_id: str, index: int, agent: str) -> None:
-    await conn.execute(_START_STEP, {
+def _start_params(task_id: str, index: int, agent: str) -> dict[str, Any]:
+    return {
         "task": task_id, "step": index,
         **event_params(task_id, "step.started", {"index": index, "agent": agent}, f"step:{index}:started"),
-    })
+    }
+
+
+async def mark_step_started(conn: AsyncConnection, task_id: str, index: int, agent: str) -> None:
+    await conn.execute(_START_STEP, _start_params(task_id, index, agent))
+
+
+# The start of a step's first turn, and what its prompt takes from the task, in one statement.
+# The reads see the task as it was just before the start, which changes neither.
+_START_AND_READ = sa.select(
+    short_term.NEWEST_AS_JSON.label("entries"),
+    provenance.labels_of(_TASK, other_than_step=_STEP).label("labels"),
+).add_cte(_START_STEP.returning(Step.index).cte("started"))
+
+
+@dataclass
+class StepStart:
+    entries: list[tuple[int | None, str, str]]  # the task's short-term memory, newest first
+    labels: list[str]  # the provenance of everything the prompt can contain
+
+
+async def start_step(
+    conn: AsyncConnection, task_id: str, index: int, agent: str, *, exclude_outputs_of: list[int]
+) -> StepStart:
+    """Mark the step started (with its event) and read, for its first prompt, the task's live
+    short-term memory entries (not the step's own, nor its dependencies' outputs, which the
+    prompt has already) and the labels of those entries and of the plan: one round trip."""
+    row = (await conn.execute(_START_AND_READ, {
+        **_start_params(task_id, index, agent), **short_term.newest_params(
+            task_id, exclude_step=index, exclude_outputs_of=exclude_outputs_of
+        ),
+    })).one()
+    return StepStart([tuple(e) for e in row.entries or ()], row.labels or [])
 
 
 # Not over a cancelled/skipped/failed step: a call that outlived its task's cancellation must

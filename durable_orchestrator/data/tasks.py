@@ -27,7 +27,7 @@ from durable_orchestrator.data.events import (
     numbered_by_task_update,
     report_params,
 )
-from durable_orchestrator.data.provenance import task_labels
+from durable_orchestrator.data.provenance import labels_of
 from durable_orchestrator.data.tables import TERMINAL, Step, Task, ToolCall, User
 from durable_orchestrator.data.tables import Event as EventRow
 from durable_orchestrator.temporal.contracts import workflow_id_for
@@ -269,7 +269,7 @@ def _end_task(*, completed: bool) -> sa.Select:
     ).add_cte(reported)
     if not completed:
         return statement
-    labels = task_labels(_TASK)
+    labels = labels_of(_TASK)
     metadata = func.jsonb_build_object(
         "source", "task_result", "task_id", _TASK, "description", func.left(ended.c.description, 200),
     ).op("||")(sa.case(

@@ -12,7 +12,6 @@ from durable_orchestrator.data import (
     conversation,
     events,
     ledger,
-    provenance,
     steps,
     task_list,
     task_view,
@@ -118,14 +117,15 @@ async def test_the_first_plan_written_wins_and_an_ended_task_is_not_started(engi
     assert [s["title"] for s in first] == [s["title"] for s in late] == ["Find", "Write"]
     stored, plan = await steps.task_and_plan(engine, task_id)
     assert (stored.user_id, stored.status, plan) == (user, "running", first)
-    async with engine.connect() as conn:
-        assert await provenance.prompt_labels(conn, task_id, 0) == ["private"]
     evs = await events.read_after(engine, task_id, 0)
     assert [e.type for e in evs] == ["task.status", "task.status", "task.planned"]
     assert evs[2].data["steps"] == [{"index": 0, "agent": "researcher", "title": "Find"},
                                     {"index": 1, "agent": "writer", "title": "Write"}]
     # Numbers follow each other; the late attempt's events collapsed onto the first ones.
     assert [e.id for e in evs] == [1, 2, 3]
+    async with single_statement(engine) as conn:
+        start = await steps.start_step(conn, task_id, 0, "researcher", exclude_outputs_of=[])
+    assert (start.entries, start.labels) == ([], ["private"])  # the plan's labels reach its steps
 
     # A plan given with the submission starts a pending task once, and never an ended one.
     given = await _task(engine, user)

@@ -51,16 +51,16 @@ async def any_connection_stack(
 
 
 # Statements per activity of a task: its plan, each step, its end.
-EXPECTED = {PLAN_TASK: 4, RUN_STEP: 7, FINISH_TASK: 1}
+EXPECTED = {PLAN_TASK: 4, RUN_STEP: 5, FINISH_TASK: 1}
 
 
-async def test_a_task_is_four_statements_to_plan_seven_a_step_one_to_finish_and_no_transaction(
+async def test_a_task_is_four_statements_to_plan_five_a_step_one_to_finish_and_no_transaction(
     any_connection_stack: Stack,
 ) -> None:
     """The plan: read the task with any steps already written; reserve and settle its LLM call;
     write the steps, start the task and report both. A step without tools: read its context;
-    start (with its event); read short-term memory and provenance; reserve and settle its LLM
-    call; finish (with its event and memory entry). The end: the result, the status, its event
+    start it (with its event) and read its short-term memory and labels; reserve and settle its
+    LLM call; finish (with its event and memory entry). The end: the result, the status, its event
     and the result queued for memory. Each statement one round trip, no BEGIN or COMMIT (the
     tests' settings keep circuit breakers quiet)."""
     stack = any_connection_stack

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from durable_orchestrator.data import short_term
 
@@ -48,24 +48,6 @@ async def add_entry(
         conn, task_id, step_index,
         entry(kind=kind, content=content, ttl_hours=ttl_hours, dedupe_key=dedupe_key, labels=labels),
     )
-
-
-async def window(
-    engine: AsyncEngine | AsyncConnection,
-    task_id: str,
-    *,
-    exclude_step: int | None,
-    exclude_outputs_of: list[int],
-    max_chars: int,
-) -> list[Entry]:
-    """Newest entries first until `max_chars` is reached, returned oldest first.
-
-    The reading step's own entries and the outputs of its dependencies (already in its
-    prompt) are left out. An entry that does not fit whole is cut from its start."""
-    rows = await short_term.newest(
-        engine, task_id, exclude_step=exclude_step, exclude_outputs_of=exclude_outputs_of
-    )
-    return fit(rows, max_chars)
 
 
 def fit(newest_first: Iterable[Iterable[Any]], max_chars: int) -> list[Entry]:

@@ -3,7 +3,6 @@ What may be written and how much of it a step sees is decided in memory/short_te
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -11,9 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSON, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from durable_orchestrator.data.engine import read
 from durable_orchestrator.data.tables import ShortTermEntry
 
 # The newest entries read for a window; the window itself is bounded by characters and keeps
@@ -36,6 +34,8 @@ ADD = (
     .on_conflict_do_nothing(index_elements=[ShortTermEntry.dedupe_key])
 )
 
+# The task's live entries, newest first: without the entries of `exclude_step` and without the
+# outputs of the steps in `exclude_outputs_of`.
 _NEWEST = (
     sa.select(ShortTermEntry.step_index, ShortTermEntry.kind, ShortTermEntry.content)
     .where(
@@ -53,7 +53,7 @@ _NEWEST = (
 
 
 _NEWEST_ROWS = _NEWEST.add_columns(ShortTermEntry.id).subquery("newest")
-#: The same entries as one value, [[step_index, kind, content], ...] newest first, NULL when
+#: Those entries as one value, [[step_index, kind, content], ...] newest first, NULL when
 #: none: for a statement that reads them beside something else (data/steps.py).
 NEWEST_AS_JSON = (
     sa.select(sa.func.json_agg(aggregate_order_by(
@@ -89,23 +89,6 @@ async def add(conn: AsyncConnection, task_id: str, step_index: int | None, entry
     await conn.execute(ADD, entry.params(task_id, step_index))
 
 
-async def newest(
-    engine: AsyncEngine | AsyncConnection,
-    task_id: str,
-    *,
-    exclude_step: int | None,
-    exclude_outputs_of: list[int],
-) -> list[Any]:
-    """The task's live entries, newest first, as (step_index, kind, content) rows: without the
-    entries of `exclude_step` and without the outputs of the steps in `exclude_outputs_of`."""
-    async with contextlib.AsyncExitStack() as stack:
-        # An engine: a connection of its own; a connection: the caller's (and its transaction).
-        conn = engine if isinstance(engine, AsyncConnection) else await stack.enter_async_context(read(engine))
-        rows = await conn.execute(_NEWEST, newest_params(
-            task_id, exclude_step=exclude_step, exclude_outputs_of=exclude_outputs_of
-        ))
-        return list(rows.all())
-
-
 def newest_params(task_id: str, *, exclude_step: int | None, exclude_outputs_of: list[int]) -> dict[str, Any]:
+    """`NEWEST_AS_JSON`'s parameters."""
     return {"task": task_id, "exclude_step": exclude_step, "exclude_outputs_of": exclude_outputs_of}

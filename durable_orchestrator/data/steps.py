@@ -43,12 +43,6 @@ _PLAN = (
 )
 
 
-async def existing_plan(engine: AsyncEngine, task_id: str) -> list[dict[str, Any]]:
-    async with read(engine) as conn:
-        rows = await conn.execute(_PLAN, {"task": task_id})
-        return [dict(r) for r in rows.mappings()]
-
-
 _INSERT_STEP = insert(Step).on_conflict_do_nothing()
 
 
@@ -269,17 +263,6 @@ _START_STEP = with_event(
 )
 
 
-def _start_params(task_id: str, index: int, agent: str) -> dict[str, Any]:
-    return {
-        "task": task_id, "step": index,
-        **event_params(task_id, "step.started", {"index": index, "agent": agent}, f"step:{index}:started"),
-    }
-
-
-async def mark_step_started(conn: AsyncConnection, task_id: str, index: int, agent: str) -> None:
-    await conn.execute(_START_STEP, _start_params(task_id, index, agent))
-
-
 # The start of a step's first turn, and what its prompt takes from the task, in one statement.
 # The reads see the task as it was just before the start, which changes neither.
 _START_AND_READ = sa.select(
@@ -301,9 +284,9 @@ async def start_step(
     short-term memory entries (not the step's own, nor its dependencies' outputs, which the
     prompt has already) and the labels of those entries and of the plan: one round trip."""
     row = (await conn.execute(_START_AND_READ, {
-        **_start_params(task_id, index, agent), **short_term.newest_params(
-            task_id, exclude_step=index, exclude_outputs_of=exclude_outputs_of
-        ),
+        "step": index,
+        **event_params(task_id, "step.started", {"index": index, "agent": agent}, f"step:{index}:started"),
+        **short_term.newest_params(task_id, exclude_step=index, exclude_outputs_of=exclude_outputs_of),
     })).one()
     return StepStart([tuple(e) for e in row.entries or ()], row.labels or [])
 

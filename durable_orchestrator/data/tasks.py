@@ -247,13 +247,12 @@ def _end_task(*, completed: bool) -> sa.Select:
     result either way, and the task's age only when it ended the task. A completed task's
     non-blank result (its first `:remember_chars` characters; none at 0) is queued for
     long-term memory by the same statement."""
-    result = _SINK_OUTPUTS if completed else sa.null()
     end = (
         sa.update(Task)
         .where(Task.id == _TASK, none_of(Task.status, TERMINAL))
         .values(
             status=bindparam("new_status"),
-            result=func.coalesce(result, Task.result),
+            result=func.coalesce(_SINK_OUTPUTS if completed else sa.null(), Task.result),
             error=bindparam("new_error", type_=sa.Text),
             updated_at=func.now(),
         )
@@ -262,8 +261,8 @@ def _end_task(*, completed: bool) -> sa.Select:
         end, 1, Task.user_id, Task.description, Task.result,
         func.extract("epoch", func.now() - Task.created_at).label("age_secs"),
     )
-    if not completed:  # what it had before, as the statement's snapshot sees it
-        result = select(Task.result).where(Task.id == _TASK).scalar_subquery()
+    # Otherwise the result it had, as the statement's snapshot sees it.
+    result = _SINK_OUTPUTS if completed else select(Task.result).where(Task.id == _TASK).scalar_subquery()
     statement = select(
         result.label("result"), select(ended.c.age_secs).scalar_subquery().label("age_secs")
     ).add_cte(reported)

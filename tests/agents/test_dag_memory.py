@@ -7,7 +7,8 @@ import re
 
 import sqlalchemy as sa
 
-from durable_orchestrator.data import tasks
+from durable_orchestrator.data import steps, tasks
+from durable_orchestrator.data.engine import single_statement
 from durable_orchestrator.data.tables import Memory, MemoryOutboxEntry
 from fake_openai import Reply
 from memory import short_term
@@ -94,17 +95,18 @@ async def test_short_term_window_drops_oldest_first(stack: Stack) -> None:
             conn, task_id=task_id, step_index=0, kind="note", content="expired",
             ttl_hours=-1, dedupe_key="old",
         )
-    entries = await short_term.window(
-        stack.engine, task_id, exclude_step=1, exclude_outputs_of=[], max_chars=120
-    )
-    texts = [e.content for e in entries]
+    async def window(step: int) -> list[short_term.Entry]:
+        """What a first turn of `step` is given (the step rows need not exist for the read)."""
+        async with single_statement(stack.engine) as conn:
+            start = await steps.start_step(conn, task_id, step, "writer", exclude_outputs_of=[])
+        return short_term.fit(start.entries, 120)
+
+    texts = [e.content for e in await window(1)]
     assert sum(len(t) for t in texts) <= 120
     assert texts[-1].startswith("entry-4") and texts[-2].startswith("entry-3")  # newest kept whole
     assert not any("entry-0" in t or "entry-1" in t for t in texts)  # oldest dropped
     assert "expired" not in texts
-    assert await short_term.window(
-        stack.engine, task_id, exclude_step=0, exclude_outputs_of=[], max_chars=120
-    ) == []  # a step's own entries are not echoed back to it
+    assert await window(0) == []  # a step's own entries are not echoed back to it
 
 
 async def test_results_of_tasks_finishing_together_each_become_one_memory(stack: Stack) -> None:

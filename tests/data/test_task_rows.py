@@ -54,10 +54,10 @@ async def test_a_task_from_submission_to_its_view(engine: AsyncEngine) -> None:
         async with engine.begin() as conn:
             saved = await steps.save_plan(conn, task_id, PLAN, fallback=True, errors=["bad json"])
     assert [(s["index"], s["depends_on"]) for s in saved] == [(0, []), (1, [0])]
-    assert await steps.existing_plan(engine, task_id) == saved
+    assert (await steps.task_and_plan(engine, task_id))[1] == saved
 
     async with engine.begin() as conn:
-        await steps.mark_step_started(conn, task_id, 0, "researcher")
+        await steps.start_step(conn, task_id, 0, "researcher", exclude_outputs_of=[])
         await steps.mark_step_finished(conn, task_id, 0, output="facts", model="gpt-4o-mini")
     ctx = await steps.step_context(engine, task_id, 1)
     assert (ctx.agent, ctx.status, ctx.dependencies) == ("writer", "pending", [(0, "Find", "facts")])
@@ -71,7 +71,7 @@ async def test_a_task_from_submission_to_its_view(engine: AsyncEngine) -> None:
     assert spend.task_cost > 0 and spend.user_cost_today == spend.task_cost
 
     async with engine.begin() as conn:
-        await steps.mark_step_started(conn, task_id, 1, "writer")
+        await steps.start_step(conn, task_id, 1, "writer", exclude_outputs_of=[])
         await steps.mark_step_finished(conn, task_id, 1, output="report", model="gpt-4o-mini")
     finished = await tasks.finish_task(engine, task_id, "completed")
     assert finished.result == "report"  # the sink step
@@ -151,7 +151,7 @@ async def test_a_tool_call_waits_for_approval_and_ends_with_the_task(engine: Asy
     task_id = await _task(engine, user)
     async with engine.begin() as conn:
         await steps.save_plan(conn, task_id, PLAN[:1], fallback=False, errors=[])
-        await steps.mark_step_started(conn, task_id, 0, "researcher")
+        await steps.start_step(conn, task_id, 0, "researcher", exclude_outputs_of=[])
     calls = [
         conversation.NewCall(0, "c0", "send_email", '{"to": "a"}', "awaiting_approval",
                              approval_id=f"apr_{task_id}"),

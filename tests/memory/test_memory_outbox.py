@@ -30,7 +30,7 @@ async def _task(engine: AsyncEngine, user: str, output: str, *, labels: list[str
         await tasks.insert_task(conn, task_id=task_id, user_id=user, description="Report on tea exports",
                                 metadata={})
         await steps.save_plan(conn, task_id, PLAN, fallback=False, errors=[], labels=labels)
-        await steps.mark_step_started(conn, task_id, 0, "writer")
+        await steps.start_step(conn, task_id, 0, "writer", exclude_outputs_of=[])
         await steps.mark_step_finished(conn, task_id, 0, output=output, model="gpt-4o-mini")
     return task_id
 

@@ -35,6 +35,9 @@ RUN pip install . && python -m compileall -q /app \
  && cd / && python -c "import api.main, worker, durable_orchestrator.cli.main"
 
 USER app
+# The embedding model's ONNX export, made once here: containers then embed without importing
+# torch, and do not each spend ~10 s of CPU exporting it at start (memory/onnx_model.py).
+RUN cd / && python -c "from memory.embedder import Embedder; Embedder().encode_sync(['export'])"
 ENV ORCH_DATA_DIR=/data \
     LOG_LEVEL=INFO \
     ORCH_METRICS_BIND_HOST=0.0.0.0

@@ -347,10 +347,22 @@ class Settings(BaseSettings):
         "cut. 128 is the length all-MiniLM-L6-v2 was trained on (its README) and under half the CPU of "
         "the model's own 256 for a long task result; `0` = the model's own limit."
     )
+    embedding_backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="What runs the embedding model. `onnx`: ONNX Runtime on an export of the "
+        "model made once and kept in `ORCH_EMBEDDING_CACHE_DIR`; the same vectors as torch's for "
+        "40-75% of its CPU, and a process that finds the export never imports torch. `torch`: "
+        "sentence-transformers itself. `auto`: onnx, unless `ORCH_EMBEDDING_DTYPE=bfloat16` or the "
+        "model cannot be exported (no tokenizer.json, unwritable cache), then torch."
+    )
+    embedding_cache_dir: Path | None = Field(
+        None, description="Where the embedding model's ONNX export is kept (shared by every data dir); "
+        "unset = `$XDG_CACHE_HOME/durable-orchestrator/embeddings` (`~/.cache/...`)."
+    )
     embedding_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Precision of the embedding model's weights. `auto`: bfloat16 where the CPU "
-        "multiplies it natively (AVX512-BF16 or AMX), about half the CPU of float32 for vectors within "
-        "0.9999 cosine of float32's; float32 elsewhere, where bfloat16 is emulated and slower."
+        "auto", description="Precision of the embedding model's weights when torch runs it (ONNX runs "
+        "float32). `auto`: bfloat16 where the CPU multiplies it natively (AVX512-BF16 or AMX), about "
+        "half the CPU of float32 for vectors within 0.9999 cosine of float32's; float32 elsewhere, "
+        "where bfloat16 is emulated and slower."
     )
     embedding_threads: int = Field(
         1, description="torch CPU threads for embedding (process-wide); 1 keeps query latency "

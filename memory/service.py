@@ -78,6 +78,7 @@ class MemoryService:
         self.embedder = embedder or Embedder(
             settings.embedding_model, threads=settings.embedding_threads,
             max_tokens=settings.embedding_max_tokens, dtype=settings.embedding_dtype,
+            backend=settings.embedding_backend, cache_dir=settings.embedding_cache_dir,
         )
         self.index = MemoryIndex(
             IndexParams(

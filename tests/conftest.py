@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,6 +30,11 @@ from durable_orchestrator.settings import Settings
 from fake_openai import FakeOpenAI
 from tests.skips import ALLOWED_SKIPS
 from tests.utils import Stack, running_stack, service_dir, settings_for_tests
+
+# The embedding model's ONNX export (memory/onnx_model.py) goes to a cache of this session, not
+# the user's: every run exports it once, as a fresh install does, and the processes tests start
+# inherit it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="orch-test-cache-")
 
 #: Fixtures that mean "this test starts processes of its own" (CLI, `up`, workers, benchmarks).
 SYSTEM_FIXTURES = frozenset({"subprocesses"})

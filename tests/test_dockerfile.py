@@ -183,3 +183,27 @@ def test_the_image_compiles_the_sources_its_processes_run_from() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     install = next(args for word, args in instructions if word == "RUN" and "pip install ." in args)
     assert "python -m compileall -q /app" in install
+
+
+def test_the_image_ships_the_embedding_models_export_in_the_app_users_cache(
+    image_venv: Path, tmp_path: Path
+) -> None:
+    """Containers would otherwise each import torch and export the model at start: the build
+    does it once, as the user the processes run as, into that user's cache."""
+    instructions = _instructions()
+    user_at = instructions.index(("USER", "app"))
+    export = next(
+        (i, args) for i, (word, args) in enumerate(instructions) if word == "RUN" and "Embedder" in args
+    )
+    assert export[0] > user_at, "the export must land in the app user's home, not root's"
+    command = re.search(r'python -c "([^"]+)"', export[1])
+    assert command
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "PYTHONPATH", "VIRTUAL_ENV")}
+    result = subprocess.run(
+        [str(image_venv / "bin" / "python"), "-c", command.group(1)],
+        cwd=tmp_path, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    cache = home / ".cache" / "durable-orchestrator" / "embeddings"
+    assert sorted(p.suffix for p in cache.iterdir()) == [".json", ".onnx"]

@@ -1,0 +1,167 @@
+"""The embedding model run by ONNX Runtime: exported once from the sentence-transformers model,
+then loaded without torch.
+
+Why: on this machine's CPU, ONNX Runtime embeds a short query for about 40% of torch's CPU and a
+128-word-piece text for about 75% (docs/memory.md, "Backend"), with the same vectors. And a
+process that finds the export starts embedding in well under a second without importing torch,
+transformers or sentence-transformers (~400 MB, ~10 s of CPU), so the API stays small.
+
+The export is the model's whole sentence-transformers pipeline (transformer, pooling,
+normalisation) as one graph, so the runtime side only tokenizes (with the model's own
+`tokenizer.json`) and runs it. It is kept in a cache directory under a name made from the
+model's files, written under a temporary name and renamed: a reader never sees half a file, and
+two processes exporting at once both end with a whole one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# Part of the export's name: a change to what `_export` writes must not read an older file.
+EXPORT_FORMAT = 1
+# The model inputs we know how to fill from a tokenizers Encoding.
+_ENCODING_FIELD = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+class UnsupportedModel(Exception):
+    """The model cannot run here (no tokenizer.json, or inputs we cannot fill): use torch."""
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "durable-orchestrator" / "embeddings"
+
+
+def export_name(model_path: str) -> str:
+    """`<model dir>-<digest>`: the digest covers every file's name, size and modification time,
+    so a model changed in place gets a new export."""
+    root = Path(model_path)
+    digest = hashlib.sha256(f"format {EXPORT_FORMAT}".encode())
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return f"{root.name}-{digest.hexdigest()[:16]}"
+
+
+class OnnxModel:
+    """One exported model in one ONNX Runtime session (thread-safe; run releases the GIL)."""
+
+    def __init__(self, graph: Path, meta: dict, model_path: str, threads: int) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # its warnings are about graph fusions, not our data
+        if threads > 0:
+            # Same reason as torch's one thread (memory/embedder.py): spinning OpenMP-style
+            # threads only fight the other processes on a busy 2-core machine.
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.inputs: list[str] = meta["inputs"]
+        self.own_limit: int = meta["max_seq_length"]
+        self.dim: int = meta["dim"]
+        self.tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+        self.tokenizer.no_padding()  # the file may pad to a fixed length; we pad to the batch's longest
+        padding = meta["padding"]
+        self.tokenizer.enable_padding(pad_id=padding["id"], pad_token=padding["token"], pad_type_id=padding["type_id"])
+
+    def encode(self, texts: Sequence[str], max_tokens: int, batch_size: int) -> np.ndarray:
+        self.tokenizer.enable_truncation(max_tokens)
+        # Shortest first, like sentence-transformers: a batch pads to its longest text.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            encodings = self.tokenizer.encode_batch([texts[i] for i in chunk])
+            feed = {
+                name: np.array([getattr(e, _ENCODING_FIELD[name]) for e in encodings], dtype=np.int64)
+                for name in self.inputs
+            }
+            out[chunk] = self.session.run(None, feed)[0]
+        return out
+
+
+def load(model_path: str, cache_dir: Path, threads: int) -> OnnxModel:
+    """The model's export from the cache, exported first if it is missing or unreadable."""
+    graph = cache_dir / f"{export_name(model_path)}.onnx"
+    meta_file = graph.with_suffix(".json")
+    if graph.exists() and meta_file.exists():
+        try:
+            return OnnxModel(graph, json.loads(meta_file.read_text()), model_path, threads)
+        except Exception as exc:  # a damaged cache is rebuilt, not fatal
+            log.warning("embedding_export_unreadable", path=str(graph), error=str(exc))
+    try:
+        meta = _export(model_path, graph)
+    except OSError as exc:  # e.g. a read-only home: torch still works
+        raise UnsupportedModel(f"cannot write the export to {cache_dir}: {exc}") from exc
+    return OnnxModel(graph, meta, model_path, threads)
+
+
+def _export(model_path: str, graph: Path) -> dict:
+    if not (Path(model_path) / "tokenizer.json").exists():
+        raise UnsupportedModel(f"{model_path} has no tokenizer.json")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path, device="cpu").eval()
+    tokenize = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+    # Besides tensors, sentence-transformers 6 passes along which modality the text is (a str).
+    sample = {k: v for k, v in tokenize(["an example sentence"]).items() if isinstance(v, torch.Tensor)}
+    inputs = [name for name in _ENCODING_FIELD if name in sample]
+    if set(sample) - set(inputs):
+        raise UnsupportedModel(f"{model_path} takes inputs {sorted(set(sample) - set(inputs))}")
+
+    class Pipeline(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.model(dict(zip(inputs, tensors, strict=True)))["sentence_embedding"]
+
+    graph.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=graph.parent, prefix=graph.stem, suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared cache to its first user
+    try:
+        axes = {name: {0: "batch", 1: "tokens"} for name in inputs}
+        # The tracer's warnings are about branches on shapes that hold for every input here
+        # (the mask is as long as the tokens); the round trip is checked in tests instead.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Pipeline(), tuple(sample[name] for name in inputs), tmp, input_names=inputs,
+                output_names=["sentence_embedding"], dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
+                opset_version=17, dynamo=False,
+            )
+        tokenizer = model.tokenizer
+        meta = {
+            "inputs": inputs,
+            "max_seq_length": int(model.max_seq_length),
+            "dim": int((getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()),
+            "padding": {"id": int(tokenizer.pad_token_id or 0), "token": str(tokenizer.pad_token or "[PAD]"),
+                        "type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0)},
+        }
+        meta_file = graph.with_suffix(".json")
+        # The graph's name is what readers look for, so it goes last.
+        meta_tmp = Path(tmp).with_suffix(".json.tmp")
+        meta_tmp.write_text(json.dumps(meta))
+        os.replace(meta_tmp, meta_file)
+        os.replace(tmp, graph)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("embedding_model_exported", path=str(graph), inputs=inputs)
+    return meta

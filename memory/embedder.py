@@ -5,10 +5,10 @@ fully offline. `ORCH_EMBEDDING_MODEL` points at any other local sentence-transfo
 Embeddings are L2-normalised float32, so inner product == cosine similarity. The model reads the
 first `ORCH_EMBEDDING_MAX_TOKENS` word pieces of a text (docs/memory.md, "Text length").
 
-ONNX Runtime runs the model (memory/onnx_model.py, `ORCH_EMBEDDING_BACKEND`): the same vectors
-for less CPU, and no torch in a process that finds the model's export. torch runs it when asked
-to, when the model cannot be exported, or in bfloat16 (`ORCH_EMBEDDING_DTYPE`), which halves
-torch's CPU where the CPU multiplies bfloat16 natively (docs/memory.md, "Precision").
+Where the CPU multiplies bfloat16 natively, torch runs the model in bfloat16: half of float32's
+CPU for vectors within 0.9999 cosine (docs/memory.md, "Precision"). Elsewhere ONNX Runtime runs
+it (memory/onnx_model.py): float32's vectors for less CPU than torch's float32, and no torch in
+a process that finds the model's export. `ORCH_EMBEDDING_BACKEND` / `_DTYPE` choose by hand.
 
 Single texts (query embeddings: the planner's, the API's searches) go through a micro-batcher:
 while one encode runs, the texts that arrive wait and are encoded together next, in one forward
@@ -67,18 +67,30 @@ def resolve_dtype(dtype: str) -> str:
     return dtype
 
 
+def cpu_flags_say_bfloat16() -> bool:
+    """native_bfloat16 without importing torch: the kernel's CPU flags (Linux; elsewhere no)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_variant(backend: str, dtype: str, model_path: str) -> str:
-    """What runs the model: "onnx", or torch in "float32" / "bfloat16". `auto` takes ONNX
-    Runtime unless bfloat16 is asked for by name (ONNX runs float32) or the model cannot be
-    exported; deciding it imports neither torch nor onnxruntime."""
+    """What runs the model: "onnx", or torch in "float32" / "bfloat16".
+
+    `auto` takes torch in bfloat16 where it is native (or asked for by name), because there it
+    embeds a batch of long results in under half of float32's CPU, which ONNX Runtime (float32)
+    only matches; and ONNX Runtime everywhere else, unless the model cannot be exported.
+    Deciding imports neither torch nor onnxruntime."""
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"embedding backend must be auto, onnx or torch, not {backend!r}")
-    if backend == "onnx" or (
-        backend == "auto" and dtype != "bfloat16" and model_path not in _UNSUPPORTED_BY_ONNX
-        and importlib.util.find_spec("onnxruntime") is not None
-    ):
-        return "onnx"
-    return resolve_dtype(dtype)
+    if backend == "auto":
+        bfloat16 = dtype == "bfloat16" or (dtype == "auto" and cpu_flags_say_bfloat16())
+        usable = model_path not in _UNSUPPORTED_BY_ONNX and importlib.util.find_spec("onnxruntime") is not None
+        backend = "torch" if bfloat16 or not usable else "onnx"
+    return "onnx" if backend == "onnx" else resolve_dtype(dtype)
 
 
 class _TorchModel:

@@ -7,7 +7,14 @@ import pytest
 from pydantic import ValidationError
 
 from durable_orchestrator.settings import Settings
-from memory.embedder import Embedder, native_bfloat16, resolve_dtype
+from memory.embedder import (
+    Embedder,
+    cpu_flags_say_bfloat16,
+    default_model_path,
+    native_bfloat16,
+    resolve_dtype,
+    resolve_variant,
+)
 
 TEXTS = [
     f"{subject} {about}"
@@ -41,6 +48,17 @@ def test_auto_takes_bfloat16_only_where_the_cpu_has_it() -> None:
         resolve_dtype("float16")
     with pytest.raises(ValidationError):
         Settings(embedding_dtype="int8")
+
+
+def test_auto_backend_is_torch_in_bfloat16_where_native_else_onnx() -> None:
+    """The torch-free probe (CPU flags) agrees with torch's own."""
+    assert cpu_flags_say_bfloat16() == native_bfloat16()
+    path = default_model_path()
+    assert resolve_variant("auto", "auto", path) == ("bfloat16" if native_bfloat16() else "onnx")
+    assert resolve_variant("auto", "bfloat16", path) == "bfloat16"
+    assert resolve_variant("auto", "float32", path) == "onnx"
+    assert resolve_variant("torch", "float32", path) == "float32"
+    assert resolve_variant("onnx", "auto", path) == "onnx"
 
 
 async def test_an_embedder_sees_the_model_another_one_loaded() -> None:

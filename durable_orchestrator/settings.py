@@ -351,9 +351,9 @@ class Settings(BaseSettings):
         "auto", description="What runs the embedding model. `onnx`: ONNX Runtime on an export of the "
         "model made once and kept in `ORCH_EMBEDDING_CACHE_DIR`; the same vectors as torch's for "
         "40-75% of its CPU, and a process that finds the export never imports torch. `torch`: "
-        "sentence-transformers itself. `auto`: torch where it runs bfloat16 (`ORCH_EMBEDDING_DTYPE`), "
-        "which on such CPUs embeds long results for less; onnx elsewhere, unless the model cannot be "
-        "exported (no tokenizer.json, unwritable cache)."
+        "sentence-transformers itself. `auto`: onnx, unless the model cannot be exported (no "
+        "tokenizer.json, unwritable cache), or for the worker where torch runs bfloat16 "
+        "(`ORCH_EMBEDDING_DTYPE`): there it embeds batches of long results for less."
     )
     embedding_cache_dir: Path | None = Field(
         None, description="Where the embedding model's ONNX export is kept (shared by every data dir); "
@@ -375,8 +375,8 @@ class Settings(BaseSettings):
         "key keeps working at most this long. `0` = look the key up on every request."
     )
     api_preload_embedding_model: bool = Field(
-        False, description="Load the embedding model (torch, sentence-transformers: ~400 MB and ~10 s of CPU) "
-        "when the API starts. Off: the API loads it on its first memory search or write, so it starts "
+        False, description="Load the embedding model when the API starts (on ONNX Runtime ~150 MB and under a "
+        "second once exported; exporting it, or torch, ~450 MB and ~10 s of CPU). Off: the API loads it on its first memory search or write, so it starts "
         "small and does not compete with the worker's own model load for CPU; that first request waits "
         "for the load."
     )

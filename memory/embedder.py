@@ -77,17 +77,20 @@ def cpu_flags_say_bfloat16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_variant(backend: str, dtype: str, model_path: str) -> str:
+def resolve_variant(backend: str, dtype: str, model_path: str, *, short_texts: bool = False) -> str:
     """What runs the model: "onnx", or torch in "float32" / "bfloat16".
 
-    `auto` takes torch in bfloat16 where it is native (or asked for by name), because there it
-    embeds a batch of long results in under half of float32's CPU, which ONNX Runtime (float32)
-    only matches; and ONNX Runtime everywhere else, unless the model cannot be exported.
+    `auto` takes ONNX Runtime unless the model cannot be exported, or torch would run bfloat16
+    natively (or by name) for a process that embeds batches of long texts (the worker's
+    results): there bfloat16 costs under half of float32's CPU, which ONNX Runtime (float32)
+    only matches. For `short_texts` (the API: one query at a time) most of torch's cost is its
+    per-call overhead, which bfloat16 does not remove and ONNX Runtime does, so ONNX it is.
     Deciding imports neither torch nor onnxruntime."""
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"embedding backend must be auto, onnx or torch, not {backend!r}")
     if backend == "auto":
-        bfloat16 = dtype == "bfloat16" or (dtype == "auto" and cpu_flags_say_bfloat16())
+        native = dtype == "auto" and cpu_flags_say_bfloat16() and not short_texts
+        bfloat16 = dtype == "bfloat16" or native
         usable = model_path not in _UNSUPPORTED_BY_ONNX and importlib.util.find_spec("onnxruntime") is not None
         backend = "torch" if bfloat16 or not usable else "onnx"
     return "onnx" if backend == "onnx" else resolve_dtype(dtype)
@@ -138,10 +141,10 @@ class Embedder:
 
     def __init__(
         self, model_path: str | None = None, *, batch_size: int = 64, threads: int = 1, max_tokens: int = 0,
-        dtype: str = "auto", backend: str = "auto", cache_dir: Path | None = None,
+        dtype: str = "auto", backend: str = "auto", cache_dir: Path | None = None, short_texts: bool = False,
     ) -> None:
         self.model_path = model_path or default_model_path()
-        self._dtype, self._backend = dtype, backend
+        self._dtype, self._backend, self._short_texts = dtype, backend, short_texts
         self._variant: str | None = None  # resolved on first use
         self.cache_dir = cache_dir or onnx_model.default_cache_dir()
         self.batch_size = batch_size
@@ -157,7 +160,7 @@ class Embedder:
     def variant(self) -> str:
         """"onnx", or torch's "float32" / "bfloat16"."""
         if self._variant is None:
-            self._variant = resolve_variant(self._backend, self._dtype, self.model_path)
+            self._variant = resolve_variant(self._backend, self._dtype, self.model_path, short_texts=self._short_texts)
         return self._variant
 
     @property

@@ -74,8 +74,8 @@ class OnnxModel:
         self.own_limit: int = meta["max_seq_length"]
         self.dim: int = meta["dim"]
         self.tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
-        self.tokenizer.no_padding()  # the file may pad to a fixed length; we pad to the batch's longest
         padding = meta["padding"]
+        # To the batch's longest text (no length given), whatever fixed length the file pads to.
         self.tokenizer.enable_padding(pad_id=padding["id"], pad_token=padding["token"], pad_type_id=padding["type_id"])
 
     def encode(self, texts: Sequence[str], max_tokens: int, batch_size: int) -> np.ndarray:
@@ -115,7 +115,9 @@ def _export(model_path: str, graph: Path) -> dict:
         raise UnsupportedModel(f"{model_path} has no tokenizer.json")
     import torch
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in service logs
     model = SentenceTransformer(model_path, device="cpu").eval()
     tokenize = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
     # Besides tensors, sentence-transformers 6 passes along which modality the text is (a str).

@@ -72,13 +72,16 @@ class MemoryService:
         *,
         embedder: Embedder | None = None,
         snapshot_dir: Path | None = None,
+        short_texts: bool = False,
     ) -> None:
+        """`short_texts`: this process embeds one short text at a time (the API's searches and
+        adds), which decides what runs the model (memory/embedder.py, resolve_variant)."""
         self.engine = engine
         self.settings = settings
         self.embedder = embedder or Embedder(
             settings.embedding_model, threads=settings.embedding_threads,
             max_tokens=settings.embedding_max_tokens, dtype=settings.embedding_dtype,
-            backend=settings.embedding_backend, cache_dir=settings.embedding_cache_dir,
+            backend=settings.embedding_backend, cache_dir=settings.embedding_cache_dir, short_texts=short_texts,
         )
         self.index = MemoryIndex(
             IndexParams(

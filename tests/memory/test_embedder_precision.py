@@ -59,6 +59,9 @@ def test_auto_backend_is_torch_in_bfloat16_where_native_else_onnx() -> None:
     assert resolve_variant("auto", "float32", path) == "onnx"
     assert resolve_variant("torch", "float32", path) == "float32"
     assert resolve_variant("onnx", "auto", path) == "onnx"
+    # The API's one-query-at-a-time embedding takes ONNX Runtime wherever it can run.
+    assert resolve_variant("auto", "auto", path, short_texts=True) == "onnx"
+    assert resolve_variant("torch", "auto", path, short_texts=True) == resolve_dtype("auto")
 
 
 async def test_an_embedder_sees_the_model_another_one_loaded() -> None:

@@ -1,6 +1,6 @@
-"""The API process starts without the embedding model (torch, sentence-transformers) and loads
-it on its first memory request that embeds: a real uvicorn process over real PostgreSQL and
-Temporal, its memory maps read from /proc."""
+"""The API process starts without the embedding model and loads it on its first memory request
+that embeds, on ONNX Runtime and without torch once the model's export exists: a real uvicorn
+process over real PostgreSQL and Temporal, its memory maps read from /proc."""
 
 from __future__ import annotations
 
@@ -18,19 +18,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from durable_orchestrator.auth.api_keys import create_key
 from durable_orchestrator.devstack import TemporalDevServer, free_port, stop_process, wait_http
 from fake_openai import FakeOpenAI
+from memory import onnx_model
+from memory.embedder import default_model_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _torch_mapped(pid: int) -> bool:
-    return any("libtorch" in m.path for m in psutil.Process(pid).memory_maps(grouped=True))
+def _mapped(pid: int, library: str) -> bool:
+    return any(library in m.path for m in psutil.Process(pid).memory_maps(grouped=True))
 
 
 @pytest.fixture
 def api_process(
     pg_url: str, temporal_server: TemporalDevServer, fake_llm: FakeOpenAI, tmp_path: Path
 ) -> Iterator[tuple[str, int]]:
-    """(base URL, pid) of `uvicorn api.main:app` with the shipped defaults, once /healthz answers."""
+    """(base URL, pid) of `uvicorn api.main:app` with the shipped defaults, once /healthz answers,
+    with the model's export in the cache (as after the worker's, or the image's, first load)."""
+    onnx_model.load(default_model_path(), onnx_model.default_cache_dir(), threads=1)
     port = free_port()
     env = {
         **os.environ,
@@ -80,11 +84,11 @@ async def test_api_loads_the_model_on_first_memory_use_only(
         assert resp.status_code == 200, resp.text
         resp = await http.post("/memory/search", json={"query": "what did we learn about tea"})
         assert resp.status_code == 200 and resp.json()["results"] == [], resp.text
-        assert not _torch_mapped(pid)
+        assert not _mapped(pid, "libonnxruntime") and not _mapped(pid, "libtorch")
 
         resp = await http.post("/memory", json={"text": "Green tea is best brewed at 80 degrees."})
         assert resp.status_code == 201, resp.text
-        assert _torch_mapped(pid)
+        assert _mapped(pid, "libonnxruntime") and not _mapped(pid, "libtorch")
         resp = await http.post("/memory/search", json={"query": "how hot should tea water be"})
         assert resp.status_code == 200, resp.text
         assert [r["text"] for r in resp.json()["results"]] == [

@@ -638,9 +638,10 @@ def _up_once(procs: Procs, data_dir: Path, cache_dir: Path, timeout: float, idle
     try:
         read_ready_line(proc, "Press Ctrl-C to stop", timeout)
         ready = time.perf_counter() - t0
-        # A first start leaves the export behind (the worker makes it after ready), as a user's
-        # does; stopped before, the next start would not be warm.
-        deadline = time.monotonic() + timeout
+        # A first start leaves the embedding model's export behind (the worker makes it after
+        # ready), as a user's does; stopped before, the next start would not be warm. Bounded:
+        # where the worker runs torch in bfloat16 there is no export to wait for.
+        deadline = time.monotonic() + 30
         while not any(cache_dir.rglob("*.onnx")) and time.monotonic() < deadline:
             time.sleep(0.5)
         if idle is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import workflows
 from activities.maintenance_activities import MaintenanceActivities
@@ -62,7 +62,8 @@ async def build_worker(
     """A ready-to-run worker plus the resources it owns; closed on exit. Tests use this too."""
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run `orchestrator up` or set DATABASE_URL")
-    ensure_bytecode(workflows)  # the sandbox imports these for every workflow run
+    if settings.workflow_sandbox:
+        ensure_bytecode(workflows)  # the sandbox imports these for every workflow run
     engine = create_engine(settings.database_url, pool_size=20)
     try:
         tools, mcp = await _tool_registry(settings, engine)
@@ -103,6 +104,9 @@ async def build_worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=WORKFLOWS,
+            # The sandbox compiles and runs code of its own on every activation; the tests run the
+            # workflows in it instead (docs/benchmarks.md, "Workflow sandbox").
+            **({} if settings.workflow_sandbox else {"workflow_runner": UnsandboxedWorkflowRunner()}),
             activities=[
                 acts.plan_task, acts.run_step, acts.finish_task, acts.take_slot, tool_acts.run_tool,
                 hooks.send_webhook,

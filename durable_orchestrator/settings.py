@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     task_queue: str = Field(
         "orchestrator", description="Task queue of the worker; the same on every API replica and worker."
     )
+    workflow_sandbox: bool = Field(
+        False, description="Run the workflows in Temporal's sandbox, which stops a non-deterministic call "
+        "(time, randomness, I/O) in workflow code when it runs. Off by default: the workflows are this "
+        "product's own code, and the test suite runs every one of them in the sandbox and replays "
+        "recorded histories, so what the sandbox catches is caught before a release; at run time it "
+        "cost 15-20% of the worker's CPU per task (docs/benchmarks.md, \"Workflow sandbox\")."
+    )
     redis_url: str | None = Field(
         None, validation_alias=_env("REDIS_URL", "redis_url"), repr=False,  # may hold a password
         description="Redis for rate limits shared by API replicas and workers; unset = API limits "

@@ -60,6 +60,9 @@ def settings_for_tests(database_url: str, temporal_address: str, llm_base_url: s
         # REDIS_URL is set where the Redis tests run (CI): the Redis backends are used only by
         # the tests that ask for them (the `redis_url` fixture), never by every stack.
         redis_url=None,
+        # Every workflow the suite runs goes through Temporal's sandbox, so a non-deterministic
+        # call in workflow code fails here even though the shipped worker runs without it.
+        workflow_sandbox=True,
     )
 
 

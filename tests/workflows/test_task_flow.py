@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import sqlalchemy as sa
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from durable_orchestrator.settings import Settings
 from durable_orchestrator.temporal.contracts import FINISH_TASK
-from fake_openai import Reply
-from tests.utils import Stack
+from fake_openai import FakeOpenAI, Reply
+from tests.utils import Stack, running_stack
+from worker import build_worker
 
 
 async def test_task_runs_plan_and_steps_end_to_end(stack: Stack) -> None:
@@ -128,3 +134,21 @@ async def test_non_retryable_error_is_not_retried(stack: Stack) -> None:
     assert task["status"] == "failed"
     assert "400" in task["error"]
     assert len(stack.fake.requests) == 1
+
+
+async def test_without_the_sandbox_a_task_runs_alike(
+    base_settings: Settings, temporal_client: Client, fake_llm: FakeOpenAI
+) -> None:
+    """The shipped default (ORCH_WORKFLOW_SANDBOX=false) puts the workflows on the unsandboxed
+    runner, `true` on the sandbox the rest of the suite uses, and a task completes alike."""
+    assert Settings().workflow_sandbox is False
+    for sandbox, runner in ((True, SandboxedWorkflowRunner), (False, UnsandboxedWorkflowRunner)):
+        queue = f"tq-sandbox-{sandbox}-{uuid.uuid4().hex[:8]}"  # one worker per queue and client
+        settings = base_settings.model_copy(update={"workflow_sandbox": sandbox, "task_queue": queue})
+        async with build_worker(settings, temporal_client) as worker:
+            assert type(worker.config()["workflow_runner"]) is runner
+    async with running_stack(base_settings, temporal_client, fake_llm, workflow_sandbox=False) as stack:
+        task = await stack.wait(await stack.submit("Compare green and black tea for a short report"))
+    assert task["status"] == "completed", task
+    assert len(task["steps"]) >= 2 and all(s["status"] == "completed" for s in task["steps"])
+    assert task["result"] == task["steps"][-1]["output"]

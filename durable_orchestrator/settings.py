@@ -356,8 +356,9 @@ class Settings(BaseSettings):
     )
     embedding_backend: Literal["auto", "onnx", "torch"] = Field(
         "auto", description="What runs the embedding model. `onnx`: ONNX Runtime on an export of the "
-        "model made once and kept in `ORCH_EMBEDDING_CACHE_DIR`; the same vectors as torch's for "
-        "40-75% of its CPU, and a process that finds the export never imports torch. `torch`: "
+        "model made once and kept in `ORCH_EMBEDDING_CACHE_DIR`; the same vectors as torch's float32 "
+        "for 40% of its CPU on a short query and 80-100% on long texts, and a process that finds "
+        "the export never imports torch. `torch`: "
         "sentence-transformers itself. `auto`: onnx, unless the model cannot be exported (no "
         "tokenizer.json, unwritable cache), or for the worker where torch runs bfloat16 "
         "(`ORCH_EMBEDDING_DTYPE`): there it embeds batches of long results for less."
@@ -382,10 +383,10 @@ class Settings(BaseSettings):
         "key keeps working at most this long. `0` = look the key up on every request."
     )
     api_preload_embedding_model: bool = Field(
-        False, description="Load the embedding model when the API starts (on ONNX Runtime ~150 MB and under a "
-        "second once exported; exporting it, or torch, ~450 MB and ~10 s of CPU). Off: the API loads it on its first memory search or write, so it starts "
-        "small and does not compete with the worker's own model load for CPU; that first request waits "
-        "for the load."
+        False, description="Load the embedding model when the API starts (on ONNX Runtime ~150 MB and "
+        "under a second once exported; exporting it, or torch, ~450 MB and ~10 s of CPU). Off: the API "
+        "loads it on its first memory search or write, so it starts small and does not compete with "
+        "the worker's own model load for CPU; that first request waits for the load."
     )
 
     # --- metrics ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ RUN pip install . && python -m compileall -q /app \
 USER app
 # The embedding model's ONNX export, made once here: containers then embed without importing
 # torch, and do not each spend ~10 s of CPU exporting it at start (memory/onnx_model.py).
-RUN cd / && python -c "from memory.embedder import Embedder; Embedder().encode_sync(['export'])"
+RUN cd / && python -c "from memory.embedder import Embedder; Embedder(backend='onnx').encode_sync(['export'])"
 ENV ORCH_DATA_DIR=/data \
     LOG_LEVEL=INFO \
     ORCH_METRICS_BIND_HOST=0.0.0.0

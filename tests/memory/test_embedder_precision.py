@@ -70,3 +70,15 @@ async def test_an_embedder_sees_the_model_another_one_loaded() -> None:
     await loader.warm()
     assert waiter.loaded
     assert not Embedder("/nowhere/model").loaded
+
+
+def test_on_a_bfloat16_cpu_the_worker_takes_torch_and_the_api_onnx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `auto` decides where the CPU flags say bfloat16 (this machine may not have it)."""
+    import memory.embedder as embedder
+
+    monkeypatch.setattr(embedder, "cpu_flags_say_bfloat16", lambda: True)
+    monkeypatch.setattr(embedder, "native_bfloat16", lambda: True)
+    path = default_model_path()
+    assert embedder.resolve_variant("auto", "auto", path) == "bfloat16"
+    assert embedder.resolve_variant("auto", "auto", path, short_texts=True) == "onnx"
+    assert embedder.resolve_variant("auto", "float32", path) == "onnx"

@@ -30,7 +30,10 @@ def _st_run(
     base_url: str, headers: dict[str, str], report: Path
 ) -> subprocess.CompletedProcess[str]:
     """The schemathesis CLI, as a user would run it: every operation, every check, all phases
-    (stateful included, following the schema's links), two workers."""
+    (stateful included, following the schema's links), one worker: with two, its threads parse
+    Python source at once (hypothesis describing its filters), which CPython 3.11 can fail with
+    "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905); that failed
+    this test about once in ten CI runs."""
     command = [
         str(Path(sys.executable).parent / "st"),
         "--config-file",
@@ -42,7 +45,7 @@ def _st_run(
         "--phases",
         "examples,coverage,fuzzing,stateful",
         "--workers",
-        "2",
+        "1",
         "--max-examples",
         str(MAX_EXAMPLES),
         "--request-timeout",

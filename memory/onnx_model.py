@@ -72,7 +72,7 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.inputs: list[str] = meta["inputs"]
         self.own_limit: int = meta["max_seq_length"]
-        self.dim: int = meta["dim"]
+        self.dim: int = self.session.get_outputs()[0].shape[1]  # (batch, dim): only the batch varies
         self.tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
         padding = meta["padding"]
         # To the batch's longest text (no length given), whatever fixed length the file pads to.
@@ -153,7 +153,6 @@ def _export(model_path: str, graph: Path) -> dict:
         meta = {
             "inputs": inputs,
             "max_seq_length": int(model.max_seq_length),
-            "dim": int((getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()),
             "padding": {"id": int(tokenizer.pad_token_id or 0), "token": str(tokenizer.pad_token or "[PAD]"),
                         "type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0)},
         }

@@ -241,5 +241,13 @@ class Embedder:
             self._waiting = []
 
     async def warm(self) -> None:
-        """Load the model in a thread (call as a background task at startup)."""
+        """Load the model in a thread (call as a background task at startup). Where `auto` took
+        torch (a bfloat16 CPU: the worker), also make the ONNX export, which the API's `auto`
+        takes: its first search would otherwise wait ~10 s for it."""
         await asyncio.to_thread(self._model)
+        api_variant = resolve_variant(self._backend, self._dtype, self.model_path, short_texts=True)
+        if self.variant != "onnx" and api_variant == "onnx":
+            try:
+                await asyncio.to_thread(onnx_model.ensure_export, self.model_path, self.cache_dir)
+            except Exception as exc:  # the API's own first use tries again, or falls back to torch
+                log.warning("embedding_export_failed", path=self.model_path, error=str(exc))

@@ -10,7 +10,9 @@ The export is the model's whole sentence-transformers pipeline (transformer, poo
 normalisation) as one graph, so the runtime side only tokenizes (with the model's own
 `tokenizer.json`) and runs it. It is kept in a cache directory under a name made from the
 model's files, written under a temporary name and renamed: a reader never sees half a file, and
-two processes exporting at once both end with a whole one.
+two processes exporting at once both end with a whole one. The export runs in a child process
+(`python -m memory.onnx_model`): a process that imports torch keeps it resident until it exits,
+and the worker or API that asked needs only the file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -30,6 +34,8 @@ log = structlog.get_logger(__name__)
 
 # Part of the export's name: a change to what `_export` writes must not read an older file.
 EXPORT_FORMAT = 1
+# How the exporting child says what stopped it, so that the parent raises the same.
+_EXIT_UNSUPPORTED, _EXIT_UNWRITABLE = 3, 4
 # The model inputs we know how to fill from a tokenizers Encoding.
 _ENCODING_FIELD = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
@@ -94,6 +100,17 @@ class OnnxModel:
         return out
 
 
+def ensure_export(model_path: str, cache_dir: Path) -> Path:
+    """The export's path, made first if it is missing (for processes that load it later)."""
+    graph = cache_dir / f"{export_name(model_path)}.onnx"
+    if not (graph.exists() and graph.with_suffix(".json").exists()):
+        try:
+            _export_in_child(model_path, graph)
+        except OSError as exc:
+            raise UnsupportedModel(f"cannot write the export to {cache_dir}: {exc}") from exc
+    return graph
+
+
 def load(model_path: str, cache_dir: Path, threads: int) -> OnnxModel:
     """The model's export from the cache, exported first if it is missing or unreadable."""
     graph = cache_dir / f"{export_name(model_path)}.onnx"
@@ -104,15 +121,39 @@ def load(model_path: str, cache_dir: Path, threads: int) -> OnnxModel:
         except Exception as exc:  # a damaged cache is rebuilt, not fatal
             log.warning("embedding_export_unreadable", path=str(graph), error=str(exc))
     try:
-        meta = _export(model_path, graph)
+        meta = _export_in_child(model_path, graph)
     except OSError as exc:  # e.g. a read-only home: torch still works
         raise UnsupportedModel(f"cannot write the export to {cache_dir}: {exc}") from exc
     return OnnxModel(graph, meta, model_path, threads)
 
 
-def _export(model_path: str, graph: Path) -> dict:
+def _export_in_child(model_path: str, graph: Path) -> dict:
+    """`_export` in a child process (~400 MB of torch and transformers, resident in the parent
+    until it exited otherwise); what stopped it is raised here as the child met it."""
+    _check_exportable(model_path)
+    graph.parent.mkdir(parents=True, exist_ok=True)  # an unwritable cache fails here, not after torch loads
+    child = subprocess.run(
+        [sys.executable, "-m", "memory.onnx_model", model_path, str(graph)], capture_output=True, text=True,
+        check=False,
+    )
+    reason = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+    if child.returncode == _EXIT_UNSUPPORTED:
+        raise UnsupportedModel(reason)
+    if child.returncode == _EXIT_UNWRITABLE:
+        raise OSError(reason)
+    if child.returncode != 0:
+        raise RuntimeError(f"exporting {model_path} to ONNX failed: {reason}")
+    log.info("embedding_model_exported", path=str(graph))
+    return json.loads(graph.with_suffix(".json").read_text())
+
+
+def _check_exportable(model_path: str) -> None:
     if not (Path(model_path) / "tokenizer.json").exists():
         raise UnsupportedModel(f"{model_path} has no tokenizer.json")
+
+
+def _export(model_path: str, graph: Path) -> None:
+    _check_exportable(model_path)
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
@@ -164,5 +205,21 @@ def _export(model_path: str, graph: Path) -> dict:
         os.replace(tmp, graph)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    log.info("embedding_model_exported", path=str(graph), inputs=inputs)
-    return meta
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m memory.onnx_model MODEL_DIR GRAPH`: export MODEL_DIR's pipeline to GRAPH."""
+    model_path, graph = argv
+    try:
+        _export(model_path, Path(graph))
+    except UnsupportedModel as exc:
+        sys.stderr.write(f"{exc}\n")
+        return _EXIT_UNSUPPORTED
+    except OSError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return _EXIT_UNWRITABLE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

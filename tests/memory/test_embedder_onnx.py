@@ -4,6 +4,7 @@ kept in a cache, loaded by later processes without torch (the real model, from t
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,11 +49,8 @@ async def test_onnx_gives_torchs_vectors_and_neighbours() -> None:
     assert float(fast[4] @ (await runtime.encode([long_text + " and bicycles"]))[0]) > 0.99999
 
 
-def test_a_process_that_finds_the_export_never_imports_torch(subprocesses: None, tmp_path: Path) -> None:
+def test_no_embedding_process_imports_torch_not_even_the_one_that_exports(subprocesses: None, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    onnx_model.load(default_model_path(), cache, threads=1)  # the export, as the first process makes it
-    exported = sorted(p.name for p in cache.iterdir())
-    assert [Path(n).suffix for n in exported] == [".json", ".onnx"]  # no temporary left behind
     probe = (
         "import json, sys; from pathlib import Path; from memory.embedder import Embedder; "
         f"v = Embedder(max_tokens=128, cache_dir=Path({str(cache)!r}), short_texts=True)"  # as the API's
@@ -60,17 +58,55 @@ def test_a_process_that_finds_the_export_never_imports_torch(subprocesses: None,
         "print(json.dumps({'vector': v[0].tolist(), "
         "'imported': sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules)}))"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180, check=True)
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["imported"] == []
+    assert seen["imported"] == []  # the export ran in a child of its own
+    exported = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert sorted(Path(n).suffix for n in exported) == [".json", ".onnx"]  # no temporary left behind
     here = Embedder(backend="torch", dtype="float32", max_tokens=128).encode_sync(["arctic tern migration"])[0]
     assert float(np.dot(seen["vector"], here)) > 0.99999
-    assert sorted(p.name for p in cache.iterdir()) == exported  # found, not exported again
+    onnx_model.load(default_model_path(), cache, threads=1)
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == exported  # found, not exported again
+
+
+def test_an_export_that_fails_says_why(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "tokenizer.json").write_text("{}")  # and no weights or config at all
+    with pytest.raises(RuntimeError, match=r"exporting .* to ONNX failed: .+"):
+        onnx_model.load(str(model), tmp_path / "cache", threads=1)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+async def test_a_worker_that_runs_torch_makes_the_export_for_the_api(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a bfloat16 CPU the worker's `auto` runs torch and the API's ONNX Runtime: the worker's
+    start makes the export, so the API's first search finds it instead of waiting on one."""
+    import memory.embedder as embedder
+
+    monkeypatch.setattr(embedder, "cpu_flags_say_bfloat16", lambda: True)
+    monkeypatch.setattr(embedder, "native_bfloat16", lambda: True)
+    worker = Embedder(max_tokens=128, cache_dir=tmp_path)
+    await worker.warm()
+    assert worker.variant == "bfloat16"
+    assert _suffixes(tmp_path) == [".json", ".onnx"]
+    assert Embedder(max_tokens=128, cache_dir=tmp_path, short_texts=True).variant == "onnx"
+    # A worker told to run torch is not asked to make files for anybody.
+    other = tmp_path / "other"
+    await Embedder(max_tokens=128, cache_dir=other, backend="torch").warm()
+    assert _suffixes(other) == []
+
+
+def _suffixes(folder: Path) -> list[str]:
+    return sorted(p.suffix for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_a_damaged_export_is_made_again(tmp_path: Path) -> None:
-    model = onnx_model.load(default_model_path(), tmp_path, threads=1)
-    before = model.encode(["tea"], 128, 8)
+    shared = onnx_model.default_cache_dir()  # the session's export, made once, copied here
+    before = onnx_model.load(default_model_path(), shared, threads=1).encode(["tea"], 128, 8)
+    for file in shared.glob(f"{onnx_model.export_name(default_model_path())}.*"):
+        shutil.copy(file, tmp_path)
     graph = next(tmp_path.glob("*.onnx"))
     graph.write_bytes(graph.read_bytes()[: 1000])  # e.g. a disk that filled up under a copy
     again = onnx_model.load(default_model_path(), tmp_path, threads=1)

@@ -102,36 +102,39 @@ class OnnxModel:
 
 def ensure_export(model_path: str, cache_dir: Path) -> Path:
     """The export's path, made first if it is missing (for processes that load it later)."""
-    graph = cache_dir / f"{export_name(model_path)}.onnx"
+    graph = _graph(model_path, cache_dir)
     if not (graph.exists() and graph.with_suffix(".json").exists()):
-        try:
-            _export_in_child(model_path, graph)
-        except OSError as exc:
-            raise UnsupportedModel(f"cannot write the export to {cache_dir}: {exc}") from exc
+        _export_in_child(model_path, graph)
     return graph
 
 
 def load(model_path: str, cache_dir: Path, threads: int) -> OnnxModel:
     """The model's export from the cache, exported first if it is missing or unreadable."""
-    graph = cache_dir / f"{export_name(model_path)}.onnx"
+    graph = _graph(model_path, cache_dir)
     meta_file = graph.with_suffix(".json")
     if graph.exists() and meta_file.exists():
         try:
             return OnnxModel(graph, json.loads(meta_file.read_text()), model_path, threads)
         except Exception as exc:  # a damaged cache is rebuilt, not fatal
             log.warning("embedding_export_unreadable", path=str(graph), error=str(exc))
-    try:
-        meta = _export_in_child(model_path, graph)
-    except OSError as exc:  # e.g. a read-only home: torch still works
-        raise UnsupportedModel(f"cannot write the export to {cache_dir}: {exc}") from exc
-    return OnnxModel(graph, meta, model_path, threads)
+    _export_in_child(model_path, graph)
+    return OnnxModel(graph, json.loads(meta_file.read_text()), model_path, threads)
 
 
-def _export_in_child(model_path: str, graph: Path) -> dict:
+def _graph(model_path: str, cache_dir: Path) -> Path:
+    return cache_dir / f"{export_name(model_path)}.onnx"
+
+
+def _export_in_child(model_path: str, graph: Path) -> None:
     """`_export` in a child process (~400 MB of torch and transformers, resident in the parent
-    until it exited otherwise); what stopped it is raised here as the child met it."""
+    until it exited otherwise); what stopped it is raised here as the child met it. A cache
+    that cannot be written (e.g. a read-only home) is UnsupportedModel: torch still works."""
     _check_exportable(model_path)
-    graph.parent.mkdir(parents=True, exist_ok=True)  # an unwritable cache fails here, not after torch loads
+    unwritable = f"cannot write the export to {graph.parent}"
+    try:
+        graph.parent.mkdir(parents=True, exist_ok=True)  # fails here, not after torch loads
+    except OSError as exc:
+        raise UnsupportedModel(f"{unwritable}: {exc}") from exc
     child = subprocess.run(
         [sys.executable, "-m", "memory.onnx_model", model_path, str(graph)], capture_output=True, text=True,
         check=False,
@@ -140,11 +143,10 @@ def _export_in_child(model_path: str, graph: Path) -> dict:
     if child.returncode == _EXIT_UNSUPPORTED:
         raise UnsupportedModel(reason)
     if child.returncode == _EXIT_UNWRITABLE:
-        raise OSError(reason)
+        raise UnsupportedModel(f"{unwritable}: {reason}")
     if child.returncode != 0:
         raise RuntimeError(f"exporting {model_path} to ONNX failed: {reason}")
     log.info("embedding_model_exported", path=str(graph))
-    return json.loads(graph.with_suffix(".json").read_text())
 
 
 def _check_exportable(model_path: str) -> None:

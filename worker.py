@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -168,8 +169,23 @@ def _has_tracing(client: Client) -> bool:
     return any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
 
 
+def _lower_cpu_priority(by: int) -> None:
+    """Linux keeps a nice value per thread, and a new thread takes its creator's: every thread
+    there is now (a library starts one at import) is lowered, and the ones started later
+    (Temporal's core, the embedder's, the metrics server's) follow."""
+    nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + by)
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:  # no /proc: there the whole process is one priority
+        threads = [0]
+    for tid in threads:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
 async def main() -> None:
     settings = get_settings()
+    if settings.worker_nice:
+        _lower_cpu_priority(settings.worker_nice)
     configure_logging(settings.log_level, json=settings.log_json, log_prompts=settings.log_prompts)
     setup_tracing("orchestrator-worker")
     host = settings.metrics_bind_host

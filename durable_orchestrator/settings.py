@@ -389,6 +389,12 @@ class Settings(BaseSettings):
         "the worker's own model load for CPU; that first request waits for the load."
     )
 
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="How much lower the worker's CPU priority is than the API's "
+        "(added to its nice value at start). The worker's work is queued and durable, a request "
+        "waits for an answer: where both share a few cores, the API gets the CPU first."
+    )
+
     # --- metrics ------------------------------------------------------------------------------
     worker_metrics_port: int | None = Field(
         None, description="Prometheus port of the worker's own metrics; unset = not served (`up` picks a free port)."

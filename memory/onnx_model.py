@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 # Part of the export's name: a change to what `_export` writes must not read an older file.
 EXPORT_FORMAT = 1
+_EXPORTING = threading.Lock()
 # How the exporting child says what stopped it, so that the parent raises the same.
 _EXIT_UNSUPPORTED, _EXIT_UNWRITABLE = 3, 4
 # The model inputs we know how to fill from a tokenizers Encoding.
@@ -103,8 +105,9 @@ class OnnxModel:
 def ensure_export(model_path: str, cache_dir: Path) -> Path:
     """The export's path, made first if it is missing (for processes that load it later)."""
     graph = _graph(model_path, cache_dir)
-    if not (graph.exists() and graph.with_suffix(".json").exists()):
-        _export_in_child(model_path, graph)
+    with _EXPORTING:  # a second asker in this process waits for the first one's file
+        if not (graph.exists() and graph.with_suffix(".json").exists()):
+            _export_in_child(model_path, graph)
     return graph
 
 
@@ -117,7 +120,8 @@ def load(model_path: str, cache_dir: Path, threads: int) -> OnnxModel:
             return OnnxModel(graph, json.loads(meta_file.read_text()), model_path, threads)
         except Exception as exc:  # a damaged cache is rebuilt, not fatal
             log.warning("embedding_export_unreadable", path=str(graph), error=str(exc))
-    _export_in_child(model_path, graph)
+    with _EXPORTING:
+        _export_in_child(model_path, graph)
     return OnnxModel(graph, json.loads(meta_file.read_text()), model_path, threads)
 
 

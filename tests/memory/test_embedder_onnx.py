@@ -7,6 +7,8 @@ import json
 import shutil
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,22 @@ async def test_a_worker_that_runs_torch_makes_the_export_for_the_api(
     other = tmp_path / "other"
     await Embedder(max_tokens=128, cache_dir=other, backend="torch").warm()
     assert _suffixes(other) == []
+
+
+def test_two_askers_in_one_process_make_one_export(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The worker's start and its memory writer both warm the model at once."""
+    made: list[Path] = []
+
+    def slow_export(model_path: str, graph: Path) -> None:
+        made.append(graph)
+        time.sleep(0.3)
+        graph.with_suffix(".json").write_text("{}")
+        graph.write_bytes(b"graph")
+
+    monkeypatch.setattr(onnx_model, "_export_in_child", slow_export)
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: onnx_model.ensure_export(default_model_path(), tmp_path), range(2)))
+    assert len(made) == 1 and paths == [made[0], made[0]]
 
 
 def _suffixes(folder: Path) -> list[str]:

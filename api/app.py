@@ -45,8 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.temporal = await connect(settings)
         # Long-term memory: one service (model + FAISS cache) per process. The index is warmed in
         # the background; the model only on request, since most API processes never embed (the
-        # worker embeds task memories), and a process that finds no export of the model makes
-        # one first (~10 s of CPU, torch imported).
+        # worker embeds task memories, and its start makes the model's ONNX export that this
+        # process loads; one that finds none makes it first, in a child: ~10 s of CPU).
         app.state.memory = MemoryService(app.state.engine, settings, short_texts=True)
         app.state.memory.start_background(load_model=settings.api_preload_embedding_model)
         app.state.deltas = DeltaHub(settings)

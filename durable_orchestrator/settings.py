@@ -384,7 +384,7 @@ class Settings(BaseSettings):
     )
     api_preload_embedding_model: bool = Field(
         False, description="Load the embedding model when the API starts (on ONNX Runtime ~150 MB and "
-        "under a second once exported; exporting it, or torch, ~450 MB and ~10 s of CPU). Off: the API "
+        "under a second once exported, ~10 s of CPU in a child process before; on torch ~450 MB). Off: the API "
         "loads it on its first memory search or write, so it starts small and does not compete with "
         "the worker's own model load for CPU; that first request waits for the load."
     )

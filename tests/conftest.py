@@ -10,8 +10,10 @@ server, `fast` for everything else (pure logic, and workflows on the time-skippi
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -33,8 +35,9 @@ from tests.utils import Stack, running_stack, service_dir, settings_for_tests
 
 # The embedding model's ONNX export (memory/onnx_model.py) goes to a cache of this session, not
 # the user's: every run exports it once, as a fresh install does, and the processes tests start
-# inherit it.
-os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="orch-test-cache-")
+# inherit it. Removed at exit: an export is ~90 MB.
+os.environ["XDG_CACHE_HOME"] = _SESSION_CACHE = tempfile.mkdtemp(prefix="orch-test-cache-")
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 
 #: Fixtures that mean "this test starts processes of its own" (CLI, `up`, workers, benchmarks).
 SYSTEM_FIXTURES = frozenset({"subprocesses"})

@@ -78,14 +78,26 @@ async def test_a_key_bound_wins_and_cancel_while_queued_moves_the_queue_on(stack
         resp = await stack.http.post("/tasks", json={"description": f"one at a time {i}"}, headers=headers)
         assert resp.status_code == 202
         ids.append(resp.json()["id"])
-    await stack.wait(ids[1], statuses={"queued"})
-    await stack.wait(ids[2], statuses={"queued"})
-    assert (await stack.http.post(f"/tasks/{ids[1]}/cancel", headers=headers)).status_code == 202
-    assert (await stack.wait(ids[1]))["status"] == "cancelled"
-    assert [(await stack.wait(i, timeout=120))["status"] for i in (ids[0], ids[2])] == ["completed", "completed"]
+    # The workflows start together, so which task asks for the slot first is Temporal's order:
+    # one takes it and the other two queue, oldest first.
+    first, older, newer = await _one_admitted_two_queued(stack, ids)
+    assert (await stack.http.post(f"/tasks/{older}/cancel", headers=headers)).status_code == 202
+    assert (await stack.wait(older))["status"] == "cancelled"
+    assert [(await stack.wait(i, timeout=120))["status"] for i in (first, newer)] == ["completed", "completed"]
     rows = await _rows(stack, ids)
-    assert rows[ids[1]][1] is None  # the cancelled one never took a slot
-    assert rows[ids[2]][1] >= rows[ids[0]][2]  # the third started after the first ended
+    assert rows[older][1] is None  # the cancelled one never took a slot
+    assert rows[newer][1] >= rows[first][2]  # the last one started after the first ended
+
+
+async def _one_admitted_two_queued(stack: Stack, ids: list[str]) -> tuple[str, str, str]:
+    for _ in range(300):
+        rows = await _rows(stack, ids)
+        queued = sorted((i for i in ids if rows[i][0] == "queued"), key=lambda i: rows[i][3])
+        admitted = [i for i in ids if rows[i][1] is not None]
+        if len(queued) == 2 and len(admitted) == 1:
+            return admitted[0], queued[0], queued[1]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"expected one admitted and two queued: {rows}")
 
 
 async def test_priority_reaches_temporal(stack: Stack) -> None:
